@@ -4,16 +4,14 @@ import sys
 
 from absl import app
 
+_MESSAGE = """svae: Sampling and figures is not implemented yet (issue 5).
+What works today: svae.distributions.SparsePrecisionGaussian; see README.md."""
+
 
 def main(argv):
     """Says honestly that this command is not there yet."""
     del argv
-    print(
-        "svae: Sampling and figures is not implemented yet (tracked in issue 5).\n"
-        "What works today: svae.distributions.SparsePrecisionGaussian; "
-        "see README.md.",
-        file=sys.stderr,
-    )
+    print(_MESSAGE, file=sys.stderr)
     return 2
 
 

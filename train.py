@@ -1,19 +1,17 @@
-"""Command line: training (the models, the schedule and train.py). See README.md."""
+"""Command line: training. See README.md."""
 
 import sys
 
 from absl import app
 
+_MESSAGE = """svae: Training is not implemented yet (issue 4).
+What works today: svae.distributions.SparsePrecisionGaussian; see README.md."""
+
 
 def main(argv):
     """Says honestly that this command is not there yet."""
     del argv
-    print(
-        "svae: Training (the models, the schedule and train.py) is not implemented yet (tracked in issue 4).\n"
-        "What works today: svae.distributions.SparsePrecisionGaussian; "
-        "see README.md.",
-        file=sys.stderr,
-    )
+    print(_MESSAGE, file=sys.stderr)
     return 2
 
 

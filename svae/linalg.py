@@ -395,6 +395,8 @@ def dense_factor(log_diag, off_diag, kernel_size=3, dilation=1):
     factor = tf.linalg.diag(tf.exp(tf.reshape(log_diag, flat_shape)))
     for m, (dy, dx) in enumerate(neighbour_offsets(kernel_size, dilation)):
         k = dy * width + dx
+        if k >= n:  # Every neighbour at this offset is below the image.
+            continue
         column = tf.reshape(off_diag[..., m], flat_shape)[..., : n - k]
         factor = factor + tf.linalg.diag(column, k=-k, num_rows=n, num_cols=n)
     return factor

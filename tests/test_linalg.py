@@ -1,0 +1,171 @@
+"""Tests of svae.linalg against dense numpy / TF linear algebra."""
+
+import dense_reference
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import linalg
+
+STRUCTURES = [(3, 1), (5, 1), (3, 2), (5, 2), (7, 1)]
+
+
+def _random_factor(rng, batch, height, width, kernel_size, dtype=np.float64):
+    """Well-conditioned random `(log_diag, off_diag)`."""
+    k = linalg.num_off_diagonals(kernel_size)
+    log_diag = 0.3 * rng.standard_normal(batch + (height, width))
+    off_diag = 0.3 * rng.standard_normal(batch + (height, width, k))
+    return tf.constant(log_diag, dtype), tf.constant(off_diag, dtype)
+
+
+def test_neighbour_offsets_follow_the_documented_order():
+    assert linalg.neighbour_offsets(3, 1) == [(0, 1), (1, -1), (1, 0), (1, 1)]
+    assert linalg.neighbour_offsets(5, 2)[:3] == [(0, 2), (0, 4), (2, -4)]
+    for kernel_size, dilation in STRUCTURES + [(9, 3)]:
+        offsets = linalg.neighbour_offsets(kernel_size, dilation)
+        assert offsets == dense_reference.offsets_from_definition(kernel_size, dilation)
+        assert len(offsets) == linalg.num_off_diagonals(kernel_size)
+        # Every linked pixel comes later in raster order: L is lower-triangular.
+        assert all(dy > 0 or (dy == 0 and dx > 0) for dy, dx in offsets)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 4, 0, -3, 3.0, True])
+def test_bad_kernel_size_is_a_clear_error(kernel_size):
+    with pytest.raises(ValueError, match="kernel_size must be an odd integer >= 3"):
+        linalg.neighbour_offsets(kernel_size, 1)
+
+
+@pytest.mark.parametrize("dilation", [0, -1, 1.5])
+def test_bad_dilation_is_a_clear_error(dilation):
+    with pytest.raises(ValueError, match="dilation must be an integer >= 1"):
+        linalg.neighbour_offsets(3, dilation)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", STRUCTURES)
+def test_off_diag_mask_marks_entries_inside_the_image(kernel_size, dilation):
+    height, width = 6, 7
+    mask = linalg.off_diag_mask(height, width, kernel_size, dilation).numpy()
+    expected = np.zeros_like(mask)
+    for _, _, i, j, m in dense_reference.factor_entries(
+        height, width, kernel_size, dilation
+    ):
+        expected[i, j, m] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", STRUCTURES)
+def test_dense_factor_matches_the_definition(kernel_size, dilation):
+    rng = np.random.default_rng(0)
+    log_diag, off_diag = _random_factor(rng, (2,), 5, 7, kernel_size)
+    expected = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    actual = linalg.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", STRUCTURES)
+@pytest.mark.parametrize("height,width", [(5, 7), (8, 3), (1, 6), (6, 1)])
+def test_products_and_solves_match_dense_linear_algebra(
+    kernel_size, dilation, height, width
+):
+    rng = np.random.default_rng(1)
+    log_diag, off_diag = _random_factor(rng, (3,), height, width, kernel_size)
+    x = tf.constant(rng.standard_normal((3, height, width)))
+    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    x_flat = tf.reshape(x, [3, -1, 1])
+
+    def image(v):
+        return tf.reshape(v, [3, height, width])
+
+    structure = dict(kernel_size=kernel_size, dilation=dilation)
+    np.testing.assert_allclose(
+        linalg.factor_transpose_matvec(log_diag, off_diag, x, **structure),
+        image(tf.linalg.matmul(dense, x_flat, adjoint_a=True)),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        linalg.factor_matvec(log_diag, off_diag, x, **structure),
+        image(tf.linalg.matmul(dense, x_flat)),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        linalg.factor_transpose_solve(log_diag, off_diag, x, **structure),
+        image(tf.linalg.triangular_solve(dense, x_flat, lower=True, adjoint=True)),
+        rtol=1e-9,
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(
+        linalg.factor_solve(log_diag, off_diag, x, **structure),
+        image(tf.linalg.triangular_solve(dense, x_flat, lower=True)),
+        rtol=1e-9,
+        atol=1e-10,
+    )
+
+
+def test_solves_broadcast_extra_right_hand_side_dimensions():
+    rng = np.random.default_rng(2)
+    log_diag, off_diag = _random_factor(rng, (2,), 4, 5, 3)
+    rhs = tf.constant(rng.standard_normal((6, 2, 4, 5)))
+    solved = linalg.factor_transpose_solve(log_diag, off_diag, rhs)
+    assert solved.shape == (6, 2, 4, 5)
+    for k in range(6):
+        np.testing.assert_allclose(
+            solved[k], linalg.factor_transpose_solve(log_diag, off_diag, rhs[k])
+        )
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+def test_solve_gradients_match_dense_solve(transpose):
+    rng = np.random.default_rng(3)
+    log_diag, off_diag = _random_factor(rng, (2,), 4, 6, 5)
+    rhs = tf.constant(rng.standard_normal((2, 4, 6)))
+    weights = tf.constant(rng.standard_normal((2, 4, 6)))
+    solve = linalg.factor_transpose_solve if transpose else linalg.factor_solve
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([log_diag, off_diag, rhs])
+        ours = tf.reduce_sum(weights * solve(log_diag, off_diag, rhs, 5, 1))
+        dense = dense_reference.dense_factor(log_diag, off_diag, 5, 1)
+        theirs = tf.linalg.triangular_solve(
+            dense, tf.reshape(rhs, [2, -1, 1]), lower=True, adjoint=transpose
+        )
+        theirs = tf.reduce_sum(weights * tf.reshape(theirs, [2, 4, 6]))
+    for param in (log_diag, off_diag, rhs):
+        np.testing.assert_allclose(
+            tape.gradient(ours, param), tape.gradient(theirs, param), atol=1e-9
+        )
+
+
+def test_solve_compiles_with_xla_and_agrees_with_graph_mode():
+    rng = np.random.default_rng(4)
+    log_diag, off_diag = _random_factor(rng, (2,), 9, 11, 3, np.float32)
+    rhs = tf.constant(rng.standard_normal((2, 9, 11)), tf.float32)
+
+    def loss_and_grads(log_diag, off_diag, rhs):
+        with tf.GradientTape() as tape:
+            tape.watch([log_diag, off_diag])
+            v = linalg.factor_transpose_solve(log_diag, off_diag, rhs)
+            loss = tf.reduce_sum(v**2)
+        return v, tape.gradient(loss, [log_diag, off_diag])
+
+    v_xla, g_xla = tf.function(loss_and_grads, jit_compile=True)(
+        log_diag, off_diag, rhs
+    )
+    v_graph, g_graph = tf.function(loss_and_grads)(log_diag, off_diag, rhs)
+    np.testing.assert_allclose(v_xla, v_graph, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_xla, g_graph, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_image_size_is_a_clear_error():
+    fn = tf.function(
+        linalg.factor_transpose_solve,
+        input_signature=[
+            tf.TensorSpec([None, None]),
+            tf.TensorSpec([None, None, 4]),
+            tf.TensorSpec([None, None]),
+        ],
+    )
+    with pytest.raises(ValueError, match="must be known statically"):
+        fn.get_concrete_function()

@@ -196,26 +196,22 @@ def factor_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
 
 
 class _SkewPlan:
-    """Static index maps between raster order and the wavefront layout."""
+    """Sizes and shifts of the wavefront layout of one image and structure.
+
+    Pixel `(i, j) = (a * d + u, b * d + w)` sits at level `t = slope * a + b`,
+    `slope = r + 1`, and lane `a * d * d + u * d + w`; its m-th neighbour then
+    sits `level_shifts[m]` levels and `lane_shifts[m]` lanes further on.
+    """
 
     def __init__(self, height, width, kernel_size, dilation):
         r, d = (kernel_size - 1) // 2, dilation
-        slope = r + 1
-        coarse_h, coarse_w = -(-height // d), -(-width // d)
-        self.num_levels = slope * (coarse_h - 1) + coarse_w
-        self.num_lanes = coarse_h * d * d
-        num_pixels = height * width
-        i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-        level = slope * (i // d) + j // d
-        lane = (i // d) * d * d + (i % d) * d + (j % d)
-        # Cells of the skewed grid that hold no pixel read a zero at the
-        # sentinel index `num_pixels`.
-        gather = np.full((self.num_levels, self.num_lanes), num_pixels, np.int32)
-        gather[level, lane] = (i * width + j).astype(np.int32)
-        self.gather = gather
-        self.scatter = (level * self.num_lanes + lane).reshape(-1).astype(np.int32)
+        self.height, self.width, self.dilation = height, width, d
+        self.slope = r + 1
+        self.coarse_h, self.coarse_w = -(-height // d), -(-width // d)
+        self.num_levels = self.slope * (self.coarse_h - 1) + self.coarse_w
+        self.num_lanes = self.coarse_h * d * d
         offsets = neighbour_offsets(kernel_size, dilation)
-        self.level_shifts = [slope * (dy // d) + dx // d for dy, dx in offsets]
+        self.level_shifts = [self.slope * (dy // d) + dx // d for dy, dx in offsets]
         self.lane_shifts = [(dy // d) * d * d for dy, dx in offsets]
         self.window = max(self.level_shifts)
         self.lane_pad = max(self.lane_shifts)
@@ -227,74 +223,102 @@ def _skew_plan(height, width, kernel_size, dilation):
     return _SkewPlan(height, width, kernel_size, dilation)
 
 
-def _to_skewed(x, plan, fill):
-    """Maps `[..., H, W]` to `[levels, ..., lanes]`, `fill` in empty cells."""
-    flat = tf.reshape(x, tf.concat([tf.shape(x)[:-2], [-1]], 0))
-    pad = [[0, 0]] * (len(x.shape) - 2) + [[0, 1]]
-    flat = tf.pad(flat, pad, constant_values=tf.cast(fill, x.dtype))
-    skewed = tf.gather(flat, plan.gather, axis=-1)  # [..., levels, lanes]
-    rank = len(skewed.shape)
-    return tf.transpose(skewed, [rank - 2] + list(range(rank - 2)) + [rank - 1])
+def _to_skewed(x, plan, batch_rank):
+    """Maps `[..., H, W]` to `[levels, lanes, ...]`, zero in empty cells.
+
+    Only pads, reshapes and transposes (no gathers): row `a` of the coarse
+    grid is shifted right by `slope * a` by re-reading the padded rows with a
+    stride `slope` shorter. The batch dimensions are left-padded with ones to
+    `batch_rank`, so that tensors of different batch ranks broadcast.
+    """
+    d, ch, cw = plan.dilation, plan.coarse_h, plan.coarse_w
+    rank = len(x.shape)
+    ones = tf.ones([batch_rank - (rank - 2)], tf.int32)
+    x = tf.reshape(x, tf.concat([ones, tf.shape(x)[:-2], [plan.height, plan.width]], 0))
+    x = tf.pad(
+        x,
+        [[0, 0]] * batch_rank + [[0, ch * d - plan.height], [0, cw * d - plan.width]],
+    )
+    batch_shape = tf.shape(x)[:batch_rank]
+    # [..., ch, u, cw, w] -> [ch, cw, u, w, ...]: pixels first, batch last.
+    x = tf.reshape(x, tf.concat([batch_shape, [ch, d, cw, d]], 0))
+    batch_axes = list(range(batch_rank))
+    x = tf.transpose(x, [batch_rank + k for k in (0, 2, 1, 3)] + batch_axes)
+    row = cw + plan.slope * ch
+    x = tf.pad(x, [[0, 0], [0, row - cw]] + [[0, 0]] * (batch_rank + 2))
+    x = tf.reshape(x, tf.concat([[ch * row, d * d], batch_shape], 0))
+    x = x[: ch * (row - plan.slope)]
+    x = tf.reshape(x, tf.concat([[ch, plan.num_levels, d * d], batch_shape], 0))
+    x = tf.transpose(x, [1, 0, 2] + [k + 3 for k in batch_axes])
+    return tf.reshape(x, tf.concat([[plan.num_levels, plan.num_lanes], batch_shape], 0))
 
 
-def _from_skewed(skewed, plan, height, width):
-    """Maps `[levels, ..., lanes]` back to `[..., H, W]`."""
-    rank = len(skewed.shape)
-    skewed = tf.transpose(skewed, list(range(1, rank - 1)) + [0, rank - 1])
-    batch_shape = tf.shape(skewed)[:-2]
-    flat = tf.reshape(skewed, tf.concat([batch_shape, [-1]], 0))
-    pixels = tf.gather(flat, plan.scatter, axis=-1)
-    return tf.reshape(pixels, tf.concat([batch_shape, [height, width]], 0))
+def _from_skewed(skewed, plan):
+    """Maps `[levels, lanes, ...]` back to `[..., H, W]`: `_to_skewed`'s inverse."""
+    d, ch, cw = plan.dilation, plan.coarse_h, plan.coarse_w
+    batch_rank = len(skewed.shape) - 2
+    batch_shape = tf.shape(skewed)[2:]
+    batch_axes = list(range(batch_rank))
+    x = tf.reshape(skewed, tf.concat([[plan.num_levels, ch, d * d], batch_shape], 0))
+    x = tf.transpose(x, [1, 0, 2] + [k + 3 for k in batch_axes])
+    row = cw + plan.slope * ch
+    x = tf.reshape(x, tf.concat([[ch * plan.num_levels, d * d], batch_shape], 0))
+    x = tf.pad(x, [[0, ch * plan.slope], [0, 0]] + [[0, 0]] * batch_rank)
+    x = tf.reshape(x, tf.concat([[ch, row, d, d], batch_shape], 0))[:, :cw]
+    # [ch, cw, u, w, ...] -> [..., ch, u, cw, w] -> [..., H, W].
+    x = tf.transpose(x, [k + 4 for k in batch_axes] + [0, 2, 1, 3])
+    x = tf.reshape(x, tf.concat([batch_shape, [ch * d, cw * d]], 0))
+    return x[..., : plan.height, : plan.width]
 
 
-def _wavefront(inv_diag, coeffs, rhs, plan, forward):
+def _wavefront(coeffs, rhs, plan, forward):
     """Level-scheduled substitution in the skewed layout.
 
-    Solves `v[t] = (rhs[t] - sum_m coeffs[t, m] * v[t -+ s_m, lane -+ l_m]) *
-    inv_diag[t]` for all levels, walking them forwards or backwards.
+    Computes, level by level, `v[t] = rhs[t] - sum_m coeffs[t, m] * v[t -+ s_m,
+    lane -+ l_m]` (the diagonal already divided out), walking the levels
+    forwards or backwards. A sliding window of the last `max(s_m)` levels is
+    carried as separate loop variables, so a step costs about `K + 8` ops.
 
     Args:
-      inv_diag: `[levels, ..., lanes]`, broadcastable to `rhs`.
-      coeffs: `[levels, ..., lanes, K]`, broadcastable to `rhs[..., None]`.
-      rhs: `[levels, ..., lanes]` right-hand side, with the full batch shape.
+      coeffs: `[levels, lanes, K, ...]`, broadcastable to `rhs[:, :, None]`.
+      rhs: `[levels, lanes, ...]` right-hand side, with the full batch shape.
       plan: the `_SkewPlan`.
       forward: walk levels upwards (a solve with `L`) or downwards (`L^T`).
 
     Returns:
-      `[levels, ..., lanes]` solution.
+      `[levels, lanes, ...]` solution.
     """
     num_levels, num_lanes, pad = plan.num_levels, plan.num_lanes, plan.lane_pad
-    rank = len(rhs.shape)
-    lane_padding = [[0, 0]] * (rank - 2) + ([[pad, 0]] if forward else [[0, pad]])
+    batch_rank = len(rhs.shape) - 2
+    lane_padding = ([[pad, 0]] if forward else [[0, pad]]) + [[0, 0]] * batch_rank
     starts = [pad - s if forward else s for s in plan.lane_shifts]
-    inv_diag_ta = tf.TensorArray(inv_diag.dtype, num_levels).unstack(inv_diag)
     coeffs_ta = tf.TensorArray(coeffs.dtype, num_levels).unstack(coeffs)
     rhs_ta = tf.TensorArray(rhs.dtype, num_levels).unstack(rhs)
     out_ta = tf.TensorArray(rhs.dtype, num_levels, element_shape=rhs.shape[1:])
-    row = tf.pad(tf.zeros_like(rhs[0]), lane_padding)
-    window = tf.stack([row] * plan.window)
+    empty = tf.pad(tf.zeros_like(rhs[0]), lane_padding)
 
-    def body(step, window, out_ta):
+    def body(step, out_ta, *window):
         t = step if forward else num_levels - 1 - step
         neighbours = tf.stack(
             [
-                window[s - 1, ..., start : start + num_lanes]
+                window[s - 1][start : start + num_lanes]
                 for s, start in zip(plan.level_shifts, starts, strict=True)
             ],
-            axis=-1,
+            axis=1,
         )
-        coupling = tf.reduce_sum(coeffs_ta.read(t) * neighbours, axis=-1)
-        value = (rhs_ta.read(t) - coupling) * inv_diag_ta.read(t)
-        window = tf.concat([tf.pad(value, lane_padding)[None], window[:-1]], 0)
-        return step + 1, window, out_ta.write(t, value)
+        coupling = tf.reduce_sum(coeffs_ta.read(t) * neighbours, axis=1)
+        value = rhs_ta.read(t) - coupling
+        window = (tf.pad(value, lane_padding),) + window[:-1]
+        return (step + 1, out_ta.write(t, value)) + window
 
-    _, _, out_ta = tf.while_loop(
+    loop_vars = (tf.constant(0), out_ta) + (empty,) * plan.window
+    outputs = tf.while_loop(
         lambda step, *_: step < num_levels,
         body,
-        (tf.constant(0), window, out_ta),
+        loop_vars,
         maximum_iterations=num_levels,
     )
-    return out_ta.stack()
+    return outputs[1].stack()
 
 
 def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
@@ -305,28 +329,36 @@ def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
         tf.broadcast_dynamic_shape(tf.shape(rhs)[:-2], tf.shape(log_diag)[:-2]),
         tf.shape(off_diag)[:-3],
     )
+    batch_rank = max(
+        len(rhs.shape) - 2, len(log_diag.shape) - 2, len(off_diag.shape) - 3
+    )
     rhs = tf.broadcast_to(rhs, tf.concat([batch_shape, [height, width]], 0))
+    offsets = neighbour_offsets(kernel_size, dilation)
     if transpose:
         coeffs = off_diag
     else:
-        # Row q of L holds off_diag[q - o_m, m]: gather it into q's place.
+        # Row q of L holds off_diag[q - o_m, m]: move it into q's place.
         mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
         coeffs = tf.stack(
             [
                 _shift(off_diag[..., m] * mask[..., m], -dy, -dx)
-                for m, (dy, dx) in enumerate(neighbour_offsets(kernel_size, dilation))
+                for m, (dy, dx) in enumerate(offsets)
             ],
             axis=-1,
         )
-    coeffs = tf.stack(
-        [_to_skewed(coeffs[..., m], plan, 0.0) for m in range(coeffs.shape[-1])],
-        axis=-1,
-    )
-    inv_diag = _to_skewed(tf.exp(-log_diag), plan, 1.0)
-    solution = _wavefront(
-        inv_diag, coeffs, _to_skewed(rhs, plan, 0.0), plan, forward=not transpose
-    )
-    return _from_skewed(solution, plan, height, width)
+    # Divide the diagonal out once, before the sequential part.
+    inv_diag = tf.exp(-log_diag)
+    coeffs = coeffs * inv_diag[..., None]
+    # One skew for all K channels: K becomes the first batch dimension, after
+    # the batch dimensions are padded to the full batch rank.
+    rank = len(coeffs.shape)
+    ones = tf.ones([batch_rank + 3 - rank], tf.int32)
+    coeffs = tf.reshape(coeffs, tf.concat([ones, tf.shape(coeffs)], 0))
+    coeffs = tf.transpose(coeffs, [batch_rank + 2] + list(range(batch_rank + 2)))
+    coeffs = _to_skewed(coeffs, plan, batch_rank + 1)  # [levels, lanes, K, ...]
+    rhs = _to_skewed(rhs * inv_diag, plan, batch_rank)
+    solution = _wavefront(coeffs, rhs, plan, forward=not transpose)
+    return _from_skewed(solution, plan)
 
 
 def factor_transpose_solve(log_diag, off_diag, rhs, kernel_size=3, dilation=1):

@@ -232,7 +232,8 @@ def _print_tables(results, sizes):
             dense = results.get(("dense_log_prob", size, batch))
             note = f" (chunks of {dense['chunk']})" if dense else ""
             print(
-                f"| {size}x{size} | {batch} | {_cell(results.get(('log_prob', size, batch)))}"
+                f"| {size}x{size} | {batch}"
+                f" | {_cell(results.get(('log_prob', size, batch)))}"
                 f" | {_cell(results.get(('log_prob_xla', size, batch)))}"
                 f" | {_cell(dense)}{note}"
                 f" | {_ratio(results, 'dense_log_prob', best, size, batch)} |"
@@ -254,7 +255,8 @@ def _print_tables(results, sizes):
             dense = results.get(("dense_solve", size, batch))
             note = f" (chunks of {dense['chunk']})" if dense else ""
             print(
-                f"| {size}x{size} | {batch} | {_cell(results.get(('sample', size, batch)))}"
+                f"| {size}x{size} | {batch}"
+                f" | {_cell(results.get(('sample', size, batch)))}"
                 f" | {_cell(results.get(('sample_xla', size, batch)))}"
                 f" | {_cell(dense)}{note}"
                 f" | {_cell(results.get(('banded_solve', size, batch)))}"

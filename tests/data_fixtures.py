@@ -1,0 +1,102 @@
+"""Builders of small data sets in the official layouts, for tests and benchmarks."""
+
+import hashlib
+import io
+import pathlib
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+
+def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    """Encodes a uint8 array (or a Pillow image) with Pillow."""
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Returns a smooth random uint8 RGB image (compresses like a photo)."""
+    coarse = rng.uniform(0, 255, (4, 4, 3)).astype(np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    return np.array(image)
+
+
+def celeb_a_image(rng: np.random.Generator) -> np.ndarray:
+    """Returns a 218x178 image: smooth outside the crop box, flat inside."""
+    image = smooth_image(rng, 218, 178)
+    image[40:188, 15:163] = rng.integers(30, 220, 3, dtype=np.uint8)
+    return image
+
+
+def make_celeb_a(
+    root: pathlib.Path, partitions=(0,) * 6 + (1,) * 2 + (2,) * 3, zipped=False
+) -> list[str]:
+    """Writes img_align_celeba/ (or .zip) and list_eval_partition.txt.
+
+    Returns:
+      The image names in order.
+    """
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"{i + 1:06d}.jpg" for i in range(len(partitions))]
+    files = {name: encode(celeb_a_image(rng), "JPEG", quality=95) for name in names}
+    if zipped:
+        with zipfile.ZipFile(root / "img_align_celeba.zip", "w") as archive:
+            for name, data in files.items():
+                archive.writestr(f"img_align_celeba/{name}", data)
+    else:
+        (root / "img_align_celeba").mkdir()
+        for name, data in files.items():
+            (root / "img_align_celeba" / name).write_bytes(data)
+    lines = [f"{n} {p}" for n, p in zip(names, partitions, strict=True)]
+    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return names
+
+
+def lsun_key(index: int) -> bytes:
+    """Returns an LSUN-style key: a 40-digit hex id."""
+    return hashlib.sha1(f"image{index}".encode()).hexdigest().encode()
+
+
+def make_lmdb(
+    path: pathlib.Path, values: list[bytes], first_index: int = 0
+) -> list[bytes]:
+    """Writes an LMDB folder (data.mdb, lock.mdb) of key -> encoded image.
+
+    Returns:
+      The keys in the database's (sorted) order.
+    """
+    import lmdb
+
+    path.mkdir(parents=True)
+    env = lmdb.open(str(path), map_size=64 * 2**20)
+    keys = [lsun_key(first_index + i) for i in range(len(values))]
+    with env.begin(write=True) as txn:
+        for key, value in zip(keys, values, strict=True):
+            txn.put(key, value)
+    env.close()
+    return sorted(keys)
+
+
+def lsun_values(count: int, seed: int, size=(96, 64)) -> list[bytes]:
+    """Returns `count` encoded images, alternately WebP and JPEG."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for index in range(count):
+        pixels = smooth_image(rng, size[1], size[0])
+        fmt = "WEBP" if index % 2 == 0 else "JPEG"
+        values.append(encode(pixels, fmt, quality=90))
+    return values
+
+
+def make_jpeg_folder(root: pathlib.Path, count: int, size=(160, 120)) -> None:
+    """Writes `count` smooth JPEGs into root, two levels deep."""
+    rng = np.random.default_rng(2)
+    for index in range(count):
+        folder = root / f"part{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = smooth_image(rng, size[1], size[0])
+        (folder / f"{index:05d}.jpg").write_bytes(encode(pixels, "JPEG", quality=90))

@@ -42,6 +42,11 @@ __all__ = [
 ]
 
 
+# Levels solved per while-loop iteration: measured best on CPU, graph and XLA
+# (benchmarks/RESULTS.md).
+UNROLL = 8
+
+
 def _check_structure(kernel_size, dilation):
     """Raises ValueError unless kernel_size is odd >= 3 and dilation >= 1."""
     if (
@@ -223,55 +228,74 @@ def _skew_plan(height, width, kernel_size, dilation):
     return _SkewPlan(height, width, kernel_size, dilation)
 
 
-def _to_skewed(x, plan, batch_rank):
-    """Maps `[..., H, W]` to `[levels, lanes, ...]`, zero in empty cells.
+def _to_skewed(x, plan, batch_rank, inner_rank=0):
+    """Maps `[..., H, W, *inner]` to `[levels, *inner, ..., lanes]`.
 
     Only pads, reshapes and transposes (no gathers): row `a` of the coarse
     grid is shifted right by `slope * a` by re-reading the padded rows with a
-    stride `slope` shorter. The batch dimensions are left-padded with ones to
-    `batch_rank`, so that tensors of different batch ranks broadcast.
+    stride `slope` shorter. Empty cells hold zeros. The batch dimensions are
+    left-padded with ones to `batch_rank`, so that tensors of different batch
+    ranks broadcast in the skewed layout.
     """
-    d, ch, cw = plan.dilation, plan.coarse_h, plan.coarse_w
+    d, ch, cw, slope = plan.dilation, plan.coarse_h, plan.coarse_w, plan.slope
+    b = batch_rank
     rank = len(x.shape)
-    ones = tf.ones([batch_rank - (rank - 2)], tf.int32)
-    x = tf.reshape(x, tf.concat([ones, tf.shape(x)[:-2], [plan.height, plan.width]], 0))
+    shape = tf.shape(x)
+    inner = shape[rank - inner_rank :]
+    ones = tf.ones([b - (rank - inner_rank - 2)], tf.int32)
+    x = tf.reshape(
+        x,
+        tf.concat(
+            [ones, shape[: rank - inner_rank - 2], [plan.height, plan.width], inner], 0
+        ),
+    )
+    keep = [[0, 0]]
     x = tf.pad(
         x,
-        [[0, 0]] * batch_rank + [[0, ch * d - plan.height], [0, cw * d - plan.width]],
+        keep * b
+        + [[0, ch * d - plan.height], [0, cw * d - plan.width]]
+        + keep * inner_rank,
     )
-    batch_shape = tf.shape(x)[:batch_rank]
-    # [..., ch, u, cw, w] -> [ch, cw, u, w, ...]: pixels first, batch last.
-    x = tf.reshape(x, tf.concat([batch_shape, [ch, d, cw, d]], 0))
-    batch_axes = list(range(batch_rank))
-    x = tf.transpose(x, [batch_rank + k for k in (0, 2, 1, 3)] + batch_axes)
-    row = cw + plan.slope * ch
-    x = tf.pad(x, [[0, 0], [0, row - cw]] + [[0, 0]] * (batch_rank + 2))
-    x = tf.reshape(x, tf.concat([[ch * row, d * d], batch_shape], 0))
-    x = x[: ch * (row - plan.slope)]
-    x = tf.reshape(x, tf.concat([[ch, plan.num_levels, d * d], batch_shape], 0))
-    x = tf.transpose(x, [1, 0, 2] + [k + 3 for k in batch_axes])
-    return tf.reshape(x, tf.concat([[plan.num_levels, plan.num_lanes], batch_shape], 0))
+    batch_shape = tf.shape(x)[:b]
+    batch_axes = list(range(b))
+    inner_axes = [b + 4 + k for k in range(inner_rank)]
+    if d > 1:
+        # [..., ch, u, cw, w] -> [..., u, w, ch, cw]: sub-grids side by side.
+        x = tf.reshape(x, tf.concat([batch_shape, [ch, d, cw, d], inner], 0))
+        x = tf.transpose(x, batch_axes + [b + 1, b + 3, b, b + 2] + inner_axes)
+    row = cw + slope * ch
+    x = tf.reshape(x, tf.concat([batch_shape, [d * d, ch, cw], inner], 0))
+    x = tf.pad(x, keep * (b + 2) + [[0, row - cw]] + keep * inner_rank)
+    x = tf.reshape(x, tf.concat([batch_shape, [d * d, ch * row], inner], 0))
+    x = x[(slice(None),) * (b + 1) + (slice(0, ch * (row - slope)),)]
+    x = tf.reshape(x, tf.concat([batch_shape, [d * d, ch, plan.num_levels], inner], 0))
+    # [..., dd, ch, levels, *inner] -> [levels, *inner, ..., ch, dd].
+    x = tf.transpose(x, [b + 2] + [a - 1 for a in inner_axes] + batch_axes + [b + 1, b])
+    return tf.reshape(
+        x, tf.concat([[plan.num_levels], inner, batch_shape, [plan.num_lanes]], 0)
+    )
 
 
 def _from_skewed(skewed, plan):
-    """Maps `[levels, lanes, ...]` back to `[..., H, W]`: `_to_skewed`'s inverse."""
-    d, ch, cw = plan.dilation, plan.coarse_h, plan.coarse_w
-    batch_rank = len(skewed.shape) - 2
-    batch_shape = tf.shape(skewed)[2:]
-    batch_axes = list(range(batch_rank))
-    x = tf.reshape(skewed, tf.concat([[plan.num_levels, ch, d * d], batch_shape], 0))
-    x = tf.transpose(x, [1, 0, 2] + [k + 3 for k in batch_axes])
-    row = cw + plan.slope * ch
-    x = tf.reshape(x, tf.concat([[ch * plan.num_levels, d * d], batch_shape], 0))
-    x = tf.pad(x, [[0, ch * plan.slope], [0, 0]] + [[0, 0]] * batch_rank)
-    x = tf.reshape(x, tf.concat([[ch, row, d, d], batch_shape], 0))[:, :cw]
-    # [ch, cw, u, w, ...] -> [..., ch, u, cw, w] -> [..., H, W].
-    x = tf.transpose(x, [k + 4 for k in batch_axes] + [0, 2, 1, 3])
+    """Maps `[levels, ..., lanes]` back to `[..., H, W]`: `_to_skewed`'s inverse."""
+    d, ch, cw, slope = plan.dilation, plan.coarse_h, plan.coarse_w, plan.slope
+    b = len(skewed.shape) - 2
+    batch_shape = tf.shape(skewed)[1:-1]
+    batch_axes = list(range(1, b + 1))
+    x = tf.reshape(skewed, tf.concat([[plan.num_levels], batch_shape, [ch, d * d]], 0))
+    x = tf.transpose(x, batch_axes + [b + 2, b + 1, 0])  # [..., dd, ch, levels]
+    row = cw + slope * ch
+    x = tf.reshape(x, tf.concat([batch_shape, [d * d, ch * plan.num_levels]], 0))
+    x = tf.pad(x, [[0, 0]] * (b + 1) + [[0, ch * slope]])
+    x = tf.reshape(x, tf.concat([batch_shape, [d * d, ch, row]], 0))[..., :cw]
+    if d > 1:
+        x = tf.reshape(x, tf.concat([batch_shape, [d, d, ch, cw]], 0))
+        x = tf.transpose(x, list(range(b)) + [b + 2, b, b + 3, b + 1])
     x = tf.reshape(x, tf.concat([batch_shape, [ch * d, cw * d]], 0))
     return x[..., : plan.height, : plan.width]
 
 
-def _wavefront(coeffs, rhs, plan, forward):
+def _wavefront(coeffs, rhs, plan, forward, unroll=UNROLL):
     """Level-scheduled substitution in the skewed layout.
 
     Computes, level by level, `v[t] = rhs[t] - sum_m coeffs[t, m] * v[t -+ s_m,
@@ -280,45 +304,56 @@ def _wavefront(coeffs, rhs, plan, forward):
     carried as separate loop variables, so a step costs about `K + 8` ops.
 
     Args:
-      coeffs: `[levels, lanes, K, ...]`, broadcastable to `rhs[:, :, None]`.
-      rhs: `[levels, lanes, ...]` right-hand side, with the full batch shape.
+      coeffs: `[levels, K, ..., lanes]`, broadcastable to `rhs[:, None]`.
+      rhs: `[levels, ..., lanes]` right-hand side, with the full batch shape.
       plan: the `_SkewPlan`.
       forward: walk levels upwards (a solve with `L`) or downwards (`L^T`).
+      unroll: levels per loop iteration (fewer iterations, less loop overhead).
 
     Returns:
-      `[levels, lanes, ...]` solution.
+      `[levels, ..., lanes]` solution.
     """
-    num_levels, num_lanes, pad = plan.num_levels, plan.num_lanes, plan.lane_pad
+    num_lanes, pad = plan.num_lanes, plan.lane_pad
     batch_rank = len(rhs.shape) - 2
-    lane_padding = ([[pad, 0]] if forward else [[0, pad]]) + [[0, 0]] * batch_rank
+    lane_padding = [[0, 0]] * batch_rank + ([[pad, 0]] if forward else [[0, pad]])
     starts = [pad - s if forward else s for s in plan.lane_shifts]
+    # Levels are padded to a multiple of the unroll factor with dummy levels
+    # walked last, which no real level depends on.
+    num_levels = -(-plan.num_levels // unroll) * unroll
+    extra = num_levels - plan.num_levels
+    level_padding = [[0, extra] if forward else [extra, 0]]
+    coeffs = tf.pad(coeffs, level_padding + [[0, 0]] * (len(coeffs.shape) - 1))
+    rhs = tf.pad(rhs, level_padding + [[0, 0]] * (len(rhs.shape) - 1))
     coeffs_ta = tf.TensorArray(coeffs.dtype, num_levels).unstack(coeffs)
     rhs_ta = tf.TensorArray(rhs.dtype, num_levels).unstack(rhs)
     out_ta = tf.TensorArray(rhs.dtype, num_levels, element_shape=rhs.shape[1:])
     empty = tf.pad(tf.zeros_like(rhs[0]), lane_padding)
 
     def body(step, out_ta, *window):
-        t = step if forward else num_levels - 1 - step
-        neighbours = tf.stack(
-            [
-                window[s - 1][start : start + num_lanes]
-                for s, start in zip(plan.level_shifts, starts, strict=True)
-            ],
-            axis=1,
-        )
-        coupling = tf.reduce_sum(coeffs_ta.read(t) * neighbours, axis=1)
-        value = rhs_ta.read(t) - coupling
-        window = (tf.pad(value, lane_padding),) + window[:-1]
-        return (step + 1, out_ta.write(t, value)) + window
+        for k in range(unroll):
+            t = step * unroll + k
+            t = t if forward else num_levels - 1 - t
+            neighbours = tf.stack(
+                [
+                    window[s - 1][..., start : start + num_lanes]
+                    for s, start in zip(plan.level_shifts, starts, strict=True)
+                ],
+            )
+            coupling = tf.reduce_sum(coeffs_ta.read(t) * neighbours, axis=0)
+            value = rhs_ta.read(t) - coupling
+            window = (tf.pad(value, lane_padding),) + window[:-1]
+            out_ta = out_ta.write(t, value)
+        return (step + 1, out_ta) + window
 
     loop_vars = (tf.constant(0), out_ta) + (empty,) * plan.window
     outputs = tf.while_loop(
-        lambda step, *_: step < num_levels,
+        lambda step, *_: step < num_levels // unroll,
         body,
         loop_vars,
-        maximum_iterations=num_levels,
+        maximum_iterations=num_levels // unroll,
     )
-    return outputs[1].stack()
+    solution = outputs[1].stack()
+    return solution[: plan.num_levels] if forward else solution[extra:]
 
 
 def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
@@ -348,14 +383,8 @@ def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
         )
     # Divide the diagonal out once, before the sequential part.
     inv_diag = tf.exp(-log_diag)
-    coeffs = coeffs * inv_diag[..., None]
-    # One skew for all K channels: K becomes the first batch dimension, after
-    # the batch dimensions are padded to the full batch rank.
-    rank = len(coeffs.shape)
-    ones = tf.ones([batch_rank + 3 - rank], tf.int32)
-    coeffs = tf.reshape(coeffs, tf.concat([ones, tf.shape(coeffs)], 0))
-    coeffs = tf.transpose(coeffs, [batch_rank + 2] + list(range(batch_rank + 2)))
-    coeffs = _to_skewed(coeffs, plan, batch_rank + 1)  # [levels, lanes, K, ...]
+    # K leads in the skewed layout, so that the loop sums K whole slices.
+    coeffs = _to_skewed(coeffs * inv_diag[..., None], plan, batch_rank, inner_rank=1)
     rhs = _to_skewed(rhs * inv_diag, plan, batch_rank)
     solution = _wavefront(coeffs, rhs, plan, forward=not transpose)
     return _from_skewed(solution, plan)

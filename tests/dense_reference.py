@@ -43,9 +43,16 @@ def dense_factor(log_diag, off_diag, kernel_size, dilation):
     entries = factor_entries(height, width, kernel_size, dilation)
     rows = [e[0] for e in entries] + list(range(n))
     cols = [e[1] for e in entries] + list(range(n))
-    values = [off_diag[..., e[2], e[3], e[4]] for e in entries]
     diag = tf.exp(tf.reshape(log_diag, batch + [n]))
-    values = tf.concat([tf.stack(values, axis=-1), diag], axis=-1) if values else diag
+    if entries:
+        # Move the parameter axes first to pick every listed entry at once.
+        rank = len(batch)
+        params = tf.transpose(off_diag, [rank, rank + 1, rank + 2] + list(range(rank)))
+        picked = tf.gather_nd(params, [e[2:] for e in entries])
+        picked = tf.transpose(picked, list(range(1, rank + 1)) + [0])
+        values = tf.concat([picked, diag], axis=-1)
+    else:
+        values = diag
     # scatter_nd works on leading indices: move the entries axis first.
     values = tf.transpose(values, [len(batch)] + list(range(len(batch))))
     indices = np.stack([rows, cols], axis=-1)

@@ -169,3 +169,32 @@ def test_unknown_image_size_is_a_clear_error():
     )
     with pytest.raises(ValueError, match="must be known statically"):
         fn.get_concrete_function()
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (5, 2), (7, 1), (3, 3)])
+def test_solves_on_a_larger_odd_sized_image(kernel_size, dilation):
+    # Many lane blocks, loop iterations and dummy levels, and sizes that are
+    # multiples of neither the dilation nor the slope.
+    rng = np.random.default_rng(5)
+    height, width = 37, 29
+    log_diag, off_diag = _random_factor(rng, (), height, width, kernel_size)
+    off_diag = off_diag / kernel_size  # Keeps the 1073-pixel solve well-posed.
+    x = tf.constant(rng.standard_normal((2, height, width)))
+    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    structure = dict(kernel_size=kernel_size, dilation=dilation)
+    for solve, adjoint in [
+        (linalg.factor_transpose_solve, True),
+        (linalg.factor_solve, False),
+    ]:
+        expected = tf.linalg.triangular_solve(
+            tf.broadcast_to(dense, [2, height * width, height * width]),
+            tf.reshape(x, [2, -1, 1]),
+            lower=True,
+            adjoint=adjoint,
+        )
+        np.testing.assert_allclose(
+            solve(log_diag, off_diag, x, **structure),
+            tf.reshape(expected, [2, height, width]),
+            rtol=1e-8,
+            atol=1e-10,
+        )

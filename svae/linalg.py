@@ -206,6 +206,23 @@ def factor_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
     return y
 
 
+def _row_entries(off_diag, kernel_size, dilation):
+    """Returns `[..., H, W, K]` off-diagonals of `L` by row: `L[q, q - o_m]`.
+
+    Row `q` of `L` holds `off_diag[q - o_m, m]`: each channel is moved into
+    `q`'s place, zero where `q - o_m` is outside the image or its link is.
+    """
+    height, width = off_diag.shape[-3], off_diag.shape[-2]
+    mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
+    return tf.stack(
+        [
+            _shift(off_diag[..., m] * mask[..., m], -dy, -dx)
+            for m, (dy, dx) in enumerate(neighbour_offsets(kernel_size, dilation))
+        ],
+        axis=-1,
+    )
+
+
 class _SkewPlan:
     """Sizes and shifts of the wavefront layout of one image and structure.
 
@@ -391,19 +408,10 @@ def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
         len(rhs.shape) - 2, len(log_diag.shape) - 2, len(off_diag.shape) - 3
     )
     rhs = tf.broadcast_to(rhs, tf.concat([batch_shape, [height, width]], 0))
-    offsets = neighbour_offsets(kernel_size, dilation)
     if transpose:
         coeffs = off_diag
     else:
-        # Row q of L holds off_diag[q - o_m, m]: move it into q's place.
-        mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
-        coeffs = tf.stack(
-            [
-                _shift(off_diag[..., m] * mask[..., m], -dy, -dx)
-                for m, (dy, dx) in enumerate(offsets)
-            ],
-            axis=-1,
-        )
+        coeffs = _row_entries(off_diag, kernel_size, dilation)
     # Divide the diagonal out once, before the sequential part.
     inv_diag = tf.exp(-log_diag)
     # K leads in the skewed layout, so that the loop sums K whole slices.
@@ -501,12 +509,8 @@ def precision_diag(log_diag, off_diag, kernel_size=3, dilation=1):
     Returns:
       `[..., H, W]` tensor.
     """
-    height, width = _static_hw(log_diag)
-    mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
-    diag = tf.exp(2.0 * log_diag)
-    for m, (dy, dx) in enumerate(neighbour_offsets(kernel_size, dilation)):
-        diag = diag + _shift(tf.square(off_diag[..., m] * mask[..., m]), -dy, -dx)
-    return diag
+    rows = _row_entries(off_diag, kernel_size, dilation)
+    return tf.exp(2.0 * log_diag) + tf.reduce_sum(tf.square(rows), axis=-1)
 
 
 def inverse_precision_diag(

@@ -1,0 +1,176 @@
+"""The distributions of the paper, built from the models' output tensors.
+
+One implementation of each formula, shared by training, evaluation, sampling
+and export: the posterior and its KL to the prior (eq. 2-3), the joint YCbCr
+likelihood (eq. 7-11; Y alone for gray images), the reconstruction error and
+the L1 prior on the off-diagonal of `L` (eq. 12).
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from svae import color
+from svae.distributions import SparsePrecisionGaussian
+from svae.linalg import off_diag_mask
+
+tfd = tfp.distributions
+
+__all__ = [
+    "posterior",
+    "prior",
+    "kl_divergence",
+    "likelihood",
+    "log_likelihood",
+    "squared_error",
+    "off_diag_l1",
+    "sample",
+    "to_rgb",
+]
+
+
+def posterior(z_mean, z_log_scale):
+    """Returns `q(z|x)`, a diagonal Gaussian with event `[latent_dim]`.
+
+    Args:
+      z_mean: `[batch, latent_dim]`.
+      z_log_scale: `[batch, latent_dim]`.
+
+    Returns:
+      A `tfd.MultivariateNormalDiag` with batch shape `[batch]`.
+    """
+    return tfd.MultivariateNormalDiag(z_mean, tf.exp(z_log_scale))
+
+
+def prior(latent_dim, dtype=tf.float32):
+    """Returns `p(z) = N(0, I)` over `[latent_dim]`."""
+    return tfd.MultivariateNormalDiag(tf.zeros([latent_dim], dtype))
+
+
+def kl_divergence(z_mean, z_log_scale):
+    """Returns `KL[q(z|x) || p(z)]` in nats, analytically.
+
+    Args:
+      z_mean: `[batch, latent_dim]`.
+      z_log_scale: `[batch, latent_dim]`.
+
+    Returns:
+      `[batch]` KL divergences.
+    """
+    q = posterior(z_mean, z_log_scale)
+    return tfd.kl_divergence(q, prior(z_mean.shape[-1], z_mean.dtype))
+
+
+def likelihood(outputs, kernel_size=3, dilation=1):
+    """Returns `p(x|z)` as a dict of distributions, one per channel group.
+
+    Y has the structured likelihood (eq. 9) when `outputs` hold `log_diag`
+    and `off_diag`, else a factorised Gaussian with `y_log_scale`; Cb and Cr
+    (downsampled) are factorised Gaussians (eq. 10-11).
+
+    Args:
+      outputs: a model's output dict, see `svae.models.VAE.decode`.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `{"y": distribution over [H, W]}`, plus `"cbcr"` over `[H/f, W/f, 2]`
+      with colour; batch shape `[batch]`.
+    """
+    if "off_diag" in outputs:
+        y = SparsePrecisionGaussian(
+            outputs["y_mean"],
+            outputs["log_diag"],
+            outputs["off_diag"],
+            kernel_size=kernel_size,
+            dilation=dilation,
+        )
+    else:
+        y = tfd.Independent(
+            tfd.Normal(outputs["y_mean"], tf.exp(outputs["y_log_scale"])), 2
+        )
+    parts = {"y": y}
+    if "cbcr_mean" in outputs:
+        parts["cbcr"] = tfd.Independent(
+            tfd.Normal(outputs["cbcr_mean"], tf.exp(outputs["cbcr_log_scale"])), 3
+        )
+    return parts
+
+
+def log_likelihood(outputs, batch, kernel_size=3, dilation=1):
+    """Returns `log p(x|z)` of eq. 8, the sum over the channel groups.
+
+    Args:
+      outputs: a model's output dict.
+      batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[batch]` log-likelihoods in nats.
+    """
+    parts = likelihood(outputs, kernel_size, dilation)
+    return tf.add_n([dist.log_prob(batch[name]) for name, dist in parts.items()])
+
+
+def squared_error(outputs, batch):
+    """Returns `||x - mu||^2` over Y and (downsampled) CbCr, eq. 12's variance term.
+
+    Args:
+      outputs: a model's output dict.
+      batch: the input batch dict.
+
+    Returns:
+      `[batch]` sums of squared errors.
+    """
+    error = tf.reduce_sum(tf.square(batch["y"] - outputs["y_mean"]), axis=[1, 2])
+    if "cbcr_mean" in outputs:
+        error += tf.reduce_sum(
+            tf.square(batch["cbcr"] - outputs["cbcr_mean"]), axis=[1, 2, 3]
+        )
+    return error
+
+
+def off_diag_l1(outputs, kernel_size=3, dilation=1):
+    """Returns `sum |L_ij|, i != j` over the entries inside the image (eq. 12).
+
+    Args:
+      outputs: a model's output dict with `off_diag` `[batch, H, W, K]`.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[batch]` L1 norms; zeros when the model has no off-diagonals.
+    """
+    if "off_diag" not in outputs:
+        return tf.zeros_like(outputs["y_mean"][:, 0, 0])
+    off_diag = outputs["off_diag"]
+    height, width = off_diag.shape[1], off_diag.shape[2]
+    mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
+    return tf.reduce_sum(tf.abs(off_diag) * mask, axis=[1, 2, 3])
+
+
+def sample(outputs, seed, kernel_size=3, dilation=1):
+    """Draws one image per batch element from `p(x|z)` with a stateless seed.
+
+    Args:
+      outputs: a model's output dict.
+      seed: int32 `[2]` stateless seed.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      A dict like the input batch: `y` `[batch, H, W]`, `cbcr` with colour.
+    """
+    parts = likelihood(outputs, kernel_size, dilation)
+    seeds = tfp.random.split_seed(seed, n=len(parts))
+    return {
+        name: dist.sample(seed=part_seed)
+        for (name, dist), part_seed in zip(parts.items(), seeds, strict=True)
+    }
+
+
+def to_rgb(images, chroma_factor=4, clip=True):
+    """Returns RGB `[batch, H, W, 3]` for a dict with `y` (and `cbcr`)."""
+    return color.merge_to_rgb(
+        images["y"], images.get("cbcr"), chroma_factor=chroma_factor, clip=clip
+    )

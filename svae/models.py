@@ -1,0 +1,302 @@
+"""The paper's VAEs and baselines as Keras 3 modules that output tensors.
+
+DCGAN-style: the encoder halves the image with 4x4 stride-2 convolutions down
+to 4x4, the decoder's trunk doubles it back with 4x4 stride-2 transposed
+convolutions; every head is a 1x1 convolution on the trunk's features (Y at
+full size, Cb and Cr at the chroma size, which the trunk passes through).
+Distributions are built from these tensors in `svae.likelihoods`.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from svae import color
+from svae.linalg import num_off_diagonals
+
+__all__ = ["Encoder", "Trunk", "PrecisionHead", "VAE", "build_model"]
+
+
+def _widths(image_size, filters):
+    """Returns the encoder's channel counts, one per stride-2 convolution."""
+    num_layers = int(math.log2(image_size)) - 2
+    return [filters * 2**i for i in range(num_layers)]
+
+
+def _conv(channels, name, initializer="glorot_uniform"):
+    """Returns a 1x1 convolution head."""
+    return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
+
+
+class Encoder(keras.layers.Layer):
+    """`q(z|x)`: a diagonal Gaussian over the latents (eq. 3)."""
+
+    def __init__(self, latent_dim, image_size, filters, chroma_factor, **kwargs):
+        super().__init__(**kwargs)
+        self.chroma_factor = chroma_factor
+        widths = _widths(image_size, filters)
+        # Attributes, not a list: Keras' tracked lists are invisible to
+        # tf.train.Checkpoint, which --init_from reads the model with.
+        for i, width in enumerate(widths):
+            conv = keras.layers.Conv2D(
+                width, 4, strides=2, padding="same", activation="leaky_relu"
+            )
+            setattr(self, f"conv{i}", conv)
+        self.num_convs = len(widths)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(2 * latent_dim)
+
+    def call(self, y, cbcr=None):
+        """Returns the posterior's mean and log scale.
+
+        Args:
+          y: `[batch, height, width]` luma.
+          cbcr: `[batch, height / f, width / f, 2]` chroma, or None (gray).
+
+        Returns:
+          `(mean, log_scale)`, each `[batch, latent_dim]`.
+        """
+        h = y[..., None] - 0.5
+        if cbcr is not None:
+            chroma = color.upsample_chroma(cbcr, self.chroma_factor, "nearest")
+            h = tf.concat([h, chroma - 0.5], axis=-1)
+        for i in range(self.num_convs):
+            h = getattr(self, f"conv{i}")(h)
+        mean, log_scale = tf.split(self.dense(self.flatten(h)), 2, axis=-1)
+        return mean, log_scale
+
+
+class Trunk(keras.layers.Layer):
+    """The decoder's shared trunk: `z` to feature maps at each resolution."""
+
+    def __init__(self, image_size, filters, **kwargs):
+        super().__init__(**kwargs)
+        widths = _widths(image_size, filters)
+        self.dense = keras.layers.Dense(16 * widths[-1], activation="relu")
+        self.reshape = keras.layers.Reshape((4, 4, widths[-1]))
+        for i, width in enumerate(reversed([filters] + widths[:-1])):
+            deconv = keras.layers.Conv2DTranspose(
+                width, 4, strides=2, padding="same", activation="relu"
+            )
+            setattr(self, f"deconv{i}", deconv)
+        self.num_deconvs = len(widths)
+
+    def call(self, z):
+        """Returns the feature maps after the dense layer and each upsampling.
+
+        Args:
+          z: `[batch, latent_dim]` latents.
+
+        Returns:
+          A dict from side `s` (4, 8, ..., image_size) to `[batch, s, s, C_s]`.
+        """
+        h = self.reshape(self.dense(z))
+        features = {4: h}
+        for i in range(self.num_deconvs):
+            h = getattr(self, f"deconv{i}")(h)
+            features[h.shape[1]] = h
+        return features
+
+
+class PrecisionHead(keras.layers.Layer):
+    """The `W(z)` head: the precision factor `L` of Y (sections 4 and 4.3).
+
+    Without a basis, a 1x1 convolution predicts `[log_diag, off_diag]`
+    directly. With `num_basis > 0` it predicts weights `W(z)` and the shared
+    basis `B` (`[K + 1, num_basis]`) maps them to the `K + 1` entries of each
+    column of `L`: `L = s(B W(z))`. Entry 0 is the log of the diagonal (so it
+    stays positive), entries 1..K the off-diagonals.
+    """
+
+    def __init__(self, kernel_size, num_basis, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.num_basis = num_basis
+        num_off = num_off_diagonals(kernel_size)
+        self.num_off = num_off
+        # Zeros: the branch starts as the spherical likelihood it is offset by.
+        self.weights_conv = _conv(num_basis or num_off + 1, "weights", "zeros")
+        if num_basis:
+            self.basis = self.add_weight(
+                shape=(num_off + 1, num_basis),
+                initializer=keras.initializers.RandomNormal(stddev=0.3),
+                name="basis",
+            )
+
+    def call(self, features):
+        """Returns `(log_diag, off_diag)`.
+
+        Args:
+          features: `[batch, height, width, C]` trunk features.
+
+        Returns:
+          `log_diag` `[batch, height, width]`, `off_diag`
+          `[batch, height, width, K]`.
+        """
+        entries = self.weights_conv(features)
+        if self.num_basis:
+            entries = tf.einsum("...b,kb->...k", entries, self.basis)
+        # tf.split, not slices: its gradient is one concat, a slice's a scatter.
+        log_diag, off_diag = tf.split(entries, [1, self.num_off], axis=-1)
+        return tf.squeeze(log_diag, -1), off_diag
+
+
+class VAE(keras.Model):
+    """Every model of the paper: the encoder, the decoder trunk and its heads.
+
+    All variants share the same encoder, trunk, mean heads and spherical
+    scales (`y_log_scale`, `cbcr_log_scale`), so a `vae_sph` checkpoint
+    initialises the others. Model-specific heads:
+
+    - `vae_diag`, `beta_vae_diag`: `y_scale_head`, per-pixel log scale of Y.
+    - `structured`: `precision_head` (`L` of Y) and `cbcr_scale_head`
+      (per-pixel Cb, Cr scales, eq. 10-11) on the shared trunk.
+    - `supn`: a separate `covariance_trunk` with the same two heads.
+    """
+
+    def __init__(
+        self,
+        model="structured",
+        latent_dim=100,
+        image_size=64,
+        filters=6,
+        color="ycbcr",
+        chroma_factor=4,
+        kernel_size=3,
+        num_basis=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.model_name = model
+        self.use_chroma = color == "ycbcr"
+        self.image_size = image_size
+        self.chroma_size = image_size // chroma_factor
+        self.encoder = Encoder(latent_dim, image_size, filters, chroma_factor)
+        self.trunk = Trunk(image_size, filters)
+        self.y_mean_head = _conv(1, "y_mean")
+        self.y_log_scale = self.add_weight(
+            shape=(), initializer="zeros", name="y_log_scale"
+        )
+        if self.use_chroma:
+            self.cbcr_mean_head = _conv(2, "cbcr_mean")
+            self.cbcr_log_scale = self.add_weight(
+                shape=(), initializer="zeros", name="cbcr_log_scale"
+            )
+        self.uncertainty_layers = []
+        if model in ("vae_diag", "beta_vae_diag"):
+            self.y_scale_head = _conv(1, "y_scale")
+        if model == "supn":
+            self.covariance_trunk = Trunk(image_size, filters)
+            self.uncertainty_layers.append(self.covariance_trunk)
+        if model in ("structured", "supn"):
+            self.precision_head = PrecisionHead(kernel_size, num_basis)
+            self.uncertainty_layers.append(self.precision_head)
+            if self.use_chroma:
+                self.cbcr_scale_head = _conv(2, "cbcr_scale", "zeros")
+                self.uncertainty_layers.append(self.cbcr_scale_head)
+
+    def encode(self, y, cbcr=None):
+        """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""
+        return self.encoder(y, cbcr)
+
+    def decode(self, z, spherical=False):
+        """Returns the likelihood's parameters for latents `z`.
+
+        Args:
+          z: `[batch, latent_dim]`.
+          spherical: use the spherical scales whatever the model (the `vae_sph`
+            pretraining of `structured` and `supn`).
+
+        Returns:
+          A dict of tensors: `y_mean` `[batch, H, W]`; then either
+          `y_log_scale` `[batch, H, W]` or `log_diag` `[batch, H, W]` and
+          `off_diag` `[batch, H, W, K]`; with colour, `cbcr_mean` and
+          `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
+        """
+        features = self.trunk(z)
+        top = features[self.image_size]
+        outputs = {"y_mean": tf.squeeze(self.y_mean_head(top), -1) + 0.5}
+        if self.use_chroma:
+            low = features[self.chroma_size]
+            outputs["cbcr_mean"] = self.cbcr_mean_head(low) + 0.5
+        model = "vae_sph" if spherical else self.model_name
+        if model == "vae_sph":
+            outputs["y_log_scale"] = tf.broadcast_to(
+                self.y_log_scale, tf.shape(outputs["y_mean"])
+            )
+        elif model in ("vae_diag", "beta_vae_diag"):
+            outputs["y_log_scale"] = tf.squeeze(self.y_scale_head(top), -1)
+        else:
+            if model == "supn":
+                features = self.covariance_trunk(z)
+                top = features[self.image_size]
+            log_diag, off_diag = self.precision_head(top)
+            # The heads start at the spherical model's scale, so the warm-up
+            # begins from the pretrained likelihood (log L_pp = -log sigma).
+            outputs["log_diag"] = log_diag - self.y_log_scale
+            outputs["off_diag"] = off_diag
+        if self.use_chroma:
+            if model in ("structured", "supn") and not spherical:
+                low = features[self.chroma_size]
+                scale = self.cbcr_scale_head(low) + self.cbcr_log_scale
+            else:
+                scale = tf.broadcast_to(
+                    self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])
+                )
+            outputs["cbcr_log_scale"] = scale
+        return outputs
+
+    def call(self, inputs, z=None, spherical=False):
+        """Encodes, draws (or takes) `z`, decodes.
+
+        Args:
+          inputs: a batch dict with `y` `[batch, H, W]` and, with colour,
+            `cbcr` `[batch, H/f, W/f, 2]`.
+          z: `[batch, latent_dim]` latents; None uses the posterior mean.
+          spherical: see `decode`.
+
+        Returns:
+          `decode`'s dict plus `z_mean`, `z_log_scale` `[batch, latent_dim]`.
+        """
+        z_mean, z_log_scale = self.encode(inputs["y"], inputs.get("cbcr"))
+        outputs = self.decode(z_mean if z is None else z, spherical)
+        outputs.update(z_mean=z_mean, z_log_scale=z_log_scale)
+        return outputs
+
+    def uncertainty_variables(self):
+        """Returns the structured branch's trainable variables."""
+        return [v for layer in self.uncertainty_layers for v in layer.trainable_weights]
+
+    def mean_variables(self):
+        """Returns every trainable variable outside the structured branch."""
+        branch = {id(v) for v in self.uncertainty_variables()}
+        return [v for v in self.trainable_weights if id(v) not in branch]
+
+
+def build_model(config):
+    """Builds and initialises the model a config describes.
+
+    Args:
+      config: an `svae.config.Config`.
+
+    Returns:
+      A built `VAE`.
+    """
+    model = VAE(
+        model=config.model,
+        latent_dim=config.latent_dim,
+        image_size=config.image_size,
+        filters=config.filters,
+        color=config.color,
+        chroma_factor=config.chroma_factor,
+        kernel_size=config.kernel_size,
+        num_basis=config.num_basis,
+    )
+    size, low = config.image_size, config.image_size // config.chroma_factor
+    inputs = {"y": tf.zeros([1, size, size])}
+    if config.color == "ycbcr":
+        inputs["cbcr"] = tf.zeros([1, low, low, 2])
+    model(inputs)
+    model(inputs, spherical=True)
+    return model

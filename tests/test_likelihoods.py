@@ -1,0 +1,102 @@
+"""Tests of svae.likelihoods against scipy and dense references."""
+
+import dense_reference
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow as tf
+
+from svae import likelihoods
+
+
+def _outputs(rng, batch, size, low, kernel_size, structured=True, chroma=True):
+    """Random model outputs in float64."""
+    k = (kernel_size**2 - 1) // 2
+    outputs = {"y_mean": rng.uniform(0, 1, (batch, size, size))}
+    if structured:
+        outputs["log_diag"] = rng.uniform(0.5, 1.5, (batch, size, size))
+        outputs["off_diag"] = rng.normal(0, 0.7, (batch, size, size, k))
+    else:
+        outputs["y_log_scale"] = rng.uniform(-2, 0, (batch, size, size))
+    if chroma:
+        outputs["cbcr_mean"] = rng.uniform(0, 1, (batch, low, low, 2))
+        outputs["cbcr_log_scale"] = rng.uniform(-2, 0, (batch, low, low, 2))
+    return {name: tf.constant(value) for name, value in outputs.items()}
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 1), (3, 2)])
+def test_ycbcr_log_likelihood_matches_dense_gaussian_and_scipy(kernel_size, dilation):
+    rng = np.random.default_rng(0)
+    outputs = _outputs(rng, 2, 5, 2, kernel_size)
+    batch = {
+        "y": tf.constant(rng.uniform(0, 1, (2, 5, 5))),
+        "cbcr": tf.constant(rng.uniform(0, 1, (2, 2, 2, 2))),
+    }
+    got = likelihoods.log_likelihood(outputs, batch, kernel_size, dilation).numpy()
+    factor = dense_reference.dense_factor(
+        outputs["log_diag"], outputs["off_diag"], kernel_size, dilation
+    ).numpy()
+    for b in range(2):
+        covariance = np.linalg.inv(factor[b] @ factor[b].T)
+        y = scipy.stats.multivariate_normal(
+            outputs["y_mean"][b].numpy().ravel(), covariance
+        ).logpdf(batch["y"][b].numpy().ravel())
+        cbcr = (
+            scipy.stats.norm(
+                outputs["cbcr_mean"][b], np.exp(outputs["cbcr_log_scale"][b])
+            )
+            .logpdf(batch["cbcr"][b])
+            .sum()
+        )
+        np.testing.assert_allclose(got[b], y + cbcr, rtol=1e-8)
+
+
+def test_factorised_gray_log_likelihood_matches_scipy():
+    rng = np.random.default_rng(1)
+    outputs = _outputs(rng, 3, 4, 1, 3, structured=False, chroma=False)
+    y = rng.uniform(0, 1, (3, 4, 4))
+    got = likelihoods.log_likelihood(outputs, {"y": tf.constant(y)}).numpy()
+    want = scipy.stats.norm(outputs["y_mean"], np.exp(outputs["y_log_scale"])).logpdf(y)
+    np.testing.assert_allclose(got, want.sum(axis=(1, 2)), rtol=1e-10)
+
+
+def test_kl_matches_closed_form():
+    rng = np.random.default_rng(2)
+    mean, log_scale = rng.normal(size=(4, 6)), rng.normal(0, 0.5, (4, 6))
+    got = likelihoods.kl_divergence(tf.constant(mean), tf.constant(log_scale))
+    want = 0.5 * np.sum(mean**2 + np.exp(2 * log_scale) - 1 - 2 * log_scale, axis=1)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 2)])
+def test_off_diag_l1_counts_only_entries_inside_the_image(kernel_size, dilation):
+    rng = np.random.default_rng(3)
+    outputs = _outputs(rng, 2, 6, 2, kernel_size)
+    entries = dense_reference.factor_entries(6, 6, kernel_size, dilation)
+    off = np.abs(outputs["off_diag"].numpy())
+    want = [sum(off[b, i, j, m] for _, _, i, j, m in entries) for b in range(2)]
+    got = likelihoods.off_diag_l1(outputs, kernel_size, dilation).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert len(entries) < 6 * 6 * off.shape[-1]
+
+
+def test_squared_error_sums_y_and_chroma():
+    rng = np.random.default_rng(4)
+    outputs = _outputs(rng, 2, 4, 2, 3)
+    y, cbcr = rng.uniform(size=(2, 4, 4)), rng.uniform(size=(2, 2, 2, 2))
+    got = likelihoods.squared_error(outputs, {"y": y, "cbcr": cbcr}).numpy()
+    want = ((y - outputs["y_mean"]) ** 2).numpy().sum((1, 2)) + (
+        (cbcr - outputs["cbcr_mean"]) ** 2
+    ).numpy().sum((1, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_sample_is_seeded_and_has_the_batch_structure():
+    rng = np.random.default_rng(5)
+    outputs = _outputs(rng, 2, 8, 2, 3)
+    first = likelihoods.sample(outputs, tf.constant([1, 2]))
+    second = likelihoods.sample(outputs, tf.constant([1, 2]))
+    assert first["y"].shape == (2, 8, 8) and first["cbcr"].shape == (2, 2, 2, 2)
+    np.testing.assert_array_equal(first["y"], second["y"])
+    rgb = likelihoods.to_rgb(first, chroma_factor=4)
+    assert rgb.shape == (2, 8, 8, 3)

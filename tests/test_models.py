@@ -1,0 +1,187 @@
+"""Tests of svae.models: shapes, the basis, and that every variant learns."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import data, models, training
+
+SIZE = 16
+
+
+def _config(**kwargs):
+    """A tiny config: 16x16 images, 8 latents."""
+    defaults = dict(image_size=SIZE, latent_dim=8, batch_size=8, crops_per_photo=4)
+    return config_lib.Config(**(defaults | kwargs))
+
+
+def _batch(color="ycbcr", n=8):
+    """A fixed batch of real photograph crops."""
+    images = data.load("sample_photos", "train", image_size=SIZE, crops_per_photo=1)
+    rgb = tf.stack(list(images.take(n)))
+    return data.to_model_inputs(rgb, color)
+
+
+@pytest.mark.parametrize(
+    "model, kernel_size, num_basis",
+    [("vae_sph", 3, 0), ("vae_diag", 3, 0), ("structured", 5, 0), ("supn", 3, 4)],
+)
+def test_output_shapes(model, kernel_size, num_basis):
+    config = _config(model=model, kernel_size=kernel_size, num_basis=num_basis)
+    vae = models.build_model(config)
+    outputs = vae(_batch(n=2))
+    assert outputs["y_mean"].shape == (2, SIZE, SIZE)
+    assert outputs["cbcr_mean"].shape == (2, 4, 4, 2)
+    assert outputs["cbcr_log_scale"].shape == (2, 4, 4, 2)
+    assert outputs["z_mean"].shape == (2, 8)
+    if model in ("structured", "supn"):
+        k = (kernel_size**2 - 1) // 2
+        assert outputs["off_diag"].shape == (2, SIZE, SIZE, k)
+        assert outputs["log_diag"].shape == (2, SIZE, SIZE)
+        assert vae.uncertainty_variables()
+    else:
+        assert outputs["y_log_scale"].shape == (2, SIZE, SIZE)
+        assert not vae.uncertainty_variables()
+    spherical = vae(_batch(n=2), spherical=True)
+    assert "off_diag" not in spherical
+
+
+def test_gray_model_has_no_chroma():
+    vae = models.build_model(_config(color="gray"))
+    outputs = vae(_batch("gray", 2))
+    assert "cbcr_mean" not in outputs and outputs["off_diag"].shape[-1] == 4
+
+
+def test_basis_maps_weights_to_the_columns_of_l():
+    head = models.PrecisionHead(kernel_size=5, num_basis=3)
+    features = tf.random.normal([2, 4, 4, 6], seed=1)
+    head(features)
+    head.weights_conv.kernel.assign(tf.random.normal([1, 1, 6, 3], seed=2))
+    log_diag, off_diag = head(features)
+    weights = head.weights_conv(features).numpy()
+    entries = weights @ head.basis.numpy().T
+    assert head.basis.shape == (13, 3)
+    np.testing.assert_allclose(log_diag, entries[..., 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(off_diag, entries[..., 1:], rtol=1e-5, atol=1e-6)
+
+
+def test_structured_branch_starts_at_the_spherical_likelihood():
+    vae = models.build_model(_config())
+    vae.y_log_scale.assign(-2.0)
+    outputs = vae(_batch(n=2))
+    np.testing.assert_allclose(outputs["log_diag"], 2.0)
+    np.testing.assert_allclose(outputs["off_diag"], 0.0)
+
+
+@pytest.mark.parametrize(
+    "model, phase, extra",
+    [
+        ("vae_sph", "train", {}),
+        ("vae_diag", "train", {}),
+        ("beta_vae_diag", "train", {}),
+        ("structured", "pretrain", {}),
+        ("structured", "joint", {}),
+        ("structured", "joint", {"num_basis": 3}),
+        ("structured", "joint", {"kernel_size": 5, "dilation": 2}),
+        ("supn", "covariance", {"color": "gray"}),
+    ],
+)
+def test_every_variant_learns_a_fixed_batch(model, phase, extra):
+    config = _config(model=model, **extra)
+    keras.utils.set_random_seed(0)
+    vae = models.build_model(config)
+    batch = _batch(config.color)
+    variables = training._phase_variables(vae, training.Phase(phase, 0, 1))
+    optimizer = keras.optimizers.Adam(2e-3)
+    noise = tf.random.stateless_normal([8, 8], seed=[0, 0])
+    spherical = phase == "pretrain"
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            terms = training.loss_terms(vae, batch, config, spherical, noise)
+            loss = tf.reduce_mean(terms["loss"])
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        )
+        return terms
+
+    first = step()
+    for _ in range(40):
+        last = step()
+    assert np.mean(last["loss"]) < np.mean(first["loss"]) - 1.0
+    for name in training.TERMS:
+        assert np.all(np.isfinite(last[name]))
+    if phase == "joint":
+        assert np.mean(last["l1"]) > 0.0
+
+
+def test_warmup_trains_only_the_structured_branch(tmp_path):
+    config = _config(
+        model_dir=str(tmp_path),
+        epochs=3,
+        pretrain_epochs=1,
+        structured_warmup_epochs=1,
+        progress=False,
+    )
+    snapshots = {}
+
+    def snapshot(step, model):
+        if step in (1, 6, 12, 13):
+            snapshots[step] = {
+                "mean": [v.numpy().copy() for v in model.mean_variables()],
+                "branch": [v.numpy().copy() for v in model.uncertainty_variables()],
+            }
+
+    result = training.train(dataclasses.replace(config), callback=snapshot)
+    assert result["step"] == 18
+    pretrain_end, warmup_end, joint = snapshots[6], snapshots[12], snapshots[13]
+    for before, after in zip(pretrain_end["mean"], warmup_end["mean"], strict=True):
+        np.testing.assert_array_equal(before, after)
+    changed = [
+        not np.array_equal(before, after)
+        for before, after in zip(
+            pretrain_end["branch"], warmup_end["branch"], strict=True
+        )
+    ]
+    assert all(changed)
+    for before, after in zip(
+        snapshots[1]["branch"], pretrain_end["branch"], strict=True
+    ):
+        np.testing.assert_array_equal(before, after)
+    assert any(
+        not np.array_equal(before, after)
+        for before, after in zip(warmup_end["mean"], joint["mean"], strict=True)
+    )
+
+
+def test_supn_freezes_the_mean_vae_and_trains_its_covariance_decoder(tmp_path):
+    config = _config(model="supn", model_dir=str(tmp_path), epochs=2, pretrain_epochs=1)
+    snapshots = {}
+
+    def snapshot(step, model):
+        if step in (1, 6, 12):
+            snapshots[step] = (
+                [v.numpy().copy() for v in model.mean_variables()],
+                [v.numpy().copy() for v in model.uncertainty_variables()],
+            )
+
+    training.train(config, callback=snapshot)
+    (mean_1, branch_1), (mean_6, branch_6), (mean_12, branch_12) = (
+        snapshots[1],
+        snapshots[6],
+        snapshots[12],
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(mean_1, mean_6, strict=True))
+    for a, b in zip(branch_1, branch_6, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(mean_6, mean_12, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(
+        not np.array_equal(a, b) for a, b in zip(branch_6, branch_12, strict=True)
+    )

@@ -1,18 +1,79 @@
-"""Command line: training. See README.md."""
+"""Command line: trains a model of the paper. See docs/training.md."""
 
 import sys
 
-from absl import app
+from absl import app, flags, logging
 
-_MESSAGE = """svae: Training is not implemented yet (issue 4).
-What works today: svae.distributions.SparsePrecisionGaussian; see README.md."""
+from svae import config as config_lib
+from svae import training
+
+_DEFAULTS = config_lib.Config()
+
+flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Data set name, see docs/data.md.")
+flags.DEFINE_string("data_dir", None, "Folder with the data set's files.")
+flags.DEFINE_enum("model", _DEFAULTS.model, config_lib.MODELS, "Model variant.")
+flags.DEFINE_string("model_dir", None, "Run directory (default: a fresh one).")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs of the run, all phases.")
+flags.DEFINE_integer("steps", None, "Steps of the run (overrides --epochs).")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.")
+flags.DEFINE_integer("latent_dim", _DEFAULTS.latent_dim, "Latent dimensions.")
+flags.DEFINE_enum("color", _DEFAULTS.color, ["ycbcr", "gray"], "Colour model.")
+flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Image side (power of 2).")
+flags.DEFINE_integer("chroma_factor", _DEFAULTS.chroma_factor, "CbCr downsampling.")
+flags.DEFINE_integer(
+    "crops_per_photo", _DEFAULTS.crops_per_photo, "sample_photos crops per photo."
+)
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of weights, data order, noise.")
+flags.DEFINE_bool("flip", _DEFAULTS.flip, "Random left-right flips.")
+flags.DEFINE_enum(
+    "strategy", _DEFAULTS.strategy, config_lib.STRATEGIES, "tf.distribute strategy."
+)
+flags.DEFINE_integer("filters", _DEFAULTS.filters, "Width of the first conv layer.")
+flags.DEFINE_integer("kernel_size", _DEFAULTS.kernel_size, "Neighbourhood of L.")
+flags.DEFINE_integer("dilation", _DEFAULTS.dilation, "Dilation of L's pattern.")
+flags.DEFINE_integer("num_basis", _DEFAULTS.num_basis, "Basis size (0: no basis).")
+flags.DEFINE_float("alpha", None, "Weight of ||x - mu||^2 (default 10 / 0).")
+flags.DEFINE_float("gamma", _DEFAULTS.gamma, "Weight of the L1 on off_diag.")
+flags.DEFINE_float("beta", None, "KL weight (beta_vae_diag only; default 5).")
+flags.DEFINE_string("init_from", None, "A vae_sph run to initialise from.")
+flags.DEFINE_integer(
+    "pretrain_epochs", _DEFAULTS.pretrain_epochs, "vae_sph pretraining epochs."
+)
+flags.DEFINE_integer(
+    "structured_warmup_epochs",
+    _DEFAULTS.structured_warmup_epochs,
+    "Epochs training only the structured branch.",
+)
+flags.DEFINE_integer(
+    "checkpoint_every", _DEFAULTS.checkpoint_every, "Steps between checkpoints."
+)
+flags.DEFINE_integer("max_checkpoints", _DEFAULTS.max_checkpoints, "Checkpoints kept.")
+flags.DEFINE_integer("summary_every", _DEFAULTS.summary_every, "Steps per scalars.")
+flags.DEFINE_integer(
+    "image_summary_every", _DEFAULTS.image_summary_every, "Steps per images."
+)
+flags.DEFINE_bool("progress", _DEFAULTS.progress, "Show a progress bar.")
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
-    """Says honestly that this command is not there yet."""
+    """Builds the config from the flags and trains."""
     del argv
-    print(_MESSAGE, file=sys.stderr)
-    return 2
+    # TF logs every checkpoint save at INFO, which would break the progress bar.
+    logging.set_verbosity(logging.WARNING)
+
+    values = {
+        name: FLAGS[name].value for name in config_lib.Config.__dataclass_fields__
+    }
+    try:
+        config = config_lib.Config(**values)
+        training.train(config)
+    except (ValueError, training.NonFiniteLossError) as e:
+        print(f"svae: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run():

@@ -1,0 +1,528 @@
+"""Training: the loss of eq. 12, the schedule of section 5, the step and the loop.
+
+`train(config)` is the one entry point (`train.py` calls it). It runs under any
+`tf.distribute` strategy with a custom loop (`strategy.run`), checkpoints with
+`tf.train.CheckpointManager` and resumes from the latest checkpoint of
+`config.model_dir`.
+"""
+
+import dataclasses
+import datetime
+import pathlib
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from svae import config as config_lib
+from svae import data, likelihoods, models
+
+__all__ = [
+    "NonFiniteLossError",
+    "Phase",
+    "schedule",
+    "loss_terms",
+    "make_strategy",
+    "train",
+]
+
+TERMS = ("loss", "nll", "kl", "mse", "l1")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; training stopped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of the schedule: which likelihood, which variables train.
+
+    `name` is "train" (the baselines), "pretrain" (`vae_sph` pretraining of
+    `structured` and `supn`), "warmup" (only the structured branch),
+    "joint" (everything) or "covariance" (SUPN's covariance decoder alone).
+    """
+
+    name: str
+    start: int
+    end: int
+
+    @property
+    def spherical(self) -> bool:
+        """Whether this phase trains the spherical `vae_sph` likelihood."""
+        return self.name == "pretrain"
+
+
+def schedule(config, steps_per_epoch, total_steps):
+    """Returns the run's phases, in order, covering `[0, total_steps)`.
+
+    Args:
+      config: the run's `Config`.
+      steps_per_epoch: training steps in one pass over the data.
+      total_steps: length of the run in steps.
+
+    Returns:
+      A list of `Phase`s (empty ones dropped).
+    """
+    if not config.structured_likelihood:
+        bounds = [("train", total_steps)]
+    else:
+        pretrain = min(config.num_pretrain_epochs * steps_per_epoch, total_steps)
+        if config.model == "supn":
+            bounds = [("pretrain", pretrain), ("covariance", total_steps)]
+        else:
+            warmup = config.structured_warmup_epochs * steps_per_epoch
+            bounds = [
+                ("pretrain", pretrain),
+                ("warmup", min(pretrain + warmup, total_steps)),
+                ("joint", total_steps),
+            ]
+    phases, start = [], 0
+    for name, end in bounds:
+        if end > start:
+            phases.append(Phase(name, start, end))
+        start = max(start, end)
+    return phases
+
+
+def _phase_variables(model, phase):
+    """Returns the variables a phase trains."""
+    if phase.name == "pretrain":
+        return model.mean_variables()
+    if phase.name in ("warmup", "covariance"):
+        return model.uncertainty_variables()
+    return list(model.trainable_weights)
+
+
+def loss_terms(model, batch, config, spherical, noise):
+    """Returns the terms of eq. 12 per image, with one reparameterised `z`.
+
+    `loss = nll + beta * kl + alpha * mse + gamma * l1`, where `nll` is
+    `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `mse` is `||x - mu||^2` and
+    `l1` the masked `sum |off_diag|`.
+
+    Args:
+      model: an `svae.models.VAE`.
+      batch: a batch dict (`y`, `cbcr` with colour).
+      config: the run's `Config`.
+      spherical: use the spherical likelihood (pretraining).
+      noise: `[batch, latent_dim]` standard normal draws for `z`.
+
+    Returns:
+      A dict of `[batch]` tensors named as `TERMS`.
+    """
+    z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
+    z = z_mean + tf.exp(z_log_scale) * noise
+    outputs = model.decode(z, spherical=spherical)
+    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    terms = {
+        "nll": -likelihoods.log_likelihood(outputs, batch, **structure),
+        "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
+        "mse": likelihoods.squared_error(outputs, batch),
+        "l1": likelihoods.off_diag_l1(outputs, **structure),
+    }
+    terms["loss"] = (
+        terms["nll"]
+        + config.resolved_beta * terms["kl"]
+        + config.resolved_alpha * terms["mse"]
+        + config.resolved_gamma * terms["l1"]
+    )
+    return terms
+
+
+def make_strategy(name):
+    """Returns the `tf.distribute.Strategy` named by `--strategy`.
+
+    Args:
+      name: "default", "mirrored" (all local GPUs), "multi_worker" (reads
+        `TF_CONFIG`) or "tpu".
+
+    Returns:
+      The strategy.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # Without GPUs, mirror over the logical CPUs (one unless configured).
+        devices = tf.config.list_logical_devices(
+            "GPU"
+        ) or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"Unknown strategy {name!r}; valid: {config_lib.STRATEGIES}.")
+
+
+def _worker_role(strategy):
+    """Returns `(is_chief, task_id)` of this process in its cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = task_type == "chief" or (
+        not has_chief and task_type == "worker" and task_id == 0
+    )
+    return is_chief, task_id
+
+
+def _fresh_model_dir(config):
+    """Returns a new run directory name under `runs/`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return str(pathlib.Path("runs") / f"{config.model}-{config.dataset}-{stamp}")
+
+
+def _check_resume(config, model_dir):
+    """Writes the config, or checks it against the one already in `model_dir`."""
+    path = model_dir / config_lib.CONFIG_FILE
+    if not path.exists():
+        return False
+    saved = config_lib.load(model_dir)
+    changed = config.incompatible_fields(saved)
+    if changed:
+        details = ", ".join(
+            f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
+            for name in changed
+        )
+        raise ValueError(
+            f"{model_dir} holds a run with a different configuration ({details}). "
+            "Use the same flags to resume it, or another --model_dir."
+        )
+    return True
+
+
+class _Data:
+    """The training images, cached once as uint8, and their batches per epoch."""
+
+    def __init__(self, config, strategy):
+        self.config = config
+        self.strategy = strategy
+        images = data.load(
+            config.dataset,
+            "train",
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            seed=config.seed,
+            crops_per_photo=config.crops_per_photo,
+        )
+        quantised = images.map(
+            lambda x: tf.cast(tf.round(x * 255.0), tf.uint8),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).cache()
+        # One full pass fills the cache that every epoch's pipeline then reads.
+        count = sum(int(b.shape[0]) for b in quantised.batch(1024))
+        self.images = quantised.map(lambda x: tf.cast(x, tf.float32) / 255.0)
+        preview = data.training_pipeline(
+            self.images,
+            8,
+            flip=False,
+            shuffle_buffer=None,
+            cache=False,
+            color=config.color,
+            chroma_factor=config.chroma_factor,
+            drop_remainder=False,
+        )
+        self.preview = next(iter(preview))
+        self.steps_per_epoch = count // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"{config.dataset} has {count} training images, fewer than one "
+                f"batch of {config.batch_size}."
+            )
+
+    def epoch(self, epoch, skip):
+        """Returns the distributed batches of `epoch`, after skipping `skip`."""
+        config = self.config
+
+        def dataset_fn(input_context):
+            """One input pipeline's batches."""
+            batches = data.training_pipeline(
+                self.images,
+                config.batch_size,
+                seed=config.seed * 100_003 + epoch,
+                flip=config.flip,
+                cache=False,
+                color=config.color,
+                chroma_factor=config.chroma_factor,
+                input_context=input_context,
+            )
+            # A shard may hold one batch fewer than steps_per_epoch.
+            return batches.repeat().skip(skip)
+
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+
+
+def _metadata(plugin_name):
+    """Returns serialised summary metadata for a TensorBoard plugin."""
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name)
+    ).SerializeToString()
+
+
+def _scalar(name, value, step):
+    """Writes a TensorBoard scalar (TF core only: no tensorboard package needed)."""
+    tf.summary.write(name, tf.constant(value, tf.float32), step, _metadata("scalars"))
+
+
+def _images(name, images, step):
+    """Writes `[n, H, W, C]` images in [0, 1] as TensorBoard PNG images."""
+    images = tf.image.convert_image_dtype(
+        tf.clip_by_value(images, 0.0, 1.0), tf.uint8, saturate=True
+    )
+    height, width = images.shape[1], images.shape[2]
+    encoded = [tf.io.encode_png(image) for image in images]
+    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height))] + encoded)
+    tf.summary.write(name, tensor, step, _metadata("images"))
+
+
+def _image_summaries(model, batch, config, phase, step):
+    """Writes inputs, means, samples and residual samples to TensorBoard."""
+    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    batch = {k: v[:8] for k, v in batch.items()}
+    outputs = model(batch, spherical=phase.spherical)
+    seed = tf.constant([config.seed, step], tf.int32)
+    noise = tf.random.stateless_normal([8, config.latent_dim], seed=seed)
+    prior_outputs = model.decode(noise, spherical=phase.spherical)
+    drawn = likelihoods.sample(prior_outputs, seed, **structure)
+    residual = drawn["y"] - prior_outputs["y_mean"]
+    scale = tf.reduce_max(tf.abs(residual), axis=[1, 2], keepdims=True) + 1e-6
+    factor = config.chroma_factor
+    recon = {"y": outputs["y_mean"], "cbcr": outputs.get("cbcr_mean")}
+    _images("inputs", batch["rgb"], step)
+    _images("reconstruction_means", likelihoods.to_rgb(recon, factor), step)
+    sample_means = {
+        "y": prior_outputs["y_mean"],
+        "cbcr": prior_outputs.get("cbcr_mean"),
+    }
+    _images("sample_means", likelihoods.to_rgb(sample_means, factor), step)
+    _images("samples", likelihoods.to_rgb(drawn, factor), step)
+    _images("residual_samples", (residual / scale * 0.5 + 0.5)[..., None], step)
+
+
+class _Trainer:
+    """Holds the strategy, model, optimizer, checkpoints and step functions."""
+
+    def __init__(self, config, strategy, model_dir, is_chief, task_id):
+        self.config = config
+        self.strategy = strategy
+        self.model_dir = model_dir
+        self.is_chief = is_chief
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            self.model = models.build_model(config)
+            self.optimizer = keras.optimizers.Adam(config.learning_rate)
+            self.optimizer.build(self.model.trainable_weights)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.step
+        )
+        directory = model_dir / "checkpoints"
+        if not is_chief:
+            # Other workers must save too (collectively); they save aside.
+            directory = model_dir / f"worker{task_id}_tmp"
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=config.max_checkpoints
+        )
+        self.chief_manager_dir = model_dir / "checkpoints"
+        self._step_fns = {}
+
+    def restore(self):
+        """Restores the latest checkpoint of the run; returns its step or 0."""
+        latest = tf.train.latest_checkpoint(self.chief_manager_dir)
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    def init_from(self, run_dir):
+        """Loads encoder, trunk, means and spherical scales of a `vae_sph` run."""
+        if not (pathlib.Path(run_dir) / config_lib.CONFIG_FILE).exists():
+            raise ValueError(f"--init_from={run_dir} is not a run directory.")
+        source = config_lib.load(run_dir)
+        fields = ("latent_dim", "image_size", "filters", "color", "chroma_factor")
+        if source.model != "vae_sph" or any(
+            getattr(source, f) != getattr(self.config, f) for f in fields
+        ):
+            raise ValueError(
+                f"--init_from={run_dir} must be a vae_sph run with the same "
+                f"{', '.join(fields)}; it is a {source.model} run with "
+                + ", ".join(f"{f}={getattr(source, f)!r}" for f in fields)
+            )
+        latest = tf.train.latest_checkpoint(pathlib.Path(run_dir) / "checkpoints")
+        if latest is None:
+            raise ValueError(f"--init_from={run_dir} has no checkpoint.")
+        tf.train.Checkpoint(model=self.model).read(latest).expect_partial()
+        print(f"svae: initialised from {latest}")
+
+    def save(self, step):
+        """Writes a checkpoint of `step` (every worker takes part)."""
+        self.step.assign(step)
+        self.manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+
+    def step_fn(self, phase):
+        """Returns the compiled training step of a phase."""
+        if phase.name in self._step_fns:
+            return self._step_fns[phase.name]
+        config, model, strategy = self.config, self.model, self.strategy
+        variables = _phase_variables(model, phase)
+        global_batch = config.batch_size
+
+        def replica_step(batch, step):
+            """One replica's share: its part of the loss and gradients."""
+            context = tf.distribute.get_replica_context()
+            local_batch = tf.shape(batch["y"])[0]
+            # Draw for the global batch and keep this replica's rows, so the
+            # noise does not depend on the number of replicas.
+            seed = tf.stack([tf.constant(config.seed, tf.int64), step])
+            noise = tf.random.stateless_normal(
+                [global_batch, config.latent_dim], seed=seed
+            )
+            start = context.replica_id_in_sync_group * local_batch
+            noise = noise[start : start + local_batch]
+            with tf.GradientTape() as tape:
+                terms = loss_terms(model, batch, config, phase.spherical, noise)
+                loss = tf.reduce_sum(terms["loss"]) / global_batch
+            grads = tape.gradient(loss, variables)
+            pairs = [
+                (g, v) for g, v in zip(grads, variables, strict=True) if g is not None
+            ]
+            self.optimizer.apply_gradients(pairs)
+            return {name: tf.reduce_sum(value) for name, value in terms.items()}
+
+        # No Python control flow depends on tensors here: AutoGraph not needed.
+        @tf.function(autograph=False)
+        def distributed_step(iterator, step):
+            """Runs one step on every replica; returns the mean terms."""
+            sums = strategy.run(replica_step, args=(next(iterator), step))
+            return {
+                name: strategy.reduce("SUM", value, axis=None) / global_batch
+                for name, value in sums.items()
+            }
+
+        self._step_fns[phase.name] = distributed_step
+        return distributed_step
+
+
+def _check_finite(values, step, last_saved, model_dir):
+    """Raises `NonFiniteLossError` naming the first non-finite term."""
+    # The parts before their sum, so the message names the culprit.
+    for name in TERMS[1:] + TERMS[:1]:
+        if not np.isfinite(values[name]):
+            where = (
+                f"the last good checkpoint is step {last_saved} in "
+                f"{model_dir / 'checkpoints'}"
+                if last_saved is not None
+                else "no checkpoint was written yet"
+            )
+            raise NonFiniteLossError(
+                f"Non-finite loss at step {step + 1}: the term '{name}' is "
+                f"{values[name]} ({', '.join(f'{k}={values[k]:.4g}' for k in TERMS)})."
+                f" Training stopped; {where}."
+            )
+
+
+def train(config, strategy=None, callback=None):
+    """Trains (or resumes) the run a config describes.
+
+    Args:
+      config: an `svae.config.Config`; `model_dir=None` makes a fresh run
+        directory under `runs/`.
+      strategy: a `tf.distribute.Strategy`; None builds `config.strategy`.
+      callback: optional `callback(step, model)` called after every step on
+        the host (for tests and tooling).
+
+    Returns:
+      A dict with `model_dir`, `step` and the last step's mean loss terms.
+
+    Raises:
+      ValueError: an incompatible config in an existing `model_dir`.
+      NonFiniteLossError: a loss term became NaN or infinite.
+    """
+    if config.model_dir is None:
+        config = dataclasses.replace(config, model_dir=_fresh_model_dir(config))
+    model_dir = pathlib.Path(config.model_dir)
+    strategy = strategy or make_strategy(config.strategy)
+    is_chief, task_id = _worker_role(strategy)
+    if is_chief:
+        resuming = _check_resume(config, model_dir)
+    else:
+        resuming = tf.train.latest_checkpoint(model_dir / "checkpoints") is not None
+    if is_chief:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / config_lib.CONFIG_FILE).write_text(config.to_json())
+        print(f"svae: training {config.model} on {config.dataset} in {model_dir}")
+
+    dataset = _Data(config, strategy)
+    steps_per_epoch = dataset.steps_per_epoch
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    phases = schedule(config, steps_per_epoch, total_steps)
+    trainer = _Trainer(config, strategy, model_dir, is_chief, task_id)
+    step = trainer.restore() if resuming else 0
+    if step == 0 and config.init_from:
+        trainer.init_from(config.init_from)
+    if step:
+        print(f"svae: resuming from step {step}")
+    writer = (
+        tf.summary.create_file_writer(str(model_dir / "train"))
+        if is_chief
+        else tf.summary.create_noop_writer()
+    )
+    progress = None
+    if is_chief and config.progress:
+        progress = keras.utils.Progbar(total_steps, stateful_metrics=TERMS + ("img/s",))
+        progress.update(step)
+    last_saved = step if resuming and step else None
+    values = {}
+    start_time, start_step = time.perf_counter(), step
+    with writer.as_default():
+        while step < total_steps:
+            phase = next(p for p in phases if p.start <= step < p.end)
+            epoch, skip = divmod(step, steps_per_epoch)
+            iterator = dataset.epoch(epoch, skip)
+            step_fn = trainer.step_fn(phase)
+            end = min(phase.end, (epoch + 1) * steps_per_epoch)
+            while step < end:
+                result = step_fn(iterator, tf.constant(step, tf.int64))
+                values = {name: float(value) for name, value in result.items()}
+                _check_finite(values, step, last_saved, model_dir)
+                step += 1
+                if callback is not None:
+                    callback(step, trainer.model)
+                rate = (
+                    (step - start_step)
+                    * config.batch_size
+                    / (time.perf_counter() - start_time)
+                )
+                if step % config.summary_every == 0 or step == total_steps:
+                    for name, value in values.items():
+                        _scalar(f"loss/{name}", value, step)
+                    learning_rate = float(trainer.optimizer.learning_rate.numpy())
+                    _scalar("learning_rate", learning_rate, step)
+                    _scalar("images_per_second", rate, step)
+                if is_chief and (
+                    step % config.image_summary_every == 0 or step == total_steps
+                ):
+                    _image_summaries(
+                        trainer.model, dataset.preview, config, phase, step
+                    )
+                if step % config.checkpoint_every == 0 or step in (end, total_steps):
+                    trainer.save(step)
+                    last_saved = step
+                if progress is not None:
+                    progress.update(
+                        step, [(k, values[k]) for k in TERMS] + [("img/s", rate)]
+                    )
+    writer.flush()
+    if is_chief:
+        print(f"svae: finished at step {step}; checkpoints in {model_dir}")
+    return {"model_dir": str(model_dir), "step": step, **values}

@@ -1,0 +1,299 @@
+"""Tests of svae.training: schedule, resume after SIGKILL, NaN policy, strategies."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from svae import config as config_lib
+from svae import models, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = [
+    "--image_size=16",
+    "--latent_dim=8",
+    "--batch_size=8",
+    "--crops_per_photo=4",
+    "--noprogress",
+]
+
+
+def _config(tmp_path, **kwargs):
+    """A tiny structured run in tmp_path."""
+    defaults = dict(
+        model_dir=str(tmp_path),
+        image_size=16,
+        latent_dim=8,
+        batch_size=8,
+        crops_per_photo=4,
+        progress=False,
+    )
+    return config_lib.Config(**(defaults | kwargs))
+
+
+def _env(**extra):
+    """Environment of a training subprocess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env.pop("TF_CONFIG", None)
+    return env | extra
+
+
+def _train_cli(args, env=None, **kwargs):
+    """Starts `train.py` with the tiny flags."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *TINY, *args],
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _model_weights(model_dir, step=None):
+    """Returns `{name: array}` of the model weights in a run's checkpoint."""
+    directory = pathlib.Path(model_dir) / "checkpoints"
+    path = (
+        str(directory / f"ckpt-{step}")
+        if step
+        else tf.train.latest_checkpoint(directory)
+    )
+    model = models.build_model(config_lib.load(model_dir))
+    tf.train.Checkpoint(model=model).read(path).assert_existing_objects_matched()
+    return {f"{i}:{v.name}": v.numpy() for i, v in enumerate(model.weights)}
+
+
+def _assert_same_weights(first, second, **tolerance):
+    """Asserts two weight dicts are equal within tolerance."""
+    assert first.keys() == second.keys() and len(first) > 10
+    for name in first:
+        np.testing.assert_allclose(first[name], second[name], err_msg=name, **tolerance)
+
+
+def test_schedule_of_each_model():
+    structured = config_lib.Config(pretrain_epochs=2, structured_warmup_epochs=1)
+    phases = training.schedule(structured, 10, 50)
+    assert [(p.name, p.start, p.end) for p in phases] == [
+        ("pretrain", 0, 20),
+        ("warmup", 20, 30),
+        ("joint", 30, 50),
+    ]
+    from_sph = config_lib.Config(init_from="somewhere", structured_warmup_epochs=1)
+    assert [p.name for p in training.schedule(from_sph, 10, 50)] == ["warmup", "joint"]
+    supn = config_lib.Config(model="supn", pretrain_epochs=1)
+    assert [(p.name, p.start) for p in training.schedule(supn, 10, 30)] == [
+        ("pretrain", 0),
+        ("covariance", 10),
+    ]
+    assert [
+        p.name for p in training.schedule(config_lib.Config(model="vae_sph"), 10, 5)
+    ] == ["train"]
+
+
+def test_config_json_round_trip_and_defaults():
+    config = config_lib.Config(model="beta_vae_diag", alpha=3.0)
+    assert config_lib.Config.from_json(config.to_json()) == config
+    assert config.resolved_beta == 5.0 and config.resolved_alpha == 3.0
+    assert config_lib.Config().resolved_alpha == 10.0
+    assert config_lib.Config(model="vae_diag").resolved_alpha == 0.0
+    with pytest.raises(ValueError, match="beta"):
+        config_lib.Config(model="vae_sph", beta=2.0)
+
+
+def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
+    config = _config(tmp_path, model="vae_sph", color="gray", steps=2)
+    training.train(config)
+    changed = _config(tmp_path, model="vae_sph", color="gray", steps=4, latent_dim=4)
+    with pytest.raises(ValueError, match="latent_dim: 8 -> 4"):
+        training.train(changed)
+    result = training.train(_config(tmp_path, model="vae_sph", color="gray", steps=4))
+    assert result["step"] == 4
+    events = sorted((tmp_path / "train").glob("events.out.tfevents.*"))
+    tags = {
+        value.tag
+        for event in tf.compat.v1.train.summary_iterator(str(events[0]))
+        for value in event.summary.value
+    }
+    expected = {f"loss/{name}" for name in training.TERMS}
+    expected |= {"learning_rate", "inputs", "samples", "residual_samples"}
+    assert expected <= tags
+
+
+def test_init_from_a_vae_sph_run(tmp_path):
+    sph = _config(tmp_path / "sph", model="vae_sph", steps=3)
+    training.train(sph)
+    config = _config(tmp_path / "structured", steps=1, init_from=str(tmp_path / "sph"))
+    seen = {}
+    training.train(config, callback=lambda step, model: seen.setdefault(step, model))
+    sph_model = models.build_model(sph)
+    latest = tf.train.latest_checkpoint(tmp_path / "sph" / "checkpoints")
+    tf.train.Checkpoint(model=sph_model).read(latest).expect_partial()
+    # One warm-up step trains only the structured branch: the rest is the sph's.
+    for name in ("conv0", "conv1", "dense"):
+        np.testing.assert_array_equal(
+            getattr(seen[1].encoder, name).kernel,
+            getattr(sph_model.encoder, name).kernel,
+        )
+    np.testing.assert_array_equal(
+        seen[1].trunk.deconv0.kernel, sph_model.trunk.deconv0.kernel
+    )
+    np.testing.assert_array_equal(seen[1].y_log_scale, sph_model.y_log_scale)
+
+
+def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
+    flags = ["--model=structured", "--steps=240", "--checkpoint_every=20"]
+    flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2"]
+    killed_dir = tmp_path / "killed"
+    process = _train_cli([*flags, f"--model_dir={killed_dir}"])
+    index = killed_dir / "checkpoints" / "checkpoint"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if index.exists() and "ckpt-" in index.read_text():
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = tf.train.latest_checkpoint(killed_dir / "checkpoints")
+    assert killed_at is not None and int(killed_at.rsplit("-", 1)[1]) < 240
+    resumed = _train_cli([*flags, f"--model_dir={killed_dir}"])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from step" in output
+    whole = _train_cli([*flags, f"--model_dir={tmp_path / 'whole'}"])
+    output = whole.communicate(timeout=300)[0]
+    assert whole.returncode == 0, output
+    _assert_same_weights(
+        _model_weights(killed_dir, 240),
+        _model_weights(tmp_path / "whole", 240),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_planted_nan_stops_training_and_keeps_a_loadable_checkpoint(tmp_path):
+    config = _config(tmp_path, model="vae_diag", steps=12, checkpoint_every=2)
+
+    def plant(step, model):
+        if step == 5:
+            kernel = model.y_mean_head.kernel
+            kernel.assign(tf.fill(kernel.shape, float("nan")))
+
+    with pytest.raises(training.NonFiniteLossError) as error:
+        training.train(config, callback=plant)
+    message = str(error.value)
+    assert "step 6" in message and "'nll'" in message and "step 4" in message
+    latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
+    assert latest.endswith("ckpt-4")
+    model = models.build_model(config)
+    tf.train.Checkpoint(model=model).read(latest).assert_existing_objects_matched()
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+
+
+def _same_image_folder(root, count=32):
+    """Writes `count` copies of one photograph crop: order-free training data."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    (root / "train").mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(pixels).save(root / "train" / f"{i:03d}.png")
+    return f"folder:{root}"
+
+
+_MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from svae import config, training
+strategy = training.make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+result = training.train(config.Config.from_json(sys.argv[1]), strategy)
+print("RESULT", result["loss"], result["kl"])
+"""
+
+
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
+    single = _config(tmp_path / "single", model="structured", steps=8, flip=False)
+    single = config_lib.Config(**(single.__dict__ | dict(pretrain_epochs=0)))
+    single_result = training.train(single)
+    mirrored = config_lib.Config(
+        **(single.__dict__ | dict(model_dir=str(tmp_path / "mirrored")))
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED, mirrored.to_json()],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    loss, kl = (float(x) for x in line.split()[1:])
+    np.testing.assert_allclose(
+        [loss, kl], [single_result["loss"], single_result["kl"]], rtol=1e-4
+    )
+    _assert_same_weights(
+        _model_weights(tmp_path / "single", 8),
+        _model_weights(tmp_path / "mirrored", 8),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def _free_ports(count):
+    """Returns `count` free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
+    dataset = _same_image_folder(tmp_path / "images")
+    flags = [f"--dataset={dataset}", "--model=vae_diag", "--steps=6", "--noflip"]
+    single = _train_cli([*flags, f"--model_dir={tmp_path / 'single'}"])
+    output = single.communicate(timeout=300)[0]
+    assert single.returncode == 0, output
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        processes.append(
+            _train_cli(
+                [*flags, "--strategy=multi_worker", f"--model_dir={tmp_path / 'mw'}"],
+                env=_env(TF_CONFIG=json.dumps(tf_config)),
+            )
+        )
+    for process in processes:
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, output[-3000:]
+    _assert_same_weights(
+        _model_weights(tmp_path / "single", 6),
+        _model_weights(tmp_path / "mw", 6),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert not (tmp_path / "mw" / "worker1_tmp").exists()
+
+
+def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):
+    process = _train_cli(["--model=vae_sph", "--beta=2", f"--model_dir={tmp_path}"])
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 1
+    assert "svae: error: beta other than 1 is for --model=beta_vae_diag" in output

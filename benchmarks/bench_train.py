@@ -1,0 +1,99 @@
+"""Training step time of `structured` against `vae_diag` with the same trunk.
+
+Runs svae.training's compiled step (the one `train()` uses) on one in-memory
+batch of real photograph crops, alternating the two models in rounds so that
+both see the same machine state, and counts FLOPs per image with TF's
+profiler. Prints a Markdown table for benchmarks/RESULTS.md.
+"""
+
+import pathlib
+import statistics
+import tempfile
+import time
+
+import tensorflow as tf
+from absl import app, flags
+
+from svae import config as config_lib
+from svae import data, flops, training
+
+flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's).")
+flags.DEFINE_integer("image_size", 64, "Image side.")
+flags.DEFINE_integer("steps", 30, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 5, "Alternating rounds per model.")
+FLAGS = flags.FLAGS
+
+MODELS = (("vae_diag", "train"), ("structured", "joint"))
+
+
+def _step_runner(config, batch, model_dir):
+    """Returns a function that runs `n` training steps and blocks."""
+    strategy = tf.distribute.get_strategy()
+    trainer = training._Trainer(config, strategy, model_dir, True, 0)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda _: tf.data.Dataset.from_tensors(batch).repeat()
+    )
+    iterator = iter(dataset)
+    wanted = dict(MODELS)[config.model]
+    phase = next(p for p in training.schedule(config, 1, 10) if p.name == wanted)
+    step_fn = trainer.step_fn(phase)
+
+    def run(n):
+        """Runs n steps; returns seconds."""
+        start = time.perf_counter()
+        for i in range(n):
+            result = step_fn(iterator, tf.constant(i, tf.int64))
+        float(result["loss"])
+        return time.perf_counter() - start
+
+    return run
+
+
+def main(argv):
+    """Times both models and prints the table."""
+    del argv
+    size, batch_size = FLAGS.image_size, FLAGS.batch_size
+    images = data.load("sample_photos", "train", image_size=size, crops_per_photo=8)
+    rgb = tf.stack(list(images.take(batch_size)))
+    batch = data.to_model_inputs(rgb)
+    runners, times, counted = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, _ in MODELS:
+            config = config_lib.Config(
+                model=name,
+                image_size=size,
+                batch_size=batch_size,
+                pretrain_epochs=0,
+                structured_warmup_epochs=0,
+            )
+            runners[name] = _step_runner(config, batch, pathlib.Path(tmp) / name)
+            runners[name](5)  # Compiles and warms up.
+            times[name] = []
+            counted[name] = (
+                flops.model_flops(config),
+                flops.model_flops(config, with_likelihood=True),
+            )
+        for _ in range(FLAGS.rounds):
+            for name, _ in MODELS:
+                times[name].append(runners[name](FLAGS.steps) / FLAGS.steps)
+    print(
+        f"\n{size}x{size} YCbCr, batch {batch_size}, median of {FLAGS.rounds} "
+        f"rounds of {FLAGS.steps} steps\n"
+    )
+    print("| model | ms/step | images/s | ratio | FLOPs/image (network) | (+ log p) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = statistics.median(times["vae_diag"])
+    for name, _ in MODELS:
+        median = statistics.median(times[name])
+        net, total = counted[name]
+        print(
+            f"| {name} | {median * 1e3:.1f} | {batch_size / median:,.0f} | "
+            f"{median / base:.3f}x | {net:.3e} | {total:.3e} |"
+        )
+    print("\nper-round ms/step:")
+    for name, _ in MODELS:
+        print(f"  {name}: " + ", ".join(f"{t * 1e3:.1f}" for t in times[name]))
+
+
+if __name__ == "__main__":
+    app.run(main)

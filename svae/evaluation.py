@@ -1,0 +1,465 @@
+"""Evaluation: the importance-weighted NLL of Tables 1-2, KL, MSE and FLOPs.
+
+`evaluate(EvalConfig(...))` is the one entry point (`evaluate.py` calls it);
+`compare(model_dirs)` formats saved results as the paper's tables. The
+importance-weighted bound (Burda et al., 2016) is written against plain
+callables and distributions (`importance_weighted_bound`), so it is tested on
+a linear-Gaussian model whose `log p(x)` is known in closed form.
+
+Units: images are continuous in [0, 1]; the NLL is `-log p(x)` of the density
+of the modelled representation (Y at full size and, with colour, Cb and Cr
+downsampled), in nats per image, as in the paper (whose NLLs are negative).
+Bits per dimension divide it by `num_dims * ln 2`, `num_dims` being the number
+of modelled values (`H * W` for Y plus `2 * (H / f) * (W / f)` for CbCr).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import data, flops, likelihoods, models
+
+__all__ = [
+    "METRICS",
+    "EvalConfig",
+    "EvaluationError",
+    "compare",
+    "evaluate",
+    "importance_weighted_bound",
+    "load_run",
+    "modelled_dims",
+    "rgb_mse",
+]
+
+METRICS = ("nll", "nll_bpd", "elbo", "kl", "mse")
+EVAL_DIR = "eval"
+
+
+class EvaluationError(ValueError):
+    """A run directory, split or saved result that cannot be evaluated."""
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What `evaluate` needs; `evaluate.py` fills it from flags.
+
+    `dataset` and `data_dir` default to the run's own; `max_images=None`
+    evaluates the whole split.
+    """
+
+    model_dir: str
+    split: str = "test"
+    num_samples: int = 500
+    sample_chunk: int = 100
+    batch_size: int = 8
+    max_images: int | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    seed: int = 0
+    output_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        """Checks the values that can be checked without the run."""
+        for name in ("num_samples", "sample_chunk", "batch_size"):
+            if getattr(self, name) < 1:
+                raise EvaluationError(
+                    f"{name} must be >= 1, got {getattr(self, name)}."
+                )
+        if self.max_images is not None and self.max_images < 1:
+            raise EvaluationError(f"max_images must be >= 1, got {self.max_images}.")
+
+
+@tf.function(reduce_retracing=True)
+def _log_prior_ratio(prior, posterior, z):
+    """Returns `log p(z) - log q(z|x)` `[K, B]`, compiled (eagerly it costs ~2%)."""
+    return prior.log_prob(z) - posterior.log_prob(z)
+
+
+def importance_weighted_bound(
+    log_likelihood_fn, posterior, prior, z, sample_chunk=None
+):
+    """Returns the importance-weighted lower bound of `log p(x)` (Burda et al.).
+
+    `log p(x) >= logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)]`,
+    computed with `reduce_logsumexp` (shifted by the maximum, so weights of
+    thousands of nats neither overflow nor underflow). `log_likelihood_fn` is
+    called on chunks of `sample_chunk` samples, which bounds the memory of a
+    decoder to `sample_chunk * B` images.
+
+    Args:
+      log_likelihood_fn: maps `z` `[S, B, D]` to `log p(x|z)` `[S, B]`.
+      posterior: `q(z|x)`, batch shape `[B]`, event shape `[D]`.
+      prior: `p(z)`, event shape `[D]` (batch shape broadcasting to `[B]`).
+      z: `[K, B, D]` samples of `posterior`.
+      sample_chunk: samples per call of `log_likelihood_fn`; None for all.
+
+    Returns:
+      A dict of tensors: `bound` `[B]`, `log_weights` `[K, B]` and
+      `log_likelihood` `[K, B]`.
+    """
+    z = tf.convert_to_tensor(z)
+    num_samples = z.shape[0]
+    chunk = sample_chunk or num_samples
+    log_likelihood = tf.concat(
+        [log_likelihood_fn(z[i : i + chunk]) for i in range(0, num_samples, chunk)],
+        axis=0,
+    )
+    log_weights = log_likelihood + _log_prior_ratio(prior, posterior, z)
+    log_k = tf.math.log(tf.cast(num_samples, log_weights.dtype))
+    bound = tf.reduce_logsumexp(log_weights, axis=0) - log_k
+    return {
+        "bound": bound,
+        "log_weights": log_weights,
+        "log_likelihood": log_likelihood,
+    }
+
+
+def modelled_dims(config):
+    """Returns `{"y", "cbcr", "total"}`: how many values the likelihood models."""
+    size = config.image_size
+    dims = {"y": size * size, "cbcr": 0}
+    if config.color == "ycbcr":
+        dims["cbcr"] = 2 * (size // config.chroma_factor) ** 2
+    dims["total"] = dims["y"] + dims["cbcr"]
+    return dims
+
+
+def rgb_mse(outputs, batch, chroma_factor=4):
+    """Returns the paper's Table 2 MSE: predicted mean vs input, RGB in [0, 255].
+
+    The mean (`epsilon = 0`) is converted to RGB with the chroma upsampled
+    (`likelihoods.to_rgb`) and clipped to [0, 1], as an image would be shown.
+    With colour the reference is the original RGB input; for gray models
+    (Y only) it is the input's Y as a gray RGB image.
+
+    Args:
+      outputs: a model's output dict (`y_mean`, `cbcr_mean` with colour).
+      batch: the input batch dict (`y`, `rgb`, `cbcr` with colour).
+      chroma_factor: upsampling factor of CbCr.
+
+    Returns:
+      `[batch]` mean squared errors over pixels and the 3 channels.
+    """
+    mean = {"y": outputs["y_mean"]}
+    if "cbcr_mean" in outputs:
+        mean["cbcr"] = outputs["cbcr_mean"]
+        reference = batch["rgb"]
+    else:
+        reference = likelihoods.to_rgb({"y": batch["y"]}, chroma_factor)
+    predicted = likelihoods.to_rgb(mean, chroma_factor, clip=True)
+    error = tf.square(255.0 * (tf.cast(reference, predicted.dtype) - predicted))
+    return tf.reduce_mean(error, axis=[1, 2, 3])
+
+
+def load_run(model_dir, dataset=None, data_dir=None):
+    """Loads a training run's config and its latest checkpoint.
+
+    Args:
+      model_dir: a directory written by `svae.training.train`.
+      dataset: overrides the run's data set.
+      data_dir: overrides the run's data directory.
+
+    Returns:
+      `(config, model, step)`: the `Config`, the restored `VAE` and the
+      checkpoint's training step.
+
+    Raises:
+      EvaluationError: no such directory, no config.json, no checkpoint, or a
+        checkpoint that does not match the config.
+    """
+    path = pathlib.Path(model_dir)
+    if not path.is_dir():
+        raise EvaluationError(
+            f"--model_dir={model_dir} does not exist. Pass the directory of a run "
+            "written by train.py (it holds config.json and checkpoints/)."
+        )
+    if not (path / config_lib.CONFIG_FILE).exists():
+        raise EvaluationError(
+            f"{path} has no {config_lib.CONFIG_FILE}: it is not a training run. "
+            "Pass the --model_dir you gave train.py."
+        )
+    try:
+        config = config_lib.load(path)
+    except (TypeError, ValueError) as e:
+        raise EvaluationError(
+            f"{path / config_lib.CONFIG_FILE} is not a config of this svae version "
+            f"({e}). Retrain, or fix the file's fields to those of svae.config.Config."
+        ) from e
+    overrides = {"model_dir": str(path)}
+    if dataset:
+        overrides["dataset"] = dataset
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    config = dataclasses.replace(config, **overrides)
+    latest = tf.train.latest_checkpoint(path / "checkpoints")
+    if latest is None:
+        raise EvaluationError(
+            f"{path / 'checkpoints'} holds no checkpoint: train first "
+            f"(python train.py --model_dir={path} ...) or wait for the first save."
+        )
+    model = models.build_model(config)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    status = tf.train.Checkpoint(model=model, step=step).read(latest)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise EvaluationError(
+            f"{latest} does not match the model of {path / config_lib.CONFIG_FILE} "
+            f"({config.model}): {e}"
+        ) from e
+    status.expect_partial()
+    return config, model, int(step.numpy())
+
+
+def _images(config, split, max_images, batch_size):
+    """Returns `(batches, count)` of the split as model inputs; count may be None."""
+    images = data.load(
+        config.dataset,
+        split,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        seed=config.seed,
+        crops_per_photo=config.crops_per_photo,
+    )
+    if max_images is not None:
+        images = images.take(max_images)
+    count = tf.get_static_value(images.cardinality())
+    count = int(count) if count is not None and count >= 0 else None
+    batches = images.batch(batch_size).map(
+        lambda rgb: data.to_model_inputs(rgb, config.color, config.chroma_factor),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return batches.prefetch(2), count
+
+
+def _latent_noise(seed, first_index, batch_size, num_samples, latent_dim):
+    """Returns `[K, B, D]` standard normals; image `i` always gets seed `(seed, i)`.
+
+    Per-image seeds make each image's numbers independent of the batch size
+    and of the chunking.
+    """
+    noise = [
+        tf.random.stateless_normal(
+            [num_samples, latent_dim],
+            seed=tf.constant([seed, first_index + i], tf.int64),
+            alg="philox",
+        )
+        for i in range(batch_size)
+    ]
+    return tf.stack(noise, axis=1)
+
+
+class _BatchEvaluator:
+    """The compiled pieces of one batch's metrics for a model and config."""
+
+    def __init__(self, model, config):
+        self.model = model
+        self.config = config
+        self.structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+
+    @tf.function(reduce_retracing=True)
+    def encode(self, batch):
+        """Returns posterior parameters, KL and RGB MSE at the posterior mean."""
+        z_mean, z_log_scale = self.model.encode(batch["y"], batch.get("cbcr"))
+        outputs = self.model.decode(z_mean)
+        return {
+            "z_mean": z_mean,
+            "z_log_scale": z_log_scale,
+            "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
+            "mse": rgb_mse(outputs, batch, self.config.chroma_factor),
+        }
+
+    @tf.function(reduce_retracing=True)
+    def log_likelihood(self, z, batch):
+        """Returns `log p(x|z)` `[S, B]` for latents `[S, B, D]`."""
+        num, size = tf.shape(z)[0], tf.shape(z)[1]
+        outputs = self.model.decode(tf.reshape(z, [num * size, z.shape[-1]]))
+        # [S * B, ...] -> [S, B, ...]: the likelihood broadcasts against the
+        # [B, ...] batch without tiling the images.
+        outputs = {
+            name: tf.reshape(value, tf.concat([[num, size], tf.shape(value)[1:]], 0))
+            for name, value in outputs.items()
+        }
+        observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
+        return likelihoods.log_likelihood(outputs, observed, **self.structure)
+
+    def __call__(self, batch, noise, sample_chunk):
+        """Returns `{metric: [B] numpy}` for a batch and its `[K, B, D]` noise."""
+        encoded = self.encode(batch)
+        posterior = likelihoods.posterior(encoded["z_mean"], encoded["z_log_scale"])
+        prior = likelihoods.prior(self.config.latent_dim)
+        z = encoded["z_mean"] + tf.exp(encoded["z_log_scale"]) * noise
+        result = importance_weighted_bound(
+            lambda chunk: self.log_likelihood(chunk, batch),
+            posterior,
+            prior,
+            z,
+            sample_chunk,
+        )
+        elbo = tf.reduce_mean(result["log_likelihood"], axis=0) - encoded["kl"]
+        return {
+            "nll": -result["bound"].numpy(),
+            "elbo": elbo.numpy(),
+            "kl": encoded["kl"].numpy(),
+            "mse": encoded["mse"].numpy(),
+        }
+
+
+def _summary(values):
+    """Returns `{"mean", "std"}` (population standard deviation) of an array."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def _format_table(report):
+    """Returns the printed table of one evaluation."""
+    dims = report["dims"]
+    label = {
+        "nll": "NLL (nats/image, IW bound)",
+        "nll_bpd": f"NLL (bits/dim, {dims['total']} dims)",
+        "elbo": "ELBO (nats/image)",
+        "kl": "KL(q(z|x) || p(z)) (nats)",
+        "mse": "MSE (RGB, [0, 255])",
+    }
+    lines = [
+        f"{report['model']} ({report['model_dir']}, step {report['step']}): "
+        f"{report['num_images']} {report['dataset']}/{report['split']} images, "
+        f"K={report['num_samples']}",
+        f"  {'metric':34s} {'mean':>12s} {'std':>10s}",
+    ]
+    for name in METRICS:
+        value = report[name]
+        lines.append(f"  {label[name]:34s} {value['mean']:12.2f} {value['std']:10.2f}")
+    lines.append(f"  {'FLOPs per image':34s} {report['flops_per_image']:12.3g}")
+    lines.append(f"  {'images/s':34s} {report['images_per_second']:12.2f}")
+    return "\n".join(lines)
+
+
+def evaluate(eval_config):
+    """Evaluates a trained run on a split and writes `<split>.json` and `.csv`.
+
+    Per image: `nll = -IW bound` with `num_samples` samples of `q(z|x)`
+    (never any beta: for `beta_vae_diag` this is the beta = 1 likelihood, as
+    in the paper), `elbo = mean_k log p(x|z_k) - KL` on the same samples,
+    `kl = KL[q(z|x) || p(z)]` analytically, and `mse` (`rgb_mse`).
+
+    Args:
+      eval_config: an `EvalConfig`.
+
+    Returns:
+      The report dict written as JSON: per-metric `{"mean", "std"}`, `dims`,
+      `flops_per_image`, `images_per_second`, the run's details, and the
+      paths `json` and `csv`.
+
+    Raises:
+      EvaluationError: see `load_run`; also an empty split.
+      svae.data.DatasetError: an unknown data set or split, missing files.
+    """
+    ec = eval_config
+    config, model, step = load_run(ec.model_dir, ec.dataset, ec.data_dir)
+    batches, count = _images(config, ec.split, ec.max_images, ec.batch_size)
+    evaluator = _BatchEvaluator(model, config)
+    dims = modelled_dims(config)
+    per_image = {name: [] for name in ("nll", "elbo", "kl", "mse")}
+    progress = keras.utils.Progbar(count, unit_name="image") if ec.progress else None
+    seen = 0
+    start = time.perf_counter()
+    for batch in batches:
+        size = int(batch["y"].shape[0])
+        noise = _latent_noise(ec.seed, seen, size, ec.num_samples, config.latent_dim)
+        for name, values in evaluator(batch, noise, ec.sample_chunk).items():
+            per_image[name].append(values)
+        seen += size
+        if progress is not None:
+            nll = float(np.mean(np.concatenate(per_image["nll"])))
+            progress.update(seen, [("nll", nll)], finalize=False)
+    seconds = time.perf_counter() - start
+    if progress is not None:
+        progress.update(seen, finalize=True)
+    if not seen:
+        raise EvaluationError(f"The {config.dataset} {ec.split} split has no images.")
+    values = {name: np.concatenate(parts) for name, parts in per_image.items()}
+    values["nll_bpd"] = values["nll"] / (dims["total"] * math.log(2.0))
+
+    output_dir = pathlib.Path(ec.output_dir or pathlib.Path(ec.model_dir) / EVAL_DIR)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path = output_dir / f"{ec.split}.json"
+    csv_path = output_dir / f"{ec.split}.csv"
+    report = {
+        "model_dir": str(ec.model_dir),
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": ec.split,
+        "step": step,
+        "num_images": seen,
+        "num_samples": ec.num_samples,
+        "seed": ec.seed,
+        "dims": dims,
+        **{name: _summary(values[name]) for name in METRICS},
+        "flops_per_image": flops.model_flops(config),
+        "images_per_second": seen / seconds,
+        "seconds": seconds,
+        "json": str(json_path),
+        "csv": str(csv_path),
+    }
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image",) + METRICS)
+        for i in range(seen):
+            writer.writerow([i] + [repr(float(values[name][i])) for name in METRICS])
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(_format_table(report))
+    print(f"  written: {json_path}, {csv_path}")
+    return report
+
+
+def _read_report(model_dir, split):
+    """Reads a saved `<split>.json` of a run."""
+    path = pathlib.Path(model_dir) / EVAL_DIR / f"{split}.json"
+    if not path.exists():
+        raise EvaluationError(
+            f"{path} does not exist: run `python evaluate.py --model_dir={model_dir} "
+            f"--split={split}` first."
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def compare(model_dirs, split="test", names=None):
+    """Returns a Markdown table of saved evaluations in the layout of Tables 1-2.
+
+    Args:
+      model_dirs: run directories, each evaluated on `split` already.
+      split: which saved evaluation to read (`DIR/eval/<split>.json`).
+      names: optional row labels; by default the model and directory.
+
+    Returns:
+      The table as a string: NLL and MSE as `mean ± std`, KL as the mean,
+      FLOPs per image.
+
+    Raises:
+      EvaluationError: a run without a saved evaluation of `split`.
+    """
+    reports = [_read_report(d, split) for d in model_dirs]
+    names = names or [f"{r['model']} (`{r['model_dir']}`)" for r in reports]
+    lines = [
+        "| Model | NLL (nats) | NLL (bits/dim) | KL | FLOPs | MSE | images, K |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in zip(names, reports, strict=True):
+        lines.append(
+            f"| {name} | {r['nll']['mean']:.0f} ± {r['nll']['std']:.0f} "
+            f"| {r['nll_bpd']['mean']:.3f} | {r['kl']['mean']:.2f} "
+            f"| {r['flops_per_image']:.3g} "
+            f"| {r['mse']['mean']:.0f} ± {r['mse']['std']:.0f} "
+            f"| {r['num_images']}, {r['num_samples']} |"
+        )
+    return "\n".join(lines)

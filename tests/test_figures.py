@@ -1,0 +1,141 @@
+"""Tests of svae.figures and sample.py: sizes, ranges, seeds, temperature."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from svae import config as config_lib
+from svae import data, evaluation, figures, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE, NUM, SCALE = 16, 3, 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny structured colour run, trained for a few steps."""
+    model_dir = tmp_path_factory.mktemp("run")
+    config = config_lib.Config(
+        model="structured",
+        model_dir=str(model_dir),
+        image_size=SIZE,
+        latent_dim=4,
+        batch_size=8,
+        crops_per_photo=4,
+        steps=18,
+        pretrain_epochs=1,
+        structured_warmup_epochs=1,
+        progress=False,
+    )
+    training.train(config)
+    return model_dir
+
+
+def _write(model_dir, output_dir, **kwargs):
+    """Writes the figures of a run with the test's sizes."""
+    return figures.write_figures(
+        figures.SampleConfig(
+            model_dir=str(model_dir),
+            output_dir=str(output_dir),
+            num=NUM,
+            scale=SCALE,
+            **kwargs,
+        )
+    )
+
+
+def _cells(path, num_rows):
+    """Returns `[rows, NUM, H, W, 3]` uint8 cells of a grid PNG."""
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    cell = SIZE * SCALE
+    height, width = pixels.shape[:2]
+    top = height - num_rows * (cell + 2)
+    left = width - NUM * (cell + 2)
+    return np.array(
+        [
+            [
+                pixels[
+                    top + i * (cell + 2) : top + i * (cell + 2) + cell,
+                    left + j * (cell + 2) : left + j * (cell + 2) + cell,
+                ]
+                for j in range(NUM)
+            ]
+            for i in range(num_rows)
+        ]
+    )
+
+
+def test_figures_have_the_right_size_range_and_content(tiny_run, tmp_path):
+    paths = _write(tiny_run, tmp_path)
+    rows = {"prior_samples": 3, "reconstructions": 4, "std_y": 3}
+    for name, num_rows in rows.items():
+        with Image.open(paths[name]) as image:
+            assert image.mode == "RGB"
+            width, height = image.size
+        assert height == 16 + num_rows * (SIZE * SCALE + 2)
+        assert width > NUM * (SIZE * SCALE + 2)
+    config, model, _ = evaluation.load_run(tiny_run)
+    prior = figures.prior_samples(model, config, NUM, seed=0)
+    assert prior["mean"].shape == (NUM, SIZE, SIZE, 3)
+    assert prior["mean"].min() >= 0.0 and prior["mean"].max() <= 1.0
+    cells = _cells(paths["prior_samples"], 3)
+    expected = np.round(prior["mean"] * 255.0).astype(np.uint8)
+    expected = expected.repeat(SCALE, axis=1).repeat(SCALE, axis=2)
+    np.testing.assert_array_equal(cells[0], expected)
+    recon = _cells(paths["reconstructions"], 4)
+    # The input row is the test images themselves, which are not constant.
+    assert recon[0].std() > 5.0
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tiny_run, tmp_path):
+    first = _write(tiny_run, tmp_path / "a", seed=5)
+    second = _write(tiny_run, tmp_path / "b", seed=5)
+    third = _write(tiny_run, tmp_path / "c", seed=6)
+    for name in first:
+        assert first[name].read_bytes() == second[name].read_bytes()
+    assert first["prior_samples"].read_bytes() != third["prior_samples"].read_bytes()
+
+
+def test_temperature_zero_gives_the_mean_at_z_zero(tiny_run):
+    config, model, _ = evaluation.load_run(tiny_run)
+    cold = figures.prior_samples(model, config, NUM, seed=1, temperature=0.0)
+    np.testing.assert_array_equal(cold["sample"], cold["mean"])
+    np.testing.assert_allclose(
+        cold["mean"], np.broadcast_to(cold["mean"][:1], (NUM, SIZE, SIZE, 3))
+    )
+    warm = figures.prior_samples(model, config, NUM, seed=1, temperature=1.0)
+    assert np.abs(warm["residual"]).max() > 0.0
+
+
+def test_y_std_of_the_structured_model_is_exact(tiny_run):
+    config, model, _ = evaluation.load_run(tiny_run)
+    outputs = figures.prior_samples(model, config, 2, seed=0)["outputs"]
+    exact = figures.y_std(outputs, config, "exact")
+    sampled = figures.y_std(outputs, config, "sample", seed=(1, 2))
+    assert exact.shape == (2, SIZE, SIZE)
+    # 1000 samples: the std's relative error is about 1 / sqrt(2000).
+    np.testing.assert_allclose(sampled, exact, rtol=0.15)
+
+
+def test_cli_writes_the_figures_and_bad_splits_fail(tiny_run, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    script = [sys.executable, str(ROOT / "sample.py")]
+    done = subprocess.run(
+        script
+        + [f"--model_dir={tiny_run}", f"--output_dir={tmp_path}", "--num=2"]
+        + ["--temperature=0.5", "--seed=3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("prior_samples", "reconstructions", "std_y"):
+        assert (tmp_path / f"{name}.png").exists() and name in done.stdout
+    with pytest.raises(data.DatasetError, match="split"):
+        _write(tiny_run, tmp_path, split="nope")

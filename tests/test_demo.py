@@ -1,16 +1,45 @@
-"""Tests of the `make demo` job."""
+"""Tests of the `make demo` job, at a tiny size."""
+
+import json
+import pathlib
 
 from PIL import Image
 
 from svae import demo
 
 
-def test_demo_scores_each_kind_of_residual_higher_under_its_own_model(tmp_path):
-    result = demo.run(tmp_path, seed=3)
-    own = "structured samples | structured model"
-    assert result[own] > result["structured samples | factorised model"]
-    own = "independent samples | factorised model"
-    assert result[own] > result["independent samples | structured model"]
-    with Image.open(result["figure"]) as figure:
-        # 5 rows and 4 columns of 64x64 images shown 3x, 2-pixel gaps.
-        assert figure.size == (4 * (192 + 2), 5 * (192 + 2))
+def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
+    config = demo.DemoConfig(
+        output_dir=str(tmp_path),
+        image_size=16,
+        latent_dim=4,
+        crops_per_photo=8,
+        batch_size=8,
+        vae_steps=12,
+        pretrain_epochs=1,
+        structured_steps=24,
+        num_images=6,
+        num_samples=8,
+        num_figure_images=3,
+        progress=False,
+    )
+    result = demo.run(config)
+    rows = result["table"].splitlines()
+    assert [row.split("|")[1].strip() for row in rows[2:]] == list(demo.MODELS)
+    assert pathlib.Path(result["table_path"]).read_text().strip() == result["table"]
+    for model in demo.MODELS:
+        saved = json.loads((tmp_path / model / "eval" / "test.json").read_text())
+        assert saved["num_images"] == 6 and saved["num_samples"] == 8
+        assert saved["model"] == model and saved["step"] > 0
+        assert (
+            f"{saved['nll']['mean']:.0f} ± {saved['nll']['std']:.0f}"
+            in (rows[2 + demo.MODELS.index(model)])
+        )
+    # Input, then mean, residual and sample of each model; 16x16 shown 3x.
+    with Image.open(result["figures"]["reconstructions"]) as figure:
+        assert figure.size[1] == 16 + 7 * (48 + 2)
+    with Image.open(result["figures"]["prior_samples"]) as figure:
+        assert figure.size[1] == 16 + 4 * (48 + 2)
+    for name, path in result["figures"].items():
+        assert pathlib.Path(path).stat().st_size > 0, name
+    assert result["seconds"]["total"] > 0

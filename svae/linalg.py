@@ -176,8 +176,39 @@ def factor_transpose_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
     Returns:
       `[..., H, W]` tensor `L^T x`.
     """
-    neighbours = _neighbours(x, kernel_size, dilation)
-    return tf.exp(log_diag) * x + tf.reduce_sum(off_diag * neighbours, axis=-1)
+    offsets = neighbour_offsets(kernel_size, dilation)
+
+    @tf.custom_gradient
+    def matvec(log_diag, off_diag, x):
+        # Forward: K shifted products, the fastest forward measured.
+        scaled = tf.exp(log_diag) * x
+        y = scaled
+        for m, (dy, dx) in enumerate(offsets):
+            y = y + off_diag[..., m] * _shift(x, dy, dx)
+
+        def grad(upstream):
+            # Autodiff of the K slices of off_diag would write K full-size
+            # gradients; all K channels at once cost one pass each.
+            d_log_diag = upstream * scaled
+            d_off_diag = upstream[..., None] * _neighbours(x, kernel_size, dilation)
+            d_x = tf.exp(log_diag) * upstream + _neighbours_transpose(
+                off_diag * upstream[..., None], kernel_size, dilation
+            )
+            return (
+                _sum_to_shape(d_log_diag, tf.shape(log_diag)),
+                _sum_to_shape(d_off_diag, tf.shape(off_diag)),
+                _sum_to_shape(d_x, tf.shape(x)),
+            )
+
+        return y, grad
+
+    return matvec(log_diag, off_diag, x)
+
+
+def _sum_to_shape(gradient, shape):
+    """Sums a broadcast gradient back to the shape of its input."""
+    _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(gradient), s1=shape)
+    return tf.reshape(tf.reduce_sum(gradient, axes), shape)
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,22 +226,35 @@ def _neighbour_kernel(kernel_size, dilation):
 def _neighbours(x, kernel_size, dilation):
     """Returns `[..., H, W, K]`: channel m holds `x[..., i + dy_m, j + dx_m]`.
 
-    Zero where the neighbour is outside the image. Undilated, one convolution
-    with one-hot kernels (measured faster than K shifted slices in training
-    steps); dilated, stacked shifts, since TF's CPU kernels have no gradient
-    for dilated convolutions.
+    Zero where the neighbour is outside the image. One convolution with
+    one-hot kernels (dilated for `dilation > 1`).
     """
-    if dilation > 1:
-        return tf.stack(
-            [_shift(x, dy, dx) for dy, dx in neighbour_offsets(kernel_size, dilation)],
-            axis=-1,
-        )
     height, width = x.shape[-2], x.shape[-1]
     kernel = tf.constant(_neighbour_kernel(kernel_size, dilation), dtype=x.dtype)
     images = tf.reshape(x, [-1, height, width, 1])
-    neighbours = tf.nn.conv2d(images, kernel, 1, "SAME")
+    neighbours = tf.nn.conv2d(images, kernel, 1, "SAME", dilations=dilation)
     shape = tf.concat([tf.shape(x), [kernel.shape[-1]]], 0)
     return tf.reshape(neighbours, shape)
+
+
+def _neighbours_transpose(z, kernel_size, dilation):
+    """Returns `sum_m z[..., i - dy_m, j - dx_m, m]`: `_neighbours`' adjoint.
+
+    A transposed convolution; dilated ones have no CPU kernel in TF, so
+    `dilation > 1` sums shifted channels instead.
+    """
+    offsets = neighbour_offsets(kernel_size, dilation)
+    if dilation > 1:
+        return tf.add_n(
+            [_shift(z[..., m], -dy, -dx) for m, (dy, dx) in enumerate(offsets)]
+        )
+    height, width = z.shape[-3], z.shape[-2]
+    kernel = tf.constant(_neighbour_kernel(kernel_size, dilation), dtype=z.dtype)
+    channels = tf.reshape(z, [-1, height, width, len(offsets)])
+    images = tf.nn.conv2d_transpose(
+        channels, kernel, tf.stack([tf.shape(channels)[0], height, width, 1]), 1
+    )
+    return tf.reshape(images, tf.shape(z)[:-1])
 
 
 def factor_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):

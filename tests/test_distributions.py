@@ -360,3 +360,24 @@ def test_validate_args_checks_the_sample_shape():
     )
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
         dist.log_prob(tf.zeros([3, 4]))
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2)])
+def test_log_prob_gradients_reduce_over_broadcast_batch_dimensions(
+    kernel_size, dilation
+):
+    rng = np.random.default_rng(12)
+    loc, log_diag, off_diag = _params(
+        rng, (2, 1), (3,), (1, 3), 4, 5, kernel_size, np.float64
+    )
+    x = tf.constant(rng.standard_normal((2, 2, 3, 4, 5)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([loc, log_diag, off_diag, x])
+        dist = SparsePrecisionGaussian(loc, log_diag, off_diag, kernel_size, dilation)
+        ours = tf.reduce_sum(dist.log_prob(x) ** 2)
+        by_factor, _ = _dense_references(loc, log_diag, off_diag, kernel_size, dilation)
+        theirs = tf.reduce_sum(by_factor.log_prob(tf.reshape(x, [2, 2, 3, 20])) ** 2)
+    for param in (loc, log_diag, off_diag, x):
+        ours_grad = tape.gradient(ours, param)
+        assert ours_grad.shape == param.shape
+        np.testing.assert_allclose(ours_grad, tape.gradient(theirs, param), rtol=1e-9)

@@ -48,8 +48,13 @@ lock: $(BIN)/python
 	  $(VENV)/lock/bin/pip freeze --exclude svae; } > constraints.txt
 	rm -rf $(VENV)/lock
 
+# Every benchmark, each printing ratios against a reference measured in the
+# same run; record the results in benchmarks/RESULTS.md. About 20 minutes.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_distribution.py
+	$(BIN)/python benchmarks/bench_train.py --rounds=9
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,11 +1,11 @@
-"""Images per second of each input pipeline against a stand-in training step.
+"""Images per second of each input pipeline against the training step.
 
 Runs every data set through `svae.data.training_pipeline` (batch 64, YCbCr,
 64x64) on generated fixtures in the official layouts, twice: decoding every
 epoch (cache=False) and from the in-memory cache (second epoch onwards). The
-reference is a training step of a STAND-IN model, not svae's (which does not
-exist yet): a ~3M-parameter DCGAN-style convolutional VAE at 64x64x3, batch
-64, Adam. Usage: `python benchmarks/bench_data.py [--images 2000]`.
+reference, measured in the same run, is the compiled training step of the
+default model of `train.py` (`structured`, joint phase, batch 64). Usage:
+`python benchmarks/bench_data.py [--images 2000]`.
 """
 
 import argparse
@@ -20,72 +20,31 @@ import tensorflow as tf
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 
 import data_fixtures as fx  # noqa: E402
+import step_timer  # noqa: E402
 
+from svae import config as config_lib  # noqa: E402
 from svae import data  # noqa: E402
 
 BATCH = 64
 SIZE = 64
 
 
-def stand_in_vae(latent: int = 128):
-    """Returns (encoder, decoder) of a ~3M-parameter DCGAN-style conv VAE."""
-    import keras
+def model_images_per_second(rounds: int = 3, steps: int = 30) -> float:
+    """Images/s that the default model's training step consumes (best round).
 
-    layers = keras.layers
-    encoder = keras.Sequential(
-        [keras.Input((SIZE, SIZE, 3))]
-        + [
-            layers.Conv2D(c, 4, 2, padding="same", activation="relu")
-            for c in (32, 64, 128, 256)
-        ]
-        + [layers.Flatten(), layers.Dense(2 * latent)]
+    The default run of `train.py`: `structured` at 64x64 YCbCr, batch 64, in
+    its joint phase (its slowest), on one in-memory batch of real crops.
+    """
+    images = data.load("sample_photos", "train", image_size=SIZE, crops_per_photo=8)
+    batch = data.to_model_inputs(tf.stack(list(images.take(BATCH))))
+    config = config_lib.Config(
+        image_size=SIZE, batch_size=BATCH, pretrain_epochs=0, structured_warmup_epochs=0
     )
-    decoder = keras.Sequential(
-        [
-            keras.Input((latent,)),
-            layers.Dense(4 * 4 * 256, activation="relu"),
-            layers.Reshape((4, 4, 256)),
-        ]
-        + [
-            layers.Conv2DTranspose(c, 4, 2, padding="same", activation="relu")
-            for c in (128, 64, 32)
-        ]
-        + [layers.Conv2DTranspose(3, 4, 2, padding="same")]
-    )
-    return encoder, decoder
-
-
-def model_images_per_second(steps: int = 30) -> tuple[float, int]:
-    """Times Adam training steps of the stand-in VAE on random batches."""
-    import keras
-
-    encoder, decoder = stand_in_vae()
-    optimizer = keras.optimizers.Adam(5e-4)
-    weights = encoder.trainable_variables + decoder.trainable_variables
-    params = sum(int(np.prod(w.shape)) for w in weights)
-
-    @tf.function
-    def step(images):
-        """One VAE step: Gaussian reconstruction term plus KL."""
-        with tf.GradientTape() as tape:
-            mean, log_var = tf.split(encoder(images, training=True), 2, axis=-1)
-            z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
-            recon = decoder(z, training=True)
-            nll = 0.5 * tf.reduce_sum((recon - images) ** 2, axis=[1, 2, 3])
-            kl = 0.5 * tf.reduce_sum(tf.exp(log_var) + mean**2 - 1 - log_var, -1)
-            loss = tf.reduce_mean(nll + kl)
-        gradients = tape.gradient(loss, weights)
-        optimizer.apply_gradients(zip(gradients, weights, strict=True))
-        return loss
-
-    images = tf.random.uniform((BATCH, SIZE, SIZE, 3))
-    for _ in range(3):
-        step(images).numpy()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step(images)
-    loss.numpy()
-    return steps * BATCH / (time.perf_counter() - start), params
+    with tempfile.TemporaryDirectory() as tmp:
+        run = step_timer.step_runner(config, batch, pathlib.Path(tmp), "joint")
+        run(5)  # Compiles and warms up.
+        seconds = min(run(steps) for _ in range(rounds)) / steps
+    return BATCH / seconds
 
 
 def pipeline_images_per_second(
@@ -129,14 +88,14 @@ def build_fixtures(root: pathlib.Path, count: int) -> dict[str, tf.data.Dataset]
 
 
 def main() -> None:
-    """Prints the table of pipeline rates against the stand-in step."""
+    """Prints the table of pipeline rates against the training step."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     args = parser.parse_args()
-    model_rate, params = model_images_per_second()
+    model_rate = model_images_per_second()
     print(
-        f"STAND-IN training step (DCGAN-style conv VAE, {params / 1e6:.2f}M "
-        f"params, 64x64x3, batch {BATCH}, Adam): {model_rate:.0f} images/s"
+        f"training step of the default model (structured, joint phase, "
+        f"{SIZE}x{SIZE} YCbCr, batch {BATCH}): {model_rate:.0f} images/s"
     )
     print(
         f"{'pipeline':30s} {'decode/epoch':>14s} {'ratio':>7s} {'cached':>10s} "

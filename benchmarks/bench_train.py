@@ -9,13 +9,13 @@ profiler. Prints a Markdown table for benchmarks/RESULTS.md.
 import pathlib
 import statistics
 import tempfile
-import time
 
+import step_timer  # benchmarks/ is on sys.path when run as a script
 import tensorflow as tf
 from absl import app, flags
 
 from svae import config as config_lib
-from svae import data, flops, training
+from svae import data, flops
 
 flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's).")
 flags.DEFINE_integer("image_size", 64, "Image side.")
@@ -24,29 +24,6 @@ flags.DEFINE_integer("rounds", 5, "Alternating rounds per model.")
 FLAGS = flags.FLAGS
 
 MODELS = (("vae_diag", "train"), ("structured", "joint"))
-
-
-def _step_runner(config, batch, model_dir):
-    """Returns a function that runs `n` training steps and blocks."""
-    strategy = tf.distribute.get_strategy()
-    trainer = training._Trainer(config, strategy, model_dir, True, 0)
-    dataset = strategy.distribute_datasets_from_function(
-        lambda _: tf.data.Dataset.from_tensors(batch).repeat()
-    )
-    iterator = iter(dataset)
-    wanted = dict(MODELS)[config.model]
-    phase = next(p for p in training.schedule(config, 1, 10) if p.name == wanted)
-    step_fn = trainer.step_fn(phase)
-
-    def run(n):
-        """Runs n steps; returns seconds."""
-        start = time.perf_counter()
-        for i in range(n):
-            result = step_fn(iterator, tf.constant(i, tf.int64))
-        float(result["loss"])
-        return time.perf_counter() - start
-
-    return run
 
 
 def main(argv):
@@ -66,7 +43,9 @@ def main(argv):
                 pretrain_epochs=0,
                 structured_warmup_epochs=0,
             )
-            runners[name] = _step_runner(config, batch, pathlib.Path(tmp) / name)
+            runners[name] = step_timer.step_runner(
+                config, batch, pathlib.Path(tmp) / name, dict(MODELS)[name]
+            )
             runners[name](5)  # Compiles and warms up.
             times[name] = []
             counted[name] = (

@@ -362,17 +362,36 @@ def _decoded_dataset(
     return dataset, skip_log
 
 
-def _to_float(dataset: tf.data.Dataset, size_hint: int, skip_log=None):
+def _to_float(dataset: tf.data.Dataset, num_files: int, skip_log=None):
     """Maps uint8 images to float32 in [0, 1] and registers the metadata."""
     dataset = dataset.map(
         lambda pixels: tf.cast(pixels, tf.float32) / 255.0,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    _SIZE_HINTS[dataset] = size_hint
+    _SIZE_HINTS[dataset] = num_files
     if skip_log is not None:
         _SKIP_LOGS[dataset] = skip_log
     return dataset
+
+
+def size_hint(dataset: tf.data.Dataset) -> int | None:
+    """Returns the number of images of a data set of load(), or an upper bound.
+
+    Exact where tf.data knows the cardinality; for file-based sources, whose
+    bad files are skipped while decoding, the number of files listed (an upper
+    bound); None for anything else.
+
+    Args:
+      dataset: a data set returned by load().
+
+    Returns:
+      An int, or None.
+    """
+    cardinality = tf.get_static_value(dataset.cardinality())
+    if cardinality is not None and cardinality >= 0:
+        return int(cardinality)
+    return _SIZE_HINTS.get(dataset)
 
 
 def skipped_files(dataset: tf.data.Dataset) -> dict[str, str]:
@@ -890,21 +909,18 @@ def training_pipeline(
     if color not in ("ycbcr", "gray"):
         raise ValueError(f"color must be 'ycbcr' or 'gray', got {color!r}.")
     image_shape = dataset.element_spec.shape
-    size_hint = _SIZE_HINTS.get(dataset)
-    cardinality = tf.get_static_value(dataset.cardinality())
-    if cardinality is not None and cardinality >= 0:
-        size_hint = int(cardinality)
+    num_images = size_hint(dataset)
     if input_context is not None:
         num_pipelines = input_context.num_input_pipelines
         dataset = dataset.shard(num_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         seed = seed * 1_000_003 + input_context.input_pipeline_id
-        if size_hint is not None:
-            size_hint = -(-size_hint // num_pipelines)
+        if num_images is not None:
+            num_images = -(-num_images // num_pipelines)
     dataset = dataset.map(_to_uint8, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "auto":
-        cache = size_hint is not None and (
-            size_hint * image_shape.num_elements() <= cache_budget_bytes
+        cache = num_images is not None and (
+            num_images * image_shape.num_elements() <= cache_budget_bytes
         )
     if isinstance(cache, str):
         dataset = dataset.cache(cache)

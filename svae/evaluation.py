@@ -230,10 +230,12 @@ def _images(config, split, max_images, batch_size):
         seed=config.seed,
         crops_per_photo=config.crops_per_photo,
     )
+    # An upper bound where bad files may still be skipped: the progress bar
+    # then ends early rather than having no ETA.
+    count = data.size_hint(images)
     if max_images is not None:
         images = images.take(max_images)
-    count = tf.get_static_value(images.cardinality())
-    count = int(count) if count is not None and count >= 0 else None
+        count = max_images if count is None else min(count, max_images)
     batches = images.batch(batch_size).map(
         lambda rgb: data.to_model_inputs(rgb, config.color, config.chroma_factor),
         num_parallel_calls=tf.data.AUTOTUNE,

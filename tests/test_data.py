@@ -620,3 +620,14 @@ def test_pipeline_auto_cache_keeps_decoded_images(tmp_path):
         for path in (tmp_path / "train").rglob("*.moved"):
             path.rename(path.with_suffix(".jpg"))
     assert counts == {2**30: (3, 3), 0: (3, 0)}
+
+
+def test_size_hint_is_exact_or_the_number_of_files(lsun_dir):
+    """size_hint: the file count before skipping; exact where tf.data knows."""
+    lsun_dir, _ = lsun_dir
+    train = data.load("lsun_church", "train", data_dir=lsun_dir, image_size=SIZE)
+    assert data.size_hint(train) == 9  # 9 values, one of them corrupt.
+    assert len(_images(train)) == 8
+    assert data.size_hint(train.take(3)) is None  # Not a data set of load().
+    sample = data.load("sample_photos", "test", image_size=SIZE, crops_per_photo=2)
+    assert data.size_hint(sample) == len(_images(sample)) == 8

@@ -313,3 +313,35 @@ def test_gray_beta_vae_is_scored_without_beta(tmp_path):
     assert config_lib.load(tmp_path / "run").resolved_beta == 1.0
     second = _evaluate(tmp_path / "run", max_images=4, output_dir=str(tmp_path / "b"))
     np.testing.assert_array_equal(_csv(first["csv"])["nll"], _csv(second["csv"])["nll"])
+
+
+def test_progress_bar_has_a_target_for_a_folder_of_images(
+    tiny_run, tmp_path, monkeypatch
+):
+    """File-based sets have no tf.data cardinality: the bar counts the files."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(5):
+        pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    targets = []
+    real_progbar = keras.utils.Progbar
+
+    def recording_progbar(target, *args, **kwargs):
+        targets.append(target)
+        return real_progbar(target, *args, **kwargs)
+
+    monkeypatch.setattr(keras.utils, "Progbar", recording_progbar)
+    report = _evaluate(
+        tiny_run,
+        dataset=f"folder:{folder}",
+        split="train",
+        progress=True,
+        output_dir=str(tmp_path / "eval"),
+    )
+    assert 1 <= report["num_images"] <= 5
+    assert targets and targets[0] is not None and targets[0] >= report["num_images"]

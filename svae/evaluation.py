@@ -220,9 +220,18 @@ def load_run(model_dir, dataset=None, data_dir=None):
     return config, model, int(step.numpy())
 
 
-def _images(config, split, max_images, batch_size):
-    """Returns `(batches, count)` of the split as model inputs; count may be None."""
-    images = data.load(
+def load_split(config, split):
+    """Returns a run's images of `split`: `svae.data.load` with its config.
+
+    Args:
+      config: the run's `svae.config.Config` (its `dataset` and `data_dir`
+        may be overridden with `dataclasses.replace`).
+      split: `"train"`, `"test"` or `"validation"`.
+
+    Returns:
+      The unbatched RGB `tf.data.Dataset` of `svae.data.load`.
+    """
+    return data.load(
         config.dataset,
         split,
         data_dir=config.data_dir,
@@ -230,6 +239,11 @@ def _images(config, split, max_images, batch_size):
         seed=config.seed,
         crops_per_photo=config.crops_per_photo,
     )
+
+
+def _images(config, split, max_images, batch_size):
+    """Returns `(batches, count)` of the split as model inputs; count may be None."""
+    images = load_split(config, split)
     # An upper bound where bad files may still be skipped: the progress bar
     # then ends early rather than having no ETA.
     count = data.size_hint(images)

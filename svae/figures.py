@@ -251,15 +251,7 @@ def reconstructions(model, config, batch, seed=0, temperature=1.0):
 
 def load_images(config, split, num):
     """Returns the first `num` images of a run's split as one model-input batch."""
-    images = data.load(
-        config.dataset,
-        split,
-        data_dir=config.data_dir,
-        image_size=config.image_size,
-        seed=config.seed,
-        crops_per_photo=config.crops_per_photo,
-    )
-    rgb = next(iter(images.batch(num)))
+    rgb = next(iter(evaluation.load_split(config, split).batch(num)))
     return data.to_model_inputs(rgb, config.color, config.chroma_factor)
 
 

@@ -1,4 +1,4 @@
-"""Command line: prior samples, reconstructions, Y's std. See docs/evaluation.md."""
+"""Command line: prior samples, reconstructions, Y's std, inpainting. See README."""
 
 import sys
 
@@ -16,6 +16,12 @@ flags.DEFINE_enum(
     "std_method", "exact", ["exact", "sample"], "Std of Y for structured models."
 )
 flags.DEFINE_integer("scale", 2, "Magnification of each image in the PNGs.")
+flags.DEFINE_bool("inpaint", False, "Also write inpainting.png (see --mask).")
+flags.DEFINE_string(
+    "mask",
+    "center",
+    "Missing pixels for --inpaint: center, random, or an image (light = missing).",
+)
 
 FLAGS = flags.FLAGS
 
@@ -40,6 +46,8 @@ def main(argv):
             data_dir=FLAGS.data_dir,
             std_method=FLAGS.std_method,
             scale=FLAGS.scale,
+            inpaint=FLAGS.inpaint,
+            mask=FLAGS.mask,
         )
         paths = figures.write_figures(sample_config)
     except (ValueError, evaluation.EvaluationError, data.DatasetError) as e:

@@ -63,6 +63,8 @@ class SampleConfig:
     data_dir: str | None = None
     std_method: str = "exact"
     scale: int = 2
+    inpaint: bool = False
+    mask: str = "center"
 
     def __post_init__(self):
         """Checks the values."""
@@ -249,6 +251,111 @@ def reconstructions(model, config, batch, seed=0, temperature=1.0):
     }
 
 
+def inpainting_mask(kind, num, size, seed=0):
+    """Returns a boolean `[num, size, size]` mask, True where a pixel is observed.
+
+    Args:
+      kind: `"center"` (a centred square of half the side is missing),
+        `"random"` (each pixel missing with probability 1/2, seeded), or the
+        path of an image whose light pixels (>= 128 in gray) mark what is
+        missing, resized to `size` (nearest).
+      num: number of images.
+      size: image side.
+      seed: seed of the random mask.
+
+    Returns:
+      A numpy boolean array.
+
+    Raises:
+      ValueError: a path that is not a readable image.
+    """
+    if kind == "center":
+        mask = np.ones((size, size), bool)
+        low, high = size // 4, size - size // 4
+        mask[low:high, low:high] = False
+        return np.broadcast_to(mask, (num, size, size)).copy()
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        return rng.random((num, size, size)) >= 0.5
+    try:
+        with Image.open(kind) as image:
+            gray = image.convert("L").resize((size, size), Image.Resampling.NEAREST)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"--mask must be center, random or an image file; cannot read {kind!r}: {e}"
+        ) from e
+    return np.broadcast_to(np.asarray(gray) < 128, (num, size, size)).copy()
+
+
+def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
+    """Fills the missing pixels of images from the model (issue 7).
+
+    The latent is the encoder's mean for the image with its missing pixels
+    replaced by the mean of its observed ones (a neutral fill: the encoder
+    never saw holes), then `p(x|z)` is conditioned on the observed pixels
+    (`svae.likelihoods.conditional`). A chroma pixel counts as observed only
+    if all the Y pixels it covers are.
+
+    Args:
+      model: a restored `VAE`.
+      config: its `Config`.
+      batch: an input batch dict (`y`, `rgb`, `cbcr` with colour).
+      mask: boolean `[n, H, W]`, True where observed.
+      seed: int seed of the residual noise.
+      temperature: scales the conditional residual.
+
+    Returns:
+      A dict of numpy arrays: `input`, `masked` (missing pixels gray),
+      `reconstruction` (the unconditional mean), `mean` (the conditional
+      mean) and `sample`, `[n, H, W, 3]` RGB; and `masks`, the dict of masks.
+    """
+    mask = tf.constant(mask)
+    factor = config.chroma_factor
+    weights = tf.cast(mask, tf.float32)
+    fill = tf.reduce_sum(batch["y"] * weights, [1, 2]) / tf.maximum(
+        tf.reduce_sum(weights, [1, 2]), 1.0
+    )
+    masks = {"y": mask}
+    filled = {"y": tf.where(mask, batch["y"], fill[:, None, None])}
+    if "cbcr" in batch:
+        size = mask.shape[1] // factor
+        blocks = tf.reshape(mask, [-1, size, factor, size, factor])
+        chroma_mask = tf.reduce_all(blocks, axis=[2, 4])[..., None]
+        masks["cbcr"] = tf.broadcast_to(chroma_mask, tf.shape(batch["cbcr"]))
+        chroma_fill = tf.reduce_mean(batch["cbcr"], [1, 2], keepdims=True)
+        filled["cbcr"] = tf.where(masks["cbcr"], batch["cbcr"], chroma_fill)
+    z_mean, _ = model.encode(filled["y"], filled.get("cbcr"))
+    outputs = model.decode(z_mean)
+    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    observed = {name: batch[name] for name in masks}
+    mean, drawn = likelihoods.conditional(
+        outputs, observed, masks, tf.constant([seed, 4], tf.int32), **structure
+    )
+    full = {
+        name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
+    }
+    recon = {"y": outputs["y_mean"]}
+    if "cbcr_mean" in outputs:
+        recon["cbcr"] = outputs["cbcr_mean"]
+    gray = {"y": tf.where(mask, batch["y"], 0.5)}
+    if "cbcr" in batch:
+        gray["cbcr"] = tf.where(masks["cbcr"], batch["cbcr"], 0.5)
+    if config.color == "ycbcr":
+        shown = np.clip(np.asarray(batch["rgb"]), 0.0, 1.0)
+    else:
+        shown = likelihoods.to_rgb({"y": batch["y"]}, factor).numpy()
+    return {
+        "input": shown,
+        "masked": likelihoods.to_rgb(gray, factor).numpy(),
+        "reconstruction": likelihoods.to_rgb(recon, factor).numpy(),
+        "mean": likelihoods.to_rgb(mean, factor).numpy(),
+        "sample": likelihoods.to_rgb(full, factor).numpy(),
+        "y_mean": mean["y"].numpy(),
+        "y_sample": full["y"].numpy(),
+        "masks": {name: value.numpy() for name, value in masks.items()},
+    }
+
+
 def load_images(config, split, num):
     """Returns the first `num` images of a run's split as one model-input batch."""
     rgb = next(iter(evaluation.load_split(config, split).batch(num)))
@@ -261,13 +368,16 @@ def write_figures(sample_config):
     Files in `output_dir` (default `model_dir/samples`):
     `prior_samples.png` (rows: mean, sample, std of Y), `reconstructions.png`
     (rows: input, mean, residual sample, full sample) and `std_y.png` (rows:
-    input, mean, per-pixel std of Y as a heat map).
+    input, mean, per-pixel std of Y as a heat map); with `inpaint`,
+    `inpainting.png` (rows: input, observed pixels, unconditional mean,
+    conditional mean, conditional sample).
 
     Args:
       sample_config: a `SampleConfig`.
 
     Returns:
-      `{"prior_samples", "reconstructions", "std_y"}`: the paths written.
+      `{"prior_samples", "reconstructions", "std_y"}` (and `"inpainting"`):
+      the paths written.
 
     Raises:
       svae.evaluation.EvaluationError: see `svae.evaluation.load_run`.
@@ -317,4 +427,26 @@ def write_figures(sample_config):
         sc.scale,
         f"per-pixel std of Y ({sc.std_method}): {name}",
     )
+    if sc.inpaint:
+        mask = inpainting_mask(sc.mask, sc.num, config.image_size, sc.seed)
+        filled = inpaint(model, config, batch, mask, sc.seed, sc.temperature)
+        paths["inpainting"] = save_grid(
+            [
+                filled["input"],
+                filled["masked"],
+                filled["reconstruction"],
+                filled["mean"],
+                filled["sample"],
+            ],
+            [
+                "input",
+                "observed",
+                "unconditional mean",
+                "conditional mean",
+                "conditional sample",
+            ],
+            output_dir / "inpainting.png",
+            sc.scale,
+            f"inpainting ({sc.mask} mask): {name}",
+        )
     return paths

@@ -24,6 +24,7 @@ __all__ = [
     "squared_error",
     "off_diag_l1",
     "sample",
+    "conditional",
     "to_rgb",
 ]
 
@@ -167,6 +168,41 @@ def sample(outputs, seed, kernel_size=3, dilation=1):
         name: dist.sample(seed=part_seed)
         for (name, dist), part_seed in zip(parts.items(), seeds, strict=True)
     }
+
+
+def conditional(outputs, observed, masks, seed, kernel_size=3, dilation=1):
+    """Mean and one sample of `p(x|z)` given the observed pixels of `x`.
+
+    Y's structured likelihood is conditioned exactly
+    (`SparsePrecisionGaussian.conditional`: the unobserved pixels follow the
+    Gaussian given the observed ones); factorised parts (Y of the baselines,
+    Cb and Cr) keep their observed pixels and draw the others independently.
+
+    Args:
+      outputs: a model's output dict.
+      observed: a batch dict (`y`, `cbcr` with colour) holding the observed
+        values.
+      masks: a dict like `observed` of booleans, True where observed.
+      seed: int32 `[2]` stateless seed.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `(mean, sample)`: dicts like `observed`, full images in which observed
+      pixels keep their values.
+    """
+    parts = likelihood(outputs, kernel_size, dilation)
+    seeds = tfp.random.split_seed(seed, n=len(parts))
+    mean, drawn = {}, {}
+    for (name, dist), part_seed in zip(parts.items(), seeds, strict=True):
+        known, mask = observed[name], masks[name]
+        if isinstance(dist, SparsePrecisionGaussian):
+            given = dist.conditional(known, mask)
+            mean[name], drawn[name] = given.mean(), given.sample(seed=part_seed)
+        else:
+            mean[name] = tf.where(mask, known, dist.mean())
+            drawn[name] = tf.where(mask, known, dist.sample(seed=part_seed))
+    return mean, drawn
 
 
 def to_rgb(images, chroma_factor=4, clip=True):

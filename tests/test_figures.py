@@ -139,3 +139,58 @@ def test_cli_writes_the_figures_and_bad_splits_fail(tiny_run, tmp_path):
         assert (tmp_path / f"{name}.png").exists() and name in done.stdout
     with pytest.raises(data.DatasetError, match="split"):
         _write(tiny_run, tmp_path, split="nope")
+
+
+def test_inpainting_keeps_observed_pixels_and_conditions_the_rest(tiny_run):
+    config, model, _ = evaluation.load_run(str(tiny_run))
+    batch = figures.load_images(config, "test", NUM)
+    mask = figures.inpainting_mask("center", NUM, SIZE)
+    assert mask.shape == (NUM, SIZE, SIZE) and not mask[:, 8, 8].any()
+    assert mask[:, 0, 0].all() and mask.mean() == 0.75
+    filled = figures.inpaint(model, config, batch, mask, seed=1)
+    y = np.asarray(batch["y"])
+    for key in ("y_mean", "y_sample"):
+        np.testing.assert_array_equal(filled[key][mask], y[mask])
+        assert np.all(np.isfinite(filled[key]))
+    chroma_mask = filled["masks"]["cbcr"]
+    assert chroma_mask.shape == (NUM, SIZE // 4, SIZE // 4, 2)
+    assert not chroma_mask[:, 1:3, 1:3].any() and chroma_mask[:, 0, 0].all()
+    # Missing Y pixels follow the structured conditional, not the mean: the
+    # conditional mean differs from the unconditional one inside the hole.
+    assert np.abs(filled["mean"] - filled["reconstruction"])[~mask].max() > 0
+    for row in ("input", "masked", "reconstruction", "mean", "sample"):
+        assert filled[row].shape == (NUM, SIZE, SIZE, 3)
+        assert filled[row].min() >= 0.0 and filled[row].max() <= 1.0
+    again = figures.inpaint(model, config, batch, mask, seed=1)
+    np.testing.assert_array_equal(again["sample"], filled["sample"])
+
+
+def test_inpainting_masks_random_and_from_an_image(tmp_path):
+    random = figures.inpainting_mask("random", 2, SIZE, seed=4)
+    np.testing.assert_array_equal(random, figures.inpainting_mask("random", 2, SIZE, 4))
+    assert 0.3 < random.mean() < 0.7
+    picture = np.zeros((32, 32), np.uint8)
+    picture[:, 16:] = 255  # Light = missing: the right half.
+    Image.fromarray(picture).save(tmp_path / "mask.png")
+    mask = figures.inpainting_mask(str(tmp_path / "mask.png"), 1, SIZE)
+    assert mask[0, :, : SIZE // 2].all() and not mask[0, :, SIZE // 2 :].any()
+    with pytest.raises(ValueError, match="--mask must be center, random"):
+        figures.inpainting_mask(str(tmp_path / "missing.png"), 1, SIZE)
+
+
+def test_cli_inpaints_with_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    outputs = []
+    for run in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "sample.py"), f"--model_dir={tiny_run}"]
+            + [f"--output_dir={tmp_path / run}", "--num=2", "--inpaint"]
+            + ["--mask=random", "--std_method=sample"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append((tmp_path / run / "inpainting.png").read_bytes())
+    assert outputs[0] == outputs[1]

@@ -153,27 +153,6 @@ def test_flops_of_dense_and_conv_match_the_hand_count():
     assert conv_flops == 2 * 6 * 6 * 4 * 3 * 3 * 2
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny structured colour run, trained for a few steps."""
-    model_dir = tmp_path_factory.mktemp("run")
-    config = config_lib.Config(
-        model="structured",
-        model_dir=str(model_dir),
-        image_size=16,
-        latent_dim=4,
-        batch_size=8,
-        crops_per_photo=4,
-        steps=36,
-        learning_rate=3e-3,
-        pretrain_epochs=1,
-        structured_warmup_epochs=1,
-        progress=False,
-    )
-    training.train(config)
-    return model_dir
-
-
 def _evaluate(model_dir, **kwargs):
     """Runs `evaluate` on a tiny run with quiet defaults."""
     defaults = dict(model_dir=str(model_dir), num_samples=8, progress=False)

@@ -9,31 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svae import config as config_lib
-from svae import data, evaluation, figures, training
+from svae import data, evaluation, figures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE, NUM, SCALE = 16, 3, 2
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny structured colour run, trained for a few steps."""
-    model_dir = tmp_path_factory.mktemp("run")
-    config = config_lib.Config(
-        model="structured",
-        model_dir=str(model_dir),
-        image_size=SIZE,
-        latent_dim=4,
-        batch_size=8,
-        crops_per_photo=4,
-        steps=18,
-        pretrain_epochs=1,
-        structured_warmup_epochs=1,
-        progress=False,
-    )
-    training.train(config)
-    return model_dir
 
 
 def _write(model_dir, output_dir, **kwargs):

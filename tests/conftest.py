@@ -1,0 +1,27 @@
+"""Fixtures shared by several test modules."""
+
+import pytest
+
+from svae import config as config_lib
+from svae import training
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny structured colour run (16x16), trained for a few steps."""
+    model_dir = tmp_path_factory.mktemp("run")
+    config = config_lib.Config(
+        model="structured",
+        model_dir=str(model_dir),
+        image_size=16,
+        latent_dim=4,
+        batch_size=8,
+        crops_per_photo=4,
+        steps=36,
+        learning_rate=3e-3,
+        pretrain_epochs=1,
+        structured_warmup_epochs=1,
+        progress=False,
+    )
+    training.train(config)
+    return model_dir

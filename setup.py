@@ -18,7 +18,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["svae", "svae.*"]),
-    py_modules=["train", "evaluate", "sample"],
+    py_modules=["train", "evaluate", "sample", "export"],
     install_requires=[
         "absl-py>=2.1",
         "keras>=3.10,<4",
@@ -45,6 +45,7 @@ setuptools.setup(
             "svae-train=train:run",
             "svae-evaluate=evaluate:run",
             "svae-sample=sample:run",
+            "svae-export=export:run",
         ],
     },
     classifiers=[

@@ -108,11 +108,18 @@ def importance_weighted_bound(
     """
     z = tf.convert_to_tensor(z)
     num_samples = z.shape[0]
-    chunk = sample_chunk or num_samples
-    log_likelihood = tf.concat(
-        [log_likelihood_fn(z[i : i + chunk]) for i in range(0, num_samples, chunk)],
-        axis=0,
-    )
+    if sample_chunk is None or num_samples is None:
+        # One call; K may then be known only at run time (served models).
+        log_likelihood = log_likelihood_fn(z)
+        num_samples = tf.shape(z)[0]
+    else:
+        log_likelihood = tf.concat(
+            [
+                log_likelihood_fn(z[i : i + sample_chunk])
+                for i in range(0, num_samples, sample_chunk)
+            ],
+            axis=0,
+        )
     log_weights = log_likelihood + _log_prior_ratio(prior, posterior, z)
     log_k = tf.math.log(tf.cast(num_samples, log_weights.dtype))
     bound = tf.reduce_logsumexp(log_weights, axis=0) - log_k

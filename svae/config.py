@@ -22,6 +22,7 @@ RESUMABLE_FIELDS = frozenset(
         "image_summary_every",
         "max_checkpoints",
         "progress",
+        "export",
     }
 )
 
@@ -61,6 +62,9 @@ class Config:
     image_summary_every: int = 1000
     max_checkpoints: int = 3
     progress: bool = True
+    # Write a SavedModel (model_dir/export/<n>/) when training finishes;
+    # train.py turns it on, library callers opt in.
+    export: bool = False
 
     def __post_init__(self):
         """Checks the values that can be checked without data."""

@@ -90,6 +90,9 @@ def _endpoints(model, config):
             "residual_y": drawn["y"] - outputs["y_mean"],
         }
 
+    def reconstruct_uint8(images):
+        return reconstruct(tf.cast(images, tf.float32) / 255.0)
+
     def log_prob(images, num_samples):
         batch = inputs(images)
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
@@ -112,6 +115,10 @@ def _endpoints(model, config):
 
     return {
         "reconstruct": (reconstruct, [images]),
+        "reconstruct_uint8": (
+            reconstruct_uint8,
+            [tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")],
+        ),
         "encode": (encode, [images]),
         "decode": (decode, [latents]),
         "sample": (sample, [latents, seed]),
@@ -125,7 +132,8 @@ def export(model_dir, export_dir=None, version=None):
     Signatures (`reconstruct` is also `serving_default`):
 
     - `reconstruct(images)`: float32 RGB `[B, H, W, 3]` in [0, 1] ->
-      `mean_rgb`, `z_mean` and a residual sample `residual_y` (seed 0).
+      `mean_rgb`, `z_mean` and a residual sample `residual_y` (seed 0);
+      `reconstruct_uint8` the same for uint8 images in [0, 255].
     - `encode(images)` -> `z_mean`, `z_log_scale` `[B, latent_dim]`.
     - `decode(z)` -> the likelihood's parameters (`y_mean`, then `log_diag`
       and `off_diag` or `y_log_scale`; `cbcr_mean`, `cbcr_log_scale` with

@@ -523,6 +523,12 @@ def train(config, strategy=None, callback=None):
                         step, [(k, values[k]) for k in TERMS] + [("img/s", rate)]
                     )
     writer.flush()
+    result = {"model_dir": str(model_dir), "step": step, **values}
     if is_chief:
         print(f"svae: finished at step {step}; checkpoints in {model_dir}")
-    return {"model_dir": str(model_dir), "step": step, **values}
+        if config.export:
+            from svae import export  # Imports evaluation: only when asked.
+
+            result["export"] = str(export.export(model_dir))
+            print(f"svae: exported a SavedModel to {result['export']}")
+    return result

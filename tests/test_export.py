@@ -32,12 +32,15 @@ for batch in (1, 3):
     sampled = loaded.signatures["sample"](z=encoded["z_mean"], seed=seed)
     again = loaded.signatures["sample"](z=encoded["z_mean"], seed=seed)
     served = loaded.signatures["serving_default"](images=images)
+    as_uint8 = tf.cast(tf.round(images * 255.0), tf.uint8)
+    served_uint8 = loaded.signatures["reconstruct_uint8"](images=as_uint8)
     bound = loaded.signatures["log_prob"](images=images, num_samples=tf.constant(5))
     arrays = {"z_mean": encoded["z_mean"], "z_log_scale": encoded["z_log_scale"]}
     arrays.update({"decoded_" + k: v for k, v in decoded.items()})
     arrays.update({"sample_" + k: v for k, v in sampled.items()})
     arrays.update({"served_" + k: v for k, v in served.items()})
     arrays["iw_bound"] = bound["iw_bound"]
+    arrays["served_uint8_mean_rgb"] = served_uint8["mean_rgb"]
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     np.savez(sys.argv[3] + f"_{batch}.npz", **arrays)
     out[f"reproducible_{batch}"] = bool(
@@ -101,6 +104,7 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
         "encode",
         "log_prob",
         "reconstruct",
+        "reconstruct_uint8",
         "sample",
         "serving_default",
     ]
@@ -126,6 +130,10 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
             {"y": outputs["y_mean"], "cbcr": outputs["cbcr_mean"]}
         )
         np.testing.assert_allclose(served["served_mean_rgb"], mean_rgb, atol=1e-5)
+        # uint8 images (rounded to 1/255) reconstruct almost like floats.
+        np.testing.assert_allclose(
+            served["served_uint8_mean_rgb"], served["served_mean_rgb"], atol=0.05
+        )
         assert served["iw_bound"].shape == (batch_size,)
         assert np.all(np.isfinite(served["iw_bound"]))
 
@@ -152,3 +160,64 @@ def test_bad_inputs_get_errors_from_the_signature(exported):
         assert "images (float32 RGB in [0, 1]) must have shape" in errors[name], name
     assert "z (float32 latents) must have shape" in errors["latent"]
     assert errors["dtype"] and "float" in errors["dtype"]
+
+
+@pytest.mark.parametrize("color", ["ycbcr", "gray"])
+@pytest.mark.parametrize(
+    "model", ["vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured"]
+)
+def test_every_variant_exports_at_the_end_of_training(model, color, tmp_path):
+    from svae import config as config_lib
+    from svae import training
+
+    config = config_lib.Config(
+        model=model,
+        color=color,
+        model_dir=str(tmp_path / "run"),
+        image_size=SIZE,
+        latent_dim=3,
+        batch_size=4,
+        crops_per_photo=2,
+        steps=2,
+        pretrain_epochs=0,
+        structured_warmup_epochs=0,
+        progress=False,
+        export=True,
+    )
+    result = training.train(config)
+    assert pathlib.Path(result["export"]) == tmp_path / "run" / "export" / "1"
+    loaded = tf.saved_model.load(result["export"])
+    images = tf.random.stateless_uniform([2, SIZE, SIZE, 3], seed=[1, 2])
+    decoded = loaded.signatures["decode"](
+        z=loaded.signatures["encode"](images=images)["z_mean"]
+    )
+    assert decoded["mean_rgb"].shape == (2, SIZE, SIZE, 3)
+    assert ("cbcr_mean" in decoded) == (color == "ycbcr")
+    assert ("off_diag" in decoded) == (model in ("supn", "structured"))
+    bound = loaded.signatures["log_prob"](images=images, num_samples=tf.constant(3))
+    assert np.all(np.isfinite(bound["iw_bound"]))
+    sampled = loaded.signatures["sample"](z=tf.zeros([2, 3]), seed=tf.constant([1, 1]))
+    assert sampled["sample_rgb"].shape == (2, SIZE, SIZE, 3)
+
+
+def test_export_command_line(tiny_run, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    script = [sys.executable, str(ROOT / "export.py")]
+    done = subprocess.run(
+        script + [f"--model_dir={tiny_run}", f"--export_dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"exported {tiny_run} to {tmp_path / '1'}" in done.stdout
+    assert (tmp_path / "1" / "saved_model.pb").exists()
+    missing = subprocess.run(
+        script + [f"--model_dir={tmp_path / 'nope'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1 and "svae: error:" in missing.stderr

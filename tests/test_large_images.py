@@ -29,6 +29,9 @@ def test_128x128_trains_evaluates_and_draws_from_the_command_line(tmp_path):
     )
     assert train.returncode == 0, train.stderr
     assert "finished at step 4" in train.stdout
+    # train.py exports a SavedModel when training ends.
+    assert (run_dir / "export" / "1" / "saved_model.pb").exists()
+    assert "exported a SavedModel" in train.stdout
     report = evaluation.evaluate(
         evaluation.EvalConfig(
             model_dir=str(run_dir), num_samples=4, max_images=2, progress=False

@@ -216,6 +216,16 @@ def _ratio(results, slow, fast, size, batch):
     return f"{a['seconds'] / b['seconds']:.1f}x"
 
 
+def _fastest(results, ops, size, batch):
+    """The op among `ops` with the smallest measured time (missing: slowest)."""
+    return min(
+        ops,
+        key=lambda op: (results.get((op, size, batch)) or {}).get(
+            "seconds", float("inf")
+        ),
+    )
+
+
 def _print_tables(results, sizes):
     """Prints the Markdown tables of the log_prob and sample comparisons."""
     print("\n### log_prob (time / peak memory; kernel_size=3, float32)\n")
@@ -223,12 +233,7 @@ def _print_tables(results, sizes):
     print("|---|---|---|---|---|---|")
     for size in sizes:
         for batch in (16, 64):
-            best = min(
-                ("log_prob", "log_prob_xla"),
-                key=lambda o: (results.get((o, size, batch)) or {}).get(
-                    "seconds", float("inf")
-                ),
-            )
+            best = _fastest(results, ("log_prob", "log_prob_xla"), size, batch)
             dense = results.get(("dense_log_prob", size, batch))
             note = f" (chunks of {dense['chunk']})" if dense else ""
             print(
@@ -246,12 +251,7 @@ def _print_tables(results, sizes):
     print("|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for batch in (16, 64):
-            best = min(
-                ("sample", "sample_xla"),
-                key=lambda o: (results.get((o, size, batch)) or {}).get(
-                    "seconds", float("inf")
-                ),
-            )
+            best = _fastest(results, ("sample", "sample_xla"), size, batch)
             dense = results.get(("dense_solve", size, batch))
             note = f" (chunks of {dense['chunk']})" if dense else ""
             print(

@@ -156,9 +156,8 @@ def rgb_mse(outputs, batch, chroma_factor=4):
     Returns:
       `[batch]` mean squared errors over pixels and the 3 channels.
     """
-    mean = {"y": outputs["y_mean"]}
-    if "cbcr_mean" in outputs:
-        mean["cbcr"] = outputs["cbcr_mean"]
+    mean = likelihoods.means(outputs)
+    if "cbcr" in mean:
         reference = batch["rgb"]
     else:
         reference = likelihoods.to_rgb({"y": batch["y"]}, chroma_factor)
@@ -282,6 +281,21 @@ def _latent_noise(seed, first_index, batch_size, num_samples, latent_dim):
     return tf.stack(noise, axis=1)
 
 
+def decode_samples(model, z):
+    """Decodes latents `[S, B, D]` into outputs shaped `[S, B, ...]`.
+
+    One decoder call on `[S * B, D]`; the outputs keep the sample axis in
+    front, so the likelihood broadcasts them against a `[B, ...]` batch
+    without tiling the images.
+    """
+    num, size = tf.shape(z)[0], tf.shape(z)[1]
+    outputs = model.decode(tf.reshape(z, [num * size, z.shape[-1]]))
+    return {
+        name: tf.reshape(value, tf.concat([[num, size], tf.shape(value)[1:]], 0))
+        for name, value in outputs.items()
+    }
+
+
 class _BatchEvaluator:
     """The compiled pieces of one batch's metrics for a model and config."""
 
@@ -305,14 +319,7 @@ class _BatchEvaluator:
     @tf.function(reduce_retracing=True)
     def log_likelihood(self, z, batch):
         """Returns `log p(x|z)` `[S, B]` for latents `[S, B, D]`."""
-        num, size = tf.shape(z)[0], tf.shape(z)[1]
-        outputs = self.model.decode(tf.reshape(z, [num * size, z.shape[-1]]))
-        # [S * B, ...] -> [S, B, ...]: the likelihood broadcasts against the
-        # [B, ...] batch without tiling the images.
-        outputs = {
-            name: tf.reshape(value, tf.concat([[num, size], tf.shape(value)[1:]], 0))
-            for name, value in outputs.items()
-        }
+        outputs = decode_samples(self.model, z)
         observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
         return likelihoods.log_likelihood(outputs, observed, **self.structure)
 

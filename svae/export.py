@@ -54,12 +54,6 @@ def _endpoints(model, config):
     def latent(z):
         return checked(z, [None, config.latent_dim], "z (float32 latents)")
 
-    def means(outputs):
-        parts = {"y": outputs["y_mean"]}
-        if "cbcr_mean" in outputs:
-            parts["cbcr"] = outputs["cbcr_mean"]
-        return parts
-
     def encode(images):
         batch = inputs(images)
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
@@ -67,7 +61,7 @@ def _endpoints(model, config):
 
     def decode(z):
         outputs = dict(model.decode(latent(z)))
-        outputs["mean_rgb"] = likelihoods.to_rgb(means(outputs), factor)
+        outputs["mean_rgb"] = likelihoods.to_rgb(likelihoods.means(outputs), factor)
         return outputs
 
     def sample(z, seed):
@@ -76,7 +70,7 @@ def _endpoints(model, config):
         return {
             "sample_rgb": likelihoods.to_rgb(drawn, factor),
             "sample_y": drawn["y"],
-            "mean_rgb": likelihoods.to_rgb(means(outputs), factor),
+            "mean_rgb": likelihoods.to_rgb(likelihoods.means(outputs), factor),
         }
 
     def reconstruct(images):
@@ -85,7 +79,7 @@ def _endpoints(model, config):
         outputs = model.decode(z_mean)
         drawn = likelihoods.sample(outputs, tf.constant([0, 0]), **structure)
         return {
-            "mean_rgb": likelihoods.to_rgb(means(outputs), factor),
+            "mean_rgb": likelihoods.to_rgb(likelihoods.means(outputs), factor),
             "z_mean": z_mean,
             "residual_y": drawn["y"] - outputs["y_mean"],
         }
@@ -98,12 +92,7 @@ def _endpoints(model, config):
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
         posterior = likelihoods.posterior(z_mean, z_log_scale)
         z = posterior.sample(num_samples, seed=tf.constant([0, 0]))
-        k, b = tf.shape(z)[0], tf.shape(z)[1]
-        outputs = model.decode(tf.reshape(z, [k * b, config.latent_dim]))
-        outputs = {
-            name: tf.reshape(value, tf.concat([[k, b], tf.shape(value)[1:]], 0))
-            for name, value in outputs.items()
-        }
+        outputs = evaluation.decode_samples(model, z)
         observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
         result = evaluation.importance_weighted_bound(
             lambda chunk: likelihoods.log_likelihood(outputs, observed, **structure),

@@ -183,9 +183,7 @@ def _draw(model, config, z, seed, temperature):
     outputs = model.decode(z)
     structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
     drawn = likelihoods.sample(outputs, tf.constant(seed, tf.int32), **structure)
-    mean = {"y": outputs["y_mean"]}
-    if "cbcr_mean" in outputs:
-        mean["cbcr"] = outputs["cbcr_mean"]
+    mean = likelihoods.means(outputs)
     full = {
         name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
     }
@@ -334,9 +332,7 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
     full = {
         name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
     }
-    recon = {"y": outputs["y_mean"]}
-    if "cbcr_mean" in outputs:
-        recon["cbcr"] = outputs["cbcr_mean"]
+    recon = likelihoods.means(outputs)
     gray = {"y": tf.where(mask, batch["y"], 0.5)}
     if "cbcr" in batch:
         gray["cbcr"] = tf.where(masks["cbcr"], batch["cbcr"], 0.5)

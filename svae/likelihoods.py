@@ -25,6 +25,7 @@ __all__ = [
     "off_diag_l1",
     "sample",
     "conditional",
+    "means",
     "to_rgb",
 ]
 
@@ -203,6 +204,14 @@ def conditional(outputs, observed, masks, seed, kernel_size=3, dilation=1):
             mean[name] = tf.where(mask, known, dist.mean())
             drawn[name] = tf.where(mask, known, dist.sample(seed=part_seed))
     return mean, drawn
+
+
+def means(outputs):
+    """Returns the likelihood's mean images as a batch-like dict (`y`, `cbcr`)."""
+    parts = {"y": outputs["y_mean"]}
+    if "cbcr_mean" in outputs:
+        parts["cbcr"] = outputs["cbcr_mean"]
+    return parts
 
 
 def to_rgb(images, chroma_factor=4, clip=True):

@@ -295,13 +295,10 @@ def _image_summaries(model, batch, config, phase, step):
     residual = drawn["y"] - prior_outputs["y_mean"]
     scale = tf.reduce_max(tf.abs(residual), axis=[1, 2], keepdims=True) + 1e-6
     factor = config.chroma_factor
-    recon = {"y": outputs["y_mean"], "cbcr": outputs.get("cbcr_mean")}
+    recon = likelihoods.means(outputs)
     _images("inputs", batch["rgb"], step)
     _images("reconstruction_means", likelihoods.to_rgb(recon, factor), step)
-    sample_means = {
-        "y": prior_outputs["y_mean"],
-        "cbcr": prior_outputs.get("cbcr_mean"),
-    }
+    sample_means = likelihoods.means(prior_outputs)
     _images("sample_means", likelihoods.to_rgb(sample_means, factor), step)
     _images("samples", likelihoods.to_rgb(drawn, factor), step)
     _images("residual_samples", (residual / scale * 0.5 + 0.5)[..., None], step)

@@ -11,7 +11,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
-from svae import data, evaluation, likelihoods
+from svae import data, evaluation, likelihoods, xla
 
 __all__ = ["export", "next_version"]
 
@@ -148,7 +148,11 @@ def export(model_dir, export_dir=None, version=None):
         raise ValueError(f"{target} exists: pick another --version.")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (function, signature) in _endpoints(model, config).items():
-        archive.add_endpoint(name, tf.function(function), input_signature=signature)
-    archive.write_out(str(target))
+    # TF Serving's model server runs no XLA by default: trace the kernels
+    # without it, and leave out the (training-only) gradient functions.
+    with xla.portable():
+        for name, (function, signature) in _endpoints(model, config).items():
+            archive.add_endpoint(name, tf.function(function), input_signature=signature)
+        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+        archive.write_out(str(target), options=options)
     return target

@@ -29,6 +29,30 @@ def _conv(channels, name, initializer="glorot_uniform"):
     return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
 
 
+def _pointwise(features, heads):
+    """Applies 1x1 convolution heads to the same features in one matrix product.
+
+    One pass over the features for all heads, instead of one per head
+    (benchmarks/RESULTS.md, bench_train); each head keeps its own variables.
+
+    Args:
+      features: `[batch, height, width, C]`.
+      heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
+
+    Returns:
+      A list with each head's `[batch, height, width, filters]` output.
+    """
+    channels = features.shape[-1]
+    for head in heads:
+        if not head.built:
+            head.build(features.shape)
+    kernel = tf.concat([tf.reshape(h.kernel, [channels, h.filters]) for h in heads], 1)
+    bias = tf.concat([h.bias for h in heads], 0)
+    flat = tf.matmul(tf.reshape(features, [-1, channels]), kernel) + bias
+    shape = tf.concat([tf.shape(features)[:-1], [kernel.shape[-1]]], 0)
+    return tf.split(tf.reshape(flat, shape), [h.filters for h in heads], axis=-1)
+
+
 class Encoder(keras.layers.Layer):
     """`q(z|x)`: a diagonal Gaussian over the latents (eq. 3)."""
 
@@ -124,17 +148,19 @@ class PrecisionHead(keras.layers.Layer):
                 name="basis",
             )
 
-    def call(self, features):
+    def call(self, features, weights=None):
         """Returns `(log_diag, off_diag)`.
 
         Args:
           features: `[batch, height, width, C]` trunk features.
+          weights: `weights_conv(features)` when the caller has computed it
+            (with other heads, see `_pointwise`), else None.
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`.
         """
-        entries = self.weights_conv(features)
+        entries = self.weights_conv(features) if weights is None else weights
         if self.num_basis:
             entries = tf.einsum("...b,kb->...k", entries, self.basis)
         # tf.split, not slices: its gradient is one concat, a slice's a scatter.
@@ -215,31 +241,43 @@ class VAE(keras.Model):
           `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
         """
         features = self.trunk(z)
-        top = features[self.image_size]
-        outputs = {"y_mean": tf.squeeze(self.y_mean_head(top), -1) + 0.5}
-        if self.use_chroma:
-            low = features[self.chroma_size]
-            outputs["cbcr_mean"] = self.cbcr_mean_head(low) + 0.5
         model = "vae_sph" if spherical else self.model_name
+        size, low = self.image_size, self.chroma_size
+        # The heads on the same features run as one product (`_pointwise`).
+        y_heads = [self.y_mean_head]
+        cbcr_heads = [self.cbcr_mean_head] if self.use_chroma else []
+        if model in ("vae_diag", "beta_vae_diag"):
+            y_heads.append(self.y_scale_head)
+        elif model == "structured":
+            y_heads.append(self.precision_head.weights_conv)
+            if self.use_chroma:
+                cbcr_heads.append(self.cbcr_scale_head)
+        y_mean, *y_scale = _pointwise(features[size], y_heads)
+        outputs = {"y_mean": tf.squeeze(y_mean, -1) + 0.5}
+        cbcr_scale = []
+        if self.use_chroma:
+            cbcr_mean, *cbcr_scale = _pointwise(features[low], cbcr_heads)
+            outputs["cbcr_mean"] = cbcr_mean + 0.5
+        if model == "supn":
+            features = self.covariance_trunk(z)
+            y_scale = [None]  # The precision head applies its own convolution.
+            if self.use_chroma:
+                cbcr_scale = [self.cbcr_scale_head(features[low])]
         if model == "vae_sph":
             outputs["y_log_scale"] = tf.broadcast_to(
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif model in ("vae_diag", "beta_vae_diag"):
-            outputs["y_log_scale"] = tf.squeeze(self.y_scale_head(top), -1)
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
-            if model == "supn":
-                features = self.covariance_trunk(z)
-                top = features[self.image_size]
-            log_diag, off_diag = self.precision_head(top)
+            log_diag, off_diag = self.precision_head(features[size], y_scale[0])
             # The heads start at the spherical model's scale, so the warm-up
             # begins from the pretrained likelihood (log L_pp = -log sigma).
             outputs["log_diag"] = log_diag - self.y_log_scale
             outputs["off_diag"] = off_diag
         if self.use_chroma:
-            if model in ("structured", "supn") and not spherical:
-                low = features[self.chroma_size]
-                scale = self.cbcr_scale_head(low) + self.cbcr_log_scale
+            if cbcr_scale:
+                scale = cbcr_scale[0] + self.cbcr_log_scale
             else:
                 scale = tf.broadcast_to(
                     self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])

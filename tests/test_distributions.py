@@ -1,5 +1,7 @@
 """Tests of SparsePrecisionGaussian against TFP's dense Gaussians and scipy."""
 
+import contextlib
+
 import dense_reference
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from svae import distributions
+from svae import distributions, xla
 from svae.distributions import SparsePrecisionGaussian
 
 tfd = tfp.distributions
@@ -97,14 +99,20 @@ def test_log_prob_of_a_large_diagonal_gaussian_matches_scipy():
     np.testing.assert_allclose(dist.log_prob(x), expected, rtol=1e-10)
 
 
+def _kernels(compiled):
+    """The XLA kernels (the default) or the portable ones."""
+    return contextlib.nullcontext() if compiled else xla.portable()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
 @pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (5, 2)])
-def test_log_prob_gradients_match_dense_reference(kernel_size, dilation):
+def test_log_prob_gradients_match_dense_reference(kernel_size, dilation, compiled):
     rng = np.random.default_rng(3)
     loc, log_diag, off_diag = _params(
         rng, (2,), (2,), (2,), 4, 6, kernel_size, np.float64
     )
     x = tf.constant(rng.standard_normal((2, 4, 6)))
-    with tf.GradientTape(persistent=True) as tape:
+    with _kernels(compiled), tf.GradientTape(persistent=True) as tape:
         tape.watch([loc, log_diag, off_diag, x])
         ours = tf.reduce_sum(
             SparsePrecisionGaussian(
@@ -362,16 +370,17 @@ def test_validate_args_checks_the_sample_shape():
         dist.log_prob(tf.zeros([3, 4]))
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
 @pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2)])
 def test_log_prob_gradients_reduce_over_broadcast_batch_dimensions(
-    kernel_size, dilation
+    kernel_size, dilation, compiled
 ):
     rng = np.random.default_rng(12)
     loc, log_diag, off_diag = _params(
         rng, (2, 1), (3,), (1, 3), 4, 5, kernel_size, np.float64
     )
     x = tf.constant(rng.standard_normal((2, 2, 3, 4, 5)))
-    with tf.GradientTape(persistent=True) as tape:
+    with _kernels(compiled), tf.GradientTape(persistent=True) as tape:
         tape.watch([loc, log_diag, off_diag, x])
         dist = SparsePrecisionGaussian(loc, log_diag, off_diag, kernel_size, dilation)
         ours = tf.reduce_sum(dist.log_prob(x) ** 2)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from svae import data, evaluation, export, likelihoods
 
@@ -152,6 +153,34 @@ def test_saved_model_cli_lists_every_signature(exported):
     for name in ("serving_default", "encode", "decode", "sample", "log_prob"):
         assert f"signature_def['{name}']" in shown
     assert "images" in shown and "num_samples" in shown and "seed" in shown
+
+
+def _xla_functions(saved_model_dir):
+    """Names of the functions of a SavedModel that must be XLA-compiled."""
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(
+        (pathlib.Path(saved_model_dir) / "saved_model.pb").read_bytes()
+    )
+    return [
+        function.signature.name
+        for graph in proto.meta_graphs
+        for function in graph.graph_def.library.function
+        if function.attr["_XlaMustCompile"].b
+    ]
+
+
+def test_exported_graph_runs_without_xla(exported, tmp_path):
+    # TF Serving's model server does not compile XLA by default.
+    assert _xla_functions(exported[0]) == []
+    # The check finds a jit-compiled function where there is one.
+    module = tf.Module()
+    module.f = tf.function(
+        lambda x: x * 2.0,
+        jit_compile=True,
+        input_signature=[tf.TensorSpec([2], tf.float32)],
+    )
+    tf.saved_model.save(module, str(tmp_path / "jit"))
+    assert _xla_functions(tmp_path / "jit")
 
 
 def test_bad_inputs_get_errors_from_the_signature(exported):

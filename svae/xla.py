@@ -1,13 +1,13 @@
 """XLA-compiled kernels, and a switch to trace them without XLA.
 
-svae's full-resolution work after the decoder's convolutions (the heads, the
-structured log-likelihood and its custom gradient, the loss terms) is a chain
-of cheap elementwise passes over `[batch, H, W, K]` tensors; XLA fuses each
-chain into one loop (measured in benchmarks/RESULTS.md, bench_train).
-Functions decorated with `kernel` are XLA-compiled, unless traced inside
-`portable()`: graphs that must run where no XLA compiler is linked in, such as
-TF Serving's model server (XLA is off there by default), use it
-(`svae.export`). Results agree to float rounding.
+`L^T x` (`svae.linalg.factor_transpose_matvec`) and its gradient are chains
+of K pad, slice and multiply passes over full-size images; XLA fuses each
+chain into one loop (2.0 ms against 4.8 ms forward and backward at 64x64,
+batch 64, benchmarks/RESULTS.md). Elsewhere XLA does not pay on CPU: it runs
+each fusion on one thread and its small matrix products slowly, so only such
+chains are kernels. Functions decorated with `kernel` are XLA-compiled unless
+traced inside `portable()`, for graphs that must run where XLA is off, such as
+TF Serving's model server (`svae.export`). Results agree to float rounding.
 """
 
 import contextlib

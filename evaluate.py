@@ -11,6 +11,9 @@ flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_string("dataset", None, "Data set (default: the run's).")
 flags.DEFINE_string("data_dir", None, "Data directory (default: the run's).")
+flags.DEFINE_string(
+    "cache_dir", None, "Prepared-data folder (default: the run's; empty: none)."
+)
 flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
 flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
 flags.DEFINE_string("output_dir", None, "Where to write (default: DIR/eval).")
@@ -46,6 +49,7 @@ def main(argv):
             max_images=FLAGS.max_images,
             dataset=FLAGS.dataset,
             data_dir=FLAGS.data_dir,
+            cache_dir=FLAGS.cache_dir,
             seed=FLAGS.seed,
             output_dir=FLAGS.output_dir,
             progress=FLAGS.progress,

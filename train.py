@@ -5,12 +5,18 @@ import sys
 from absl import app, flags, logging
 
 from svae import config as config_lib
-from svae import training
+from svae import data, training
 
 _DEFAULTS = config_lib.Config()
 
 flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Data set name, see docs/data.md.")
 flags.DEFINE_string("data_dir", None, "Folder with the data set's files.")
+flags.DEFINE_string(
+    "cache_dir",
+    data.default_cache_dir(),
+    "Folder of prepared (decoded once) file-based data sets, default "
+    "$SVAE_CACHE_DIR or ~/.cache/svae; empty: decode at every start.",
+)
 flags.DEFINE_enum("model", _DEFAULTS.model, config_lib.MODELS, "Model variant.")
 flags.DEFINE_string("model_dir", None, "Run directory (default: a fresh one).")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs of the run, all phases.")

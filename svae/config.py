@@ -13,6 +13,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_FIELDS = frozenset(
     {
         "data_dir",
+        "cache_dir",
         "model_dir",
         "epochs",
         "steps",
@@ -33,6 +34,10 @@ class Config:
 
     dataset: str = "sample_photos"
     data_dir: str | None = None
+    # Folder of prepared caches of file-based data sets (svae.data.load's
+    # cache_dir); None or "" decodes at every start. train.py defaults it to
+    # $SVAE_CACHE_DIR or ~/.cache/svae, library callers opt in.
+    cache_dir: str | None = None
     model: str = "structured"
     model_dir: str | None = None
     epochs: int = 110

@@ -16,20 +16,33 @@ that fails to decode (corrupt, truncated, not an image, or too small) is
 skipped; at the end of the first pass over the data the skipped files are
 reported once, as one absl warning with their count and the first few paths.
 If no file of a split decodes, iterating raises an error naming the source.
+
+With `cache_dir`, `load` decodes a file-based split once into a prepared
+cache, a uint8 `[N, S, S, 3]` `.npy` with a JSON manifest in `cache_dir`, and
+later loads read that file instead of decoding (see `load`).
 """
 
+import dataclasses
+import errno
 import functools
 import hashlib
 import io
+import json
 import math
 import os
 import pathlib
+import re
+import shutil
+import socket
 import threading
+import time
+import uuid
 import weakref
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
+import PIL
 import tensorflow as tf
 from absl import logging
 from PIL import Image, UnidentifiedImageError
@@ -81,6 +94,13 @@ _PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _REPORT_PATHS = 5
 _DEFAULT_CACHE_BUDGET = 4 * 2**30
 
+# The prepared cache (see load's cache_dir). Bump CACHE_FORMAT_VERSION when
+# decoding changes what a file becomes: every cache is then prepared again.
+CACHE_FORMAT_VERSION = 1
+CACHE_DIR_ENV = "SVAE_CACHE_DIR"
+_PREPARE_BATCH = 256
+_READ_CHUNK = 256
+
 # For the data sets load() returns (weak keys: no data set is kept alive):
 # an upper bound on the number of images, for training_pipeline's
 # cache="auto", and the log of skipped files, for skipped_files().
@@ -88,6 +108,11 @@ _SIZE_HINTS: "weakref.WeakKeyDictionary[tf.data.Dataset, int]" = (
     weakref.WeakKeyDictionary()
 )
 _SKIP_LOGS: "weakref.WeakKeyDictionary[tf.data.Dataset, _SkipLog]" = (
+    weakref.WeakKeyDictionary()
+)
+# The data sets whose images are already decoded (sample_photos, a prepared
+# cache), with their exact number of images; see prepared_size().
+_PREPARED: "weakref.WeakKeyDictionary[tf.data.Dataset, int]" = (
     weakref.WeakKeyDictionary()
 )
 
@@ -362,16 +387,40 @@ def _decoded_dataset(
     return dataset, skip_log
 
 
-def _to_float(dataset: tf.data.Dataset, num_files: int, skip_log=None):
-    """Maps uint8 images to float32 in [0, 1] and registers the metadata."""
-    dataset = dataset.map(
-        lambda pixels: tf.cast(pixels, tf.float32) / 255.0,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+@dataclasses.dataclass
+class _Source:
+    """One split of a file-based data set, before any decoding."""
+
+    dataset: tf.data.Dataset  # uint8 images, decoded while iterated
+    num_files: int
+    skip_log: "_SkipLog | None"
+    description: str  # names the files and the split in messages
+    # What the split is (data set, path, split, image size, options): a cache
+    # of another identity is never used or removed for this one.
+    identity: dict
+    # Lists the files whose sizes and mtimes fingerprint it (when caching).
+    stamp_paths: Callable[[], list]
+
+
+def _finish(
+    dataset: tf.data.Dataset,
+    num_files: int,
+    skip_log: "_SkipLog | None",
+    dtype: tf.DType,
+    prepared: bool,
+) -> tf.data.Dataset:
+    """Maps uint8 images to `dtype` (float32 in [0, 1]) and registers metadata."""
+    if dtype == tf.float32:
+        dataset = dataset.map(
+            lambda pixels: tf.cast(pixels, tf.float32) / 255.0,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     _SIZE_HINTS[dataset] = num_files
     if skip_log is not None:
         _SKIP_LOGS[dataset] = skip_log
+    if prepared:
+        _PREPARED[dataset] = num_files
     return dataset
 
 
@@ -394,6 +443,19 @@ def size_hint(dataset: tf.data.Dataset) -> int | None:
     return _SIZE_HINTS.get(dataset)
 
 
+def prepared_size(dataset: tf.data.Dataset) -> int | None:
+    """Returns the number of images of a data set of load() that needs no decoding.
+
+    Args:
+      dataset: a data set returned by load().
+
+    Returns:
+      The exact number of images for sample_photos (held in memory) and for a
+      split read from a prepared cache; None when iterating decodes files.
+    """
+    return _PREPARED.get(dataset)
+
+
 def skipped_files(dataset: tf.data.Dataset) -> dict[str, str]:
     """Returns the files skipped so far while iterating a data set of load().
 
@@ -402,7 +464,8 @@ def skipped_files(dataset: tf.data.Dataset) -> dict[str, str]:
 
     Returns:
       Path (or LMDB key) to the reason it was skipped, in order of discovery;
-      empty for sources without files (sample_photos, TFDS).
+      empty for sources without files (sample_photos, TFDS). For a split read
+      from a prepared cache: the files skipped when it was prepared.
     """
     skip_log = _SKIP_LOGS.get(dataset)
     return {} if skip_log is None else skip_log.skipped
@@ -543,14 +606,22 @@ def _load_folder(root: pathlib.Path, split: str, image_size: int, test_fraction)
     if not files:
         raise DatasetError(f"No files in split {split!r} of image folder {root}.")
     decode = functools.partial(_resize_center_crop, image_size=image_size)
+    description = f"folder:{root} ({split})"
     dataset, skip_log = _decoded_dataset(
         [os.fsencode(f) for f in files],
         _read_file,
         decode,
         (image_size, image_size, 3),
-        f"folder:{root} ({split})",
+        description,
     )
-    return dataset, len(files), skip_log
+    identity = {
+        "name": "folder",
+        "path": str(root.resolve()),
+        "split": split,
+        "image_size": image_size,
+        "test_fraction": test_fraction,
+    }
+    return _Source(dataset, len(files), skip_log, description, identity, lambda: files)
 
 
 # ------------------------------------------------------------------ lsun_church
@@ -621,10 +692,18 @@ def _load_lsun(data_dir, split: str, image_size: int):
     if not keys:
         raise DatasetError(f"LMDB {path} is empty. {_lsun_help()}")
     decode = functools.partial(_resize_center_crop, image_size=image_size)
+    description = f"LMDB {path}"
     dataset, skip_log = _decoded_dataset(
-        keys, reader.read, decode, (image_size, image_size, 3), f"LMDB {path}"
+        keys, reader.read, decode, (image_size, image_size, 3), description
     )
-    return dataset, len(keys), skip_log
+    identity = {
+        "name": "lsun_church",
+        "path": str(path.resolve()),
+        "split": split,
+        "image_size": image_size,
+    }
+    stamps = [path / "data.mdb"]
+    return _Source(dataset, len(keys), skip_log, description, identity, lambda: stamps)
 
 
 # ---------------------------------------------------------------------- celeb_a
@@ -741,6 +820,7 @@ def _load_celeb_a(data_dir, split: str, image_size: int, download: bool):
                 f"{root / 'downloads' / 'manual'}, and for TFDS data in "
                 f"{root / 'celeb_a'}. {_celeb_a_help()}"
             )
+    identity = {"name": "celeb_a", "split": split, "image_size": image_size}
     if builder is not None:
         dataset = builder.as_dataset(split=split, shuffle_files=False)
         dataset = dataset.map(
@@ -748,7 +828,15 @@ def _load_celeb_a(data_dir, split: str, image_size: int, download: bool):
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return dataset, builder.info.splits[split].num_examples, None
+        tfds_dir = root / "celeb_a"  # Its files, all versions, fingerprint it.
+        return _Source(
+            dataset,
+            builder.info.splits[split].num_examples,
+            None,
+            f"TFDS celeb_a {tfds_dir} ({split})",
+            identity | {"path": str(tfds_dir.resolve())},
+            lambda: sorted(p for p in tfds_dir.rglob("*") if p.is_file()),
+        )
     partition, images = files
     names = _read_partition(partition, split)
     if not names:
@@ -759,22 +847,284 @@ def _load_celeb_a(data_dir, split: str, image_size: int, download: bool):
             """Reads one image of the img_align_celeba folder."""
             return _read_file(os.fsencode(images / key.decode()))
 
+        stamps = [partition] + [images / name for name in names]
     else:
         read = _ZipReader(images).read
+        stamps = [partition, images]
     side = CELEB_A_CROP_ROWS[1] - CELEB_A_CROP_ROWS[0]
+    description = f"{images} ({split})"
     dataset, skip_log = _decoded_dataset(
-        [n.encode() for n in names],
-        read,
-        _celeb_a_crop,
-        (side, side, 3),
-        f"{images} ({split})",
+        [n.encode() for n in names], read, _celeb_a_crop, (side, side, 3), description
     )
     dataset = dataset.map(
         lambda box: celeb_a_preprocess(box, image_size),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return dataset, len(names), skip_log
+    identity |= {"path": str(images.resolve())}
+    return _Source(dataset, len(names), skip_log, description, identity, lambda: stamps)
+
+
+# --------------------------------------------------------------- prepared cache
+
+
+def default_cache_dir() -> str:
+    """Returns `$SVAE_CACHE_DIR`, else `~/.cache/svae`: the command lines' default."""
+    return os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "svae"
+    )
+
+
+def _fingerprint(source: _Source) -> str:
+    """Hashes what the split is and the size and mtime of each of its files."""
+    digest = hashlib.sha256()
+    versions = {"format": CACHE_FORMAT_VERSION, "pillow": PIL.__version__}
+    digest.update(json.dumps(source.identity | versions, sort_keys=True).encode())
+    for path in source.stamp_paths():
+        try:
+            stat = os.stat(path)
+            stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{path}\0{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_prefix(identity: dict) -> str:
+    """Names the cache files of a split: data set, folder name, split, size."""
+    name = identity["name"]
+    if name == "folder":
+        name += "-" + re.sub(
+            r"[^A-Za-z0-9_.]+", "_", pathlib.Path(identity["path"]).name
+        )
+    return f"{name}-{identity['split']}-{identity['image_size']}px-"
+
+
+def _read_manifest(path: pathlib.Path) -> dict | None:
+    """Returns a manifest's contents, or None if missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _open_prepared(npy: pathlib.Path, manifest: dict, shape) -> np.ndarray | None:
+    """Memory-maps a prepared cache; None if it does not match its manifest."""
+    try:
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if array.dtype != np.uint8 or array.shape != (manifest["count"], *shape):
+        return None
+    return array
+
+
+def _array_dataset(array: np.ndarray) -> tf.data.Dataset:
+    """Streams the images of a memory-mapped `[N, H, W, 3]` array, in order."""
+
+    def read(start: np.int64) -> np.ndarray:
+        """Copies one chunk out of the page cache."""
+        return np.array(array[start : start + _READ_CHUNK])
+
+    def read_map(start: tf.Tensor) -> tf.Tensor:
+        """Wraps read as a graph op with a static image shape."""
+        chunk = tf.numpy_function(read, [start], tf.uint8, stateful=False)
+        return tf.ensure_shape(chunk, (None, *array.shape[1:]))
+
+    starts = tf.data.Dataset.range(0, len(array), _READ_CHUNK)
+    dataset = starts.map(
+        read_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).unbatch()
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(array)))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_leftovers(folder: pathlib.Path, prefix: str, identity: dict, keep: str):
+    """Removes older caches of the same split and temp files of dead writers."""
+    # Temp names end in .<host>.<pid>.<random>.tmp; other hosts' stay.
+    ours = re.compile(rf"\.{re.escape(socket.gethostname())}\.(\d+)\.\w+\.tmp$")
+    for path in folder.glob(f".{prefix}*.tmp"):
+        match = ours.search(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+    for manifest_path in folder.glob(f"{prefix}*.json"):
+        manifest = _read_manifest(manifest_path) or {}
+        if manifest_path.stem != keep and manifest.get("identity") == identity:
+            manifest_path.with_suffix(".npy").unlink(missing_ok=True)
+            manifest_path.unlink(missing_ok=True)
+
+
+def _write_atomically(path: pathlib.Path, write: Callable) -> None:
+    """Calls write(file) on a unique temp file beside path, then renames it.
+
+    A killed or failed writer leaves at most a temp file, never a partial
+    `path`; concurrent writers each rename a complete file.
+    """
+    suffix = f".{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    temp = path.with_name(f".{path.name}{suffix}")
+    try:
+        with open(temp, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _write_images(source: _Source, file, shape, progress: bool) -> int:
+    """Decodes every image of source into an open .npy file; returns the count."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": (0, *shape)}
+
+    def write_header(count: int) -> None:
+        """Writes the header; its length does not depend on count."""
+        file.seek(0)
+        np.lib.format.write_array_header_1_0(file, header | {"shape": (count, *shape)})
+
+    write_header(source.num_files)
+    data_offset = file.tell()
+    bar = None
+    if progress:
+        bar = _progbar(source.num_files)
+    count = 0
+    for batch in source.dataset.batch(_PREPARE_BATCH).as_numpy_iterator():
+        file.write(batch.tobytes())
+        count += len(batch)
+        if bar is not None:
+            done = count + len(source.skip_log.skipped if source.skip_log else ())
+            bar.update(done, finalize=False)
+    if bar is not None:
+        bar.update(source.num_files, finalize=True)
+    write_header(count)
+    if file.tell() != data_offset:
+        raise AssertionError("The .npy header changed length.")
+    return count
+
+
+def _progbar(target: int):
+    """Returns a Keras progress bar over images (Keras imported when needed)."""
+    import keras
+
+    return keras.utils.Progbar(target, unit_name="image")
+
+
+def _prepare(
+    source: _Source, folder: pathlib.Path, stem: str, fingerprint: str, progress
+) -> dict:
+    """Decodes a split into folder/stem.npy and writes its manifest."""
+    shape = source.dataset.element_spec.shape
+    needed = source.num_files * shape.num_elements() + 4096
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"it needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB are free",
+        )
+    npy = folder / f"{stem}.npy"
+    print(
+        f"svae: preparing {source.description}: decoding {source.num_files} files "
+        f"once into {npy} (later loads read it)",
+        flush=True,
+    )
+    start = time.perf_counter()
+    counted = {}
+
+    def write(file) -> None:
+        """Decodes into the temp file, turning a decoding failure into its error."""
+        try:
+            counted["count"] = _write_images(source, file, tuple(shape), progress)
+        except tf.errors.OpError as error:
+            message = error.message.partition("DatasetError: ")[2]
+            if not message:
+                raise
+            raise DatasetError(message.splitlines()[0]) from error
+
+    _write_atomically(npy, write)
+    skipped = source.skip_log.skipped if source.skip_log else {}
+    manifest = {
+        "format": CACHE_FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "identity": source.identity,
+        "source": source.description,
+        "count": counted["count"],
+        "num_files": source.num_files,
+        "shape": [counted["count"], *shape],
+        "dtype": "uint8",
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - start, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    text = json.dumps(manifest, indent=1).encode("utf-8")
+    _write_atomically(folder / f"{stem}.json", lambda file: file.write(text))
+    return manifest
+
+
+def _load_prepared(source: _Source, cache_dir, progress: bool):
+    """Returns (uint8 images, skip log) of the prepared cache of source.
+
+    Prepares the cache first when it is missing, damaged or stale. When the
+    cache folder cannot be written, warns and returns None: the caller
+    decodes instead.
+    """
+    folder = pathlib.Path(cache_dir).expanduser()
+    fingerprint = _fingerprint(source)
+    prefix = _cache_prefix(source.identity)
+    stem = prefix + fingerprint[:16]
+    shape = tuple(source.dataset.element_spec.shape)
+    manifest = _read_manifest(folder / f"{stem}.json")
+    array = None
+    found = manifest is not None and manifest.get("fingerprint") == fingerprint
+    if found:
+        array = _open_prepared(folder / f"{stem}.npy", manifest, shape)
+        if array is None:
+            logging.warning(
+                "The prepared cache %s is damaged: preparing it again.",
+                folder / f"{stem}.npy",
+            )
+    if array is None:
+        found = False
+        try:
+            manifest = _prepare(source, folder, stem, fingerprint, progress)
+        except OSError as error:
+            logging.warning(
+                "Cannot write the prepared cache of %s to %s (%s). Decoding it "
+                "without a cache instead, again at every start. Pass a writable "
+                "--cache_dir (or set %s), or --cache_dir= to decode without a "
+                "cache and silence this.",
+                source.description,
+                folder,
+                error,
+                CACHE_DIR_ENV,
+            )
+            return None
+        try:
+            _remove_leftovers(folder, prefix, source.identity, keep=stem)
+        except OSError as error:
+            logging.warning("Cannot clean up %s: %s", folder, error)
+        array = _open_prepared(folder / f"{stem}.npy", manifest, shape)
+        if array is None:
+            raise DatasetError(f"The prepared cache {folder / stem}.npy vanished.")
+    skip_log = _SkipLog(
+        f"{source.description}, prepared in {folder}", manifest["num_files"]
+    )
+    for path, reason in manifest["skipped"].items():
+        skip_log.skip(path, reason)
+    skip_log.decoded()
+    if found:  # The preparing pass has reported its skipped files itself.
+        skip_log.finish()
+    return _array_dataset(array), skip_log
 
 
 # ------------------------------------------------------------------------- load
@@ -790,12 +1140,29 @@ def load(
     test_fraction: float = 0.1,
     crops_per_photo: int = SAMPLE_CROPS_PER_PHOTO,
     download: bool = False,
+    cache_dir=None,
+    dtype="float32",
+    progress: bool = True,
 ) -> tf.data.Dataset:
-    """Returns a data set by name as unbatched float32 RGB images in [0, 1].
+    """Returns a data set by name as unbatched RGB images.
 
     Names: "celeb_a", "lsun_church", "sample_photos", and "folder:PATH" (or
     the path of an existing folder). The order is fixed; only sample_photos
     depends on `seed` (the crops); file-based splits never do.
+
+    With `cache_dir`, a file-based split is decoded once into a prepared
+    cache in that folder: `<name>-<split>-<size>px-<fingerprint>.npy` (uint8
+    `[N, size, size, 3]`, 12 KiB per 64x64 image) and a `.json` manifest
+    (source, count, skipped files). Later loads read the `.npy` (memory
+    mapped) and decode nothing. The fingerprint covers the data set, split,
+    image size, resolved path, each file's size and mtime (the LMDB or zip
+    file's for those), the Pillow version and CACHE_FORMAT_VERSION, so a
+    changed source is prepared again (and its older cache removed). Files
+    are written to unique temp names and renamed, so a killed or concurrent
+    preparation never leaves a partial cache. If `cache_dir` cannot be
+    written (permissions, read-only, too little free space), a warning says
+    so and the split is decoded while iterated, as without `cache_dir`.
+    sample_photos is never cached (it is made in memory in seconds).
 
     Args:
       name: the data set.
@@ -808,33 +1175,46 @@ def load(
       crops_per_photo: sample_photos crops per photograph.
       download: celeb_a only: let TFDS download and prepare it into data_dir
         when neither TFDS data nor the official files are there.
+      cache_dir: folder of prepared caches; None or "" decodes while iterated.
+      dtype: "float32" (in [0, 1], multiples of 1/255) or "uint8".
+      progress: show a progress bar with an ETA while preparing a cache.
 
     Returns:
-      A `tf.data.Dataset` of float32 `[image_size, image_size, 3]`.
+      A `tf.data.Dataset` of `dtype` `[image_size, image_size, 3]`.
 
     Raises:
-      DatasetError: unknown name or split, missing or mismatched files.
+      DatasetError: unknown name or split, missing or mismatched files; no
+        file of the split decodes (when preparing a cache).
     """
+    dtype = tf.as_dtype(dtype)
+    if dtype not in (tf.float32, tf.uint8):
+        raise DatasetError(f"dtype must be float32 or uint8, got {dtype.name}.")
     if image_size < 1:
         raise DatasetError(f"image_size must be positive, got {image_size}.")
     if name == "sample_photos":
         _check_split(name, split, tuple(SAMPLE_PHOTOS))
         crops = _sample_photos(split, image_size, seed, crops_per_photo)
         dataset = tf.data.Dataset.from_tensor_slices(crops)
-        return _to_float(dataset, len(crops))
+        return _finish(dataset, len(crops), None, dtype, prepared=True)
     if name == "celeb_a":
-        loaded = _load_celeb_a(data_dir, split, image_size, download)
+        source = _load_celeb_a(data_dir, split, image_size, download)
     elif name == "lsun_church":
-        loaded = _load_lsun(data_dir, split, image_size)
+        source = _load_lsun(data_dir, split, image_size)
     elif name.startswith("folder:") or (name and os.path.isdir(name)):
         root = pathlib.Path(name.removeprefix("folder:")).expanduser()
-        loaded = _load_folder(root, split, image_size, test_fraction)
+        source = _load_folder(root, split, image_size, test_fraction)
     else:
         raise DatasetError(
             f"Unknown data set {name!r}. Valid names: {', '.join(DATASET_NAMES)} "
             "(or the path of an existing folder)."
         )
-    return _to_float(*loaded)
+    prepared = _load_prepared(source, cache_dir, progress) if cache_dir else None
+    if prepared is None:
+        return _finish(
+            source.dataset, source.num_files, source.skip_log, dtype, prepared=False
+        )
+    dataset, skip_log = prepared
+    return _finish(dataset, len(dataset), skip_log, dtype, prepared=True)
 
 
 # ------------------------------------------------------------ training pipeline
@@ -888,7 +1268,8 @@ def training_pipeline(
     and redraws the flips.
 
     Args:
-      dataset: unbatched float32 `[H, W, 3]` images in [0, 1], as from load().
+      dataset: unbatched `[H, W, 3]` images as from load(): float32 in [0, 1]
+        (quantised to uint8 first), or uint8 (used as they are).
       batch_size: global batch size; with input_context, split per replica.
       seed: seed of the shuffle and the flips.
       flip: random left-right flips (the paper's augmentation).
@@ -917,7 +1298,8 @@ def training_pipeline(
         seed = seed * 1_000_003 + input_context.input_pipeline_id
         if num_images is not None:
             num_images = -(-num_images // num_pipelines)
-    dataset = dataset.map(_to_uint8, num_parallel_calls=tf.data.AUTOTUNE)
+    if dataset.element_spec.dtype != tf.uint8:
+        dataset = dataset.map(_to_uint8, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "auto":
         cache = num_images is not None and (
             num_images * image_shape.num_elements() <= cache_budget_bytes
@@ -934,11 +1316,15 @@ def training_pipeline(
 
     def convert(images: tf.Tensor, flip_seed: tf.Tensor | None = None) -> dict:
         """Flips some images of a batch and converts them to model inputs."""
-        rgb = tf.cast(images, tf.float32) / 255.0
         if flip_seed is not None:
             seed_pair = tf.stack([flip_seed, tf.constant(seed, tf.int64)])
-            coins = tf.random.stateless_uniform(tf.shape(rgb)[:1], seed=seed_pair)
-            rgb = tf.where(coins[:, None, None, None] < 0.5, rgb[:, :, ::-1], rgb)
+            coins = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed_pair)
+            # One gather of columns, reversed where flipped, on uint8: 6x
+            # faster on CPU than selecting from a reversed float copy.
+            columns = tf.range(tf.shape(images)[2])
+            columns = tf.where(coins[:, None] < 0.5, columns[None, ::-1], columns)
+            images = tf.gather(images, columns, axis=2, batch_dims=1)
+        rgb = tf.cast(images, tf.float32) / 255.0
         return to_model_inputs(rgb, color, chroma_factor)
 
     if flip:

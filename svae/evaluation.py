@@ -51,7 +51,8 @@ class EvaluationError(ValueError):
 class EvalConfig:
     """What `evaluate` needs; `evaluate.py` fills it from flags.
 
-    `dataset` and `data_dir` default to the run's own; `max_images=None`
+    `dataset`, `data_dir` and `cache_dir` default to the run's own (an
+    empty `cache_dir` turns the prepared cache off); `max_images=None`
     evaluates the whole split.
     """
 
@@ -63,6 +64,7 @@ class EvalConfig:
     max_images: int | None = None
     dataset: str | None = None
     data_dir: str | None = None
+    cache_dir: str | None = None
     seed: int = 0
     output_dir: str | None = None
     progress: bool = True
@@ -230,12 +232,14 @@ def load_split(config, split):
     """Returns a run's images of `split`: `svae.data.load` with its config.
 
     Args:
-      config: the run's `svae.config.Config` (its `dataset` and `data_dir`
-        may be overridden with `dataclasses.replace`).
+      config: the run's `svae.config.Config` (its `dataset`, `data_dir`
+        and `cache_dir` may be overridden with `dataclasses.replace`).
       split: `"train"`, `"test"` or `"validation"`.
 
     Returns:
-      The unbatched RGB `tf.data.Dataset` of `svae.data.load`.
+      The unbatched RGB `tf.data.Dataset` of `svae.data.load`: read from the
+      run's prepared cache (`config.cache_dir`), which is prepared on first
+      use, for file-based data sets.
     """
     return data.load(
         config.dataset,
@@ -244,6 +248,8 @@ def load_split(config, split):
         image_size=config.image_size,
         seed=config.seed,
         crops_per_photo=config.crops_per_photo,
+        cache_dir=config.cache_dir,
+        progress=config.progress,
     )
 
 
@@ -396,6 +402,8 @@ def evaluate(eval_config):
     """
     ec = eval_config
     config, model, step = load_run(ec.model_dir, ec.dataset, ec.data_dir)
+    if ec.cache_dir is not None:
+        config = dataclasses.replace(config, cache_dir=ec.cache_dir)
     batches, count = _images(config, ec.split, ec.max_images, ec.batch_size)
     evaluator = _BatchEvaluator(model, config)
     dims = modelled_dims(config)

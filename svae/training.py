@@ -211,15 +211,17 @@ class _Data:
             image_size=config.image_size,
             seed=config.seed,
             crops_per_photo=config.crops_per_photo,
+            cache_dir=config.cache_dir,
+            dtype=tf.uint8,
+            progress=config.progress,
         )
-        quantised = images.map(
-            lambda x: tf.cast(tf.round(x * 255.0), tf.uint8),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        ).cache()
-        # One full pass fills the cache that every epoch's pipeline then reads.
-        count = sum(int(b.shape[0]) for b in quantised.batch(1024))
-        self.images = quantised.map(lambda x: tf.cast(x, tf.float32) / 255.0)
+        # sample_photos and a prepared cache (config.cache_dir) are decoded
+        # already; otherwise one full pass decodes into an in-memory cache.
+        count = data.prepared_size(images)
+        if count is None:
+            images = images.cache()
+            count = sum(int(b.shape[0]) for b in images.batch(1024))
+        self.images = images
         preview = data.training_pipeline(
             self.images,
             8,

@@ -1,5 +1,6 @@
 """Builders of small data sets in the official layouts, for tests and benchmarks."""
 
+import functools
 import hashlib
 import io
 import pathlib
@@ -62,7 +63,10 @@ def lsun_key(index: int) -> bytes:
 
 
 def make_lmdb(
-    path: pathlib.Path, values: list[bytes], first_index: int = 0
+    path: pathlib.Path,
+    values: list[bytes],
+    first_index: int = 0,
+    map_size: int = 64 * 2**20,
 ) -> list[bytes]:
     """Writes an LMDB folder (data.mdb, lock.mdb) of key -> encoded image.
 
@@ -72,7 +76,7 @@ def make_lmdb(
     import lmdb
 
     path.mkdir(parents=True)
-    env = lmdb.open(str(path), map_size=64 * 2**20)
+    env = lmdb.open(str(path), map_size=map_size)
     keys = [lsun_key(first_index + i) for i in range(len(values))]
     with env.begin(write=True) as txn:
         for key, value in zip(keys, values, strict=True):
@@ -100,3 +104,32 @@ def make_jpeg_folder(root: pathlib.Path, count: int, size=(160, 120)) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = smooth_image(rng, size[1], size[0])
         (folder / f"{index:05d}.jpg").write_bytes(encode(pixels, "JPEG", quality=90))
+
+
+@functools.cache
+def _photos() -> tuple[np.ndarray, ...]:
+    """Four colour photographs bundled with scikit-image (no download)."""
+    import skimage.data
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    return tuple(getattr(skimage.data, name)()[..., :3] for name in names)
+
+
+def photo_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Returns a crop of a real photograph (scikit-image's), resized to size.
+
+    Real detail makes JPEG and WebP entropy decoding cost what it costs on
+    real data sets; smooth_image compresses (and decodes) much faster.
+    """
+    photo = _photos()[rng.integers(len(_photos()))]
+    photo_height, photo_width = photo.shape[:2]
+    scale = rng.uniform(0.5, 1.0) * min(photo_height / height, photo_width / width)
+    crop_height, crop_width = height * scale, width * scale
+    top = rng.uniform(0, photo_height - crop_height)
+    left = rng.uniform(0, photo_width - crop_width)
+    image = Image.fromarray(photo).resize(
+        (width, height),
+        Image.Resampling.BICUBIC,
+        box=(left, top, left + crop_width, top + crop_height),
+    )
+    return np.asarray(image)

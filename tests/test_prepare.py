@@ -1,0 +1,300 @@
+"""Tests of the prepared cache of svae.data.load (cache_dir) and its users."""
+
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import data_fixtures as fx
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import data, evaluation
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+def _images(dataset) -> np.ndarray:
+    """Materialises an unbatched data set as a numpy array."""
+    return np.stack(list(dataset.as_numpy_iterator()))
+
+
+def _folder(root: pathlib.Path, count: int = 8) -> str:
+    """A folder with train/ (count JPEGs and a bad file) and test/."""
+    fx.make_jpeg_folder(root / "train", count)
+    fx.make_jpeg_folder(root / "test", 2)
+    (root / "train" / "bad.jpg").write_bytes(b"not an image")
+    return f"folder:{root}"
+
+
+def _lsun(root: pathlib.Path) -> str:
+    """An LSUN church_outdoor layout (train only) with a corrupt value."""
+    values = fx.lsun_values(6, seed=4) + [b"corrupt"]
+    fx.make_lmdb(root / "church_outdoor_train_lmdb", values)
+    return "lsun_church"
+
+
+def _celeb_a(root: pathlib.Path, zipped: bool) -> str:
+    """A CelebA layout, as a folder or a zip."""
+    fx.make_celeb_a(root, zipped=zipped)
+    return "celeb_a"
+
+
+SOURCES = {
+    "folder": lambda root: (_folder(root), None),
+    "lsun_church": lambda root: (_lsun(root), root),
+    "celeb_a folder": lambda root: (_celeb_a(root, False), root),
+    "celeb_a zip": lambda root: (_celeb_a(root, True), root),
+}
+
+
+def _load(name, data_dir, cache_dir, **kwargs):
+    """load() of the train split at SIZE."""
+    return data.load(
+        name, "train", data_dir=data_dir, image_size=SIZE, cache_dir=cache_dir, **kwargs
+    )
+
+
+def _count_decodes(monkeypatch) -> list:
+    """Counts the images Pillow opens from now on."""
+    calls, original = [], data._open_image
+
+    def counting(encoded):
+        """Records one decode and decodes."""
+        calls.append(1)
+        return original(encoded)
+
+    monkeypatch.setattr(data, "_open_image", counting)
+    return calls
+
+
+def _cache_files(cache_dir: pathlib.Path) -> list[str]:
+    """Every file in the cache folder, temp files included."""
+    return sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
+
+
+@pytest.mark.parametrize("kind", list(SOURCES))
+def test_prepared_cache_equals_decoding_and_is_read_without_decoding(
+    kind, tmp_path, monkeypatch, caplog
+):
+    """Same images as decoding; the second load decodes nothing, reports skips."""
+    name, data_dir = SOURCES[kind](tmp_path / "data")
+    if name.startswith("folder:"):
+        data_dir = None
+    cache = tmp_path / "cache"
+    decoded = _images(_load(name, data_dir, None))
+    calls = _count_decodes(monkeypatch)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        first = _load(name, data_dir, cache, dtype="uint8")
+    skipped_first = [r for r in caplog.records if "Skipped" in r.getMessage()]
+    assert calls and data.prepared_size(first) == len(decoded)
+    np.testing.assert_array_equal(_images(first), np.round(decoded * 255))
+    assert [pathlib.Path(p).suffix for p in _cache_files(cache)] == [".json", ".npy"]
+    calls.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        second = _load(name, data_dir, cache)
+        images = _images(second)
+    skipped_second = [r for r in caplog.records if "Skipped" in r.getMessage()]
+    assert not calls
+    assert second.element_spec.dtype == tf.float32
+    np.testing.assert_array_equal(images, decoded)
+    has_bad_file = kind in ("folder", "lsun_church")
+    assert len(skipped_first) == len(skipped_second) == int(has_bad_file)
+    assert len(data.skipped_files(second)) == int(has_bad_file)
+    if has_bad_file:
+        assert "Skipped 1 of" in skipped_second[0].getMessage()
+
+
+def test_changed_source_prepares_again_and_removes_the_old_cache(tmp_path):
+    """Adding or modifying a file re-prepares; one cache per split remains."""
+    name = _folder(tmp_path / "data", count=6)
+    cache = tmp_path / "cache"
+    first = _images(_load(name, None, cache, dtype="uint8"))
+    fx.make_jpeg_folder(tmp_path / "more", 1, size=(40, 40))
+    (tmp_path / "more" / "part0" / "00000.jpg").rename(
+        tmp_path / "data" / "train" / "zzz.jpg"
+    )
+    added = _images(_load(name, None, cache, dtype="uint8"))
+    assert len(added) == len(first) + 1
+    np.testing.assert_array_equal(added[:-1], first)
+    changed = tmp_path / "data" / "train" / "zzz.jpg"
+    changed.write_bytes(fx.encode(np.zeros((40, 40, 3), np.uint8), "PNG"))
+    modified = _images(_load(name, None, cache, dtype="uint8"))
+    assert modified[-1].max() == 0 and added[-1].max() > 0
+    assert len(_cache_files(cache)) == 2  # One .npy and its .json.
+    # Another split has a cache of its own.
+    test = data.load(name, "test", image_size=SIZE, cache_dir=cache)
+    assert len(_images(test)) == 2 and len(_cache_files(cache)) == 4
+
+
+def test_failed_or_killed_preparation_leaves_no_cache_that_is_used(
+    tmp_path, monkeypatch
+):
+    """An exception mid-way leaves nothing; a dead writer's temp file goes."""
+    name = _folder(tmp_path / "data", count=12)
+    cache = tmp_path / "cache"
+    original, calls = data._open_image, []
+
+    def failing(encoded):
+        """Decodes a few images, then fails like a crash would."""
+        calls.append(1)
+        if len(calls) > 4:
+            raise RuntimeError("simulated crash")
+        return original(encoded)
+
+    monkeypatch.setattr(data, "_open_image", failing)
+    with pytest.raises(tf.errors.OpError, match="simulated crash"):
+        _load(name, None, cache)
+    assert _cache_files(cache) == []
+    monkeypatch.setattr(data, "_open_image", original)
+    # A writer killed before its rename leaves a temp file; a live one's stays.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    prefix = f".folder-data-train-{SIZE}px-0123456789abcdef.npy"
+    host = __import__("socket").gethostname()
+    dead_temp = cache / f"{prefix}.{host}.{int(dead.stdout)}.0badc0de.tmp"
+    live_temp = cache / f"{prefix}.{host}.{os.getpid()}.0badc0de.tmp"
+    for temp in (dead_temp, live_temp):
+        temp.write_bytes(b"partial")
+    images = _images(_load(name, None, cache))
+    assert not dead_temp.exists() and live_temp.exists()
+    live_temp.unlink()
+    # A .npy without its manifest (killed between the renames) is not used.
+    (npy,) = cache.glob("*.npy")
+    npy.with_suffix(".json").unlink()
+    npy.write_bytes(b"damaged")
+    np.testing.assert_array_equal(_images(_load(name, None, cache)), images)
+
+
+def test_no_image_decodes_is_a_dataset_error_and_no_cache(tmp_path):
+    """A split of bad files only: the DatasetError of decoding, nothing cached."""
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "test").mkdir()
+    (tmp_path / "data" / "train" / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(data.DatasetError, match="No image of folder"):
+        _load(f"folder:{tmp_path / 'data'}", None, tmp_path / "cache")
+    assert _cache_files(tmp_path / "cache") == []
+
+
+def test_unwritable_cache_dir_warns_and_decodes(tmp_path, monkeypatch, caplog):
+    """A cache folder that cannot be made, or is full: a warning, then decoding."""
+    name = _folder(tmp_path / "data", count=4)
+    decoded = _images(_load(name, None, None))
+    (tmp_path / "a_file").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        dataset = _load(name, None, tmp_path / "a_file" / "cache")
+    assert data.prepared_size(dataset) is None
+    np.testing.assert_array_equal(_images(dataset), decoded)
+    (message,) = [r.getMessage() for r in caplog.records if "Cannot" in r.getMessage()]
+    assert "Cannot write the prepared cache of folder:" in message
+    assert "--cache_dir" in message and "SVAE_CACHE_DIR" in message
+    caplog.clear()
+    monkeypatch.setattr(
+        data.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10})
+    )
+    with caplog.at_level(logging.WARNING):
+        dataset = _load(name, None, tmp_path / "full")
+    assert data.prepared_size(dataset) is None
+    assert any("GB are free" in r.getMessage() for r in caplog.records)
+    assert _cache_files(tmp_path / "full") == []
+
+
+def test_concurrent_preparations_leave_one_valid_cache(tmp_path):
+    """Two writers at once: both get the images, one cache, no temp files."""
+    name = _folder(tmp_path / "data", count=10)
+    cache = tmp_path / "cache"
+    results = [None, None]
+
+    def prepare(index):
+        """Loads (and prepares) the split in a thread."""
+        results[index] = _images(_load(name, None, cache, progress=False))
+
+    threads = [threading.Thread(target=prepare, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_array_equal(results[0], results[1])
+    assert len(_cache_files(cache)) == 2
+
+
+def test_pipeline_on_uint8_equals_pipeline_on_float():
+    """training_pipeline gives the same batches for uint8 and k/255 float input."""
+    pixels = np.random.default_rng(3).integers(0, 256, (24, 16, 16, 3), np.uint8)
+    context = tf.distribute.InputContext(2, 1, 2)
+    for kwargs in ({}, {"color": "gray", "flip": False}, {"input_context": context}):
+        batches = []
+        for images in (pixels, pixels.astype(np.float32) / 255.0):
+            dataset = tf.data.Dataset.from_tensor_slices(images)
+            pipeline = data.training_pipeline(dataset, 4, seed=5, **kwargs)
+            batches.append(list(pipeline.as_numpy_iterator()))
+        assert len(batches[0]) == len(batches[1]) > 0
+        for left, right in zip(*batches, strict=True):
+            for key in left:
+                np.testing.assert_array_equal(left[key], right[key])
+
+
+def test_evaluation_load_split_uses_the_runs_cache_dir(tmp_path):
+    """load_split reads the test split through the run's cache_dir."""
+    name = _folder(tmp_path / "data", count=2)
+    config = config_lib.Config(
+        dataset=name, image_size=SIZE, cache_dir=str(tmp_path / "cache")
+    )
+    images = evaluation.load_split(config, "test")
+    assert data.prepared_size(images) == 2
+    assert "cache_dir" in config_lib.RESUMABLE_FIELDS
+
+
+def test_train_py_prepares_once_then_reuses_the_cache(tmp_path):
+    """train.py on a folder: the first run prepares, a resumed run reads it."""
+    name = _folder(tmp_path / "data", count=16)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env.pop("TF_CONFIG", None)
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"--dataset={name}",
+        "--model=vae_diag",
+        "--image_size=16",
+        "--latent_dim=4",
+        "--batch_size=8",
+        "--noprogress",
+        "--noexport",
+        f"--model_dir={tmp_path / 'run'}",
+    ]
+    first = subprocess.run(
+        [*command, "--steps=2", f"--cache_dir={cache}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "svae: preparing folder:" in first.stdout
+    assert "Skipped 1 of 17 files" in first.stderr
+    stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(stamps) == 2
+    second = subprocess.run(  # The default cache_dir: $SVAE_CACHE_DIR.
+        [*command, "--steps=4"],
+        env=env | {"SVAE_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "svae: preparing" not in second.stdout
+    assert "svae: resuming from step 2" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    assert config_lib.load(tmp_path / "run").cache_dir == str(cache)

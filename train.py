@@ -32,6 +32,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of weights, data order, noise.")
 flags.DEFINE_bool("flip", _DEFAULTS.flip, "Random left-right flips.")
+flags.DEFINE_integer(
+    "shuffle_buffer", _DEFAULTS.shuffle_buffer, "Shuffle buffer (0: keep the order)."
+)
 flags.DEFINE_enum(
     "strategy", _DEFAULTS.strategy, config_lib.STRATEGIES, "tf.distribute strategy."
 )

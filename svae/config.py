@@ -51,6 +51,8 @@ class Config:
     crops_per_photo: int = 512
     seed: int = 0
     flip: bool = True
+    # Images in tf.data's shuffle buffer; 0 keeps the data set's order.
+    shuffle_buffer: int = 10_000
     strategy: str = "default"
     filters: int = 6
     kernel_size: int = 3
@@ -91,6 +93,11 @@ class Config:
             )
         if self.kernel_size not in (3, 5, 7):
             raise ValueError(f"kernel_size must be 3, 5 or 7, got {self.kernel_size}.")
+        if self.shuffle_buffer < 0:
+            raise ValueError(
+                f"shuffle_buffer must be >= 0 (0: no shuffling), got "
+                f"{self.shuffle_buffer}."
+            )
         if self.dilation < 1 or self.num_basis < 0:
             raise ValueError("dilation must be >= 1 and num_basis >= 0.")
         if self.model != "beta_vae_diag" and self.beta not in (None, 1.0):

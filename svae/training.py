@@ -251,6 +251,7 @@ class _Data:
                 config.batch_size,
                 seed=config.seed * 100_003 + epoch,
                 flip=config.flip,
+                shuffle_buffer=config.shuffle_buffer,
                 cache=False,
                 color=config.color,
                 chroma_factor=config.chroma_factor,

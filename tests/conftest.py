@@ -1,9 +1,20 @@
 """Fixtures shared by several test modules."""
 
+import os
+
 import pytest
 
 from svae import config as config_lib
 from svae import training
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_data_cache(tmp_path_factory):
+    """Points the scripts' prepared data cache (svae.data) away from ~/.cache.
+
+    The tests, and the scripts they start, inherit the variable.
+    """
+    os.environ["SVAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("svae-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -198,14 +198,39 @@ def test_planted_nan_stops_training_and_keeps_a_loadable_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
 
 
-def _same_image_folder(root, count=32):
-    """Writes `count` copies of one photograph crop: order-free training data."""
+def _sharded_image_folders(root, count=48, batch=8, workers=2):
+    """Writes `count` distinct images twice, for one device and for the workers.
+
+    With shuffling off, worker `w` of `workers` batches images `w, w + workers,
+    ...` (`tf.data` sharding), and the global batch of a step is the workers'
+    batches in worker order. The single-device folder holds the same images
+    in exactly that order, so both runs see the same global batches (and
+    draw the same latent noise for each image).
+
+    Returns:
+      `(single_device_dataset, multi_worker_dataset)` names.
+    """
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    (root / "train").mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(pixels).save(root / "train" / f"{i:03d}.png")
-    return f"folder:{root}"
+    images = rng.integers(0, 255, (count, 16, 16, 3), dtype=np.uint8)
+    local = batch // workers
+    order = [
+        start + worker + workers * i
+        for start in range(0, count, batch)
+        for worker in range(workers)
+        for i in range(local)
+    ]
+    assert sorted(order) == list(range(count))
+    names = []
+    for name, indices in (("single", order), ("workers", range(count))):
+        # train/ and test/ subfolders: every file of train/ is trained on.
+        for split in ("train", "test"):
+            (root / name / split).mkdir(parents=True)
+        Image.fromarray(images[0]).save(root / name / "test" / "0.png")
+        for position, index in enumerate(indices):
+            path = root / name / "train" / f"{position:03d}.png"
+            Image.fromarray(images[index]).save(path)
+        names.append(f"folder:{root / name}")
+    return names
 
 
 _MIRRORED = """
@@ -262,9 +287,12 @@ def _free_ports(count):
 
 
 def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
-    dataset = _same_image_folder(tmp_path / "images")
-    flags = [f"--dataset={dataset}", "--model=vae_diag", "--steps=6", "--noflip"]
-    single = _train_cli([*flags, f"--model_dir={tmp_path / 'single'}"])
+    # Distinct images: a wrong gradient scale or a wrong shard would show.
+    single_data, workers_data = _sharded_image_folders(tmp_path / "images")
+    flags = ["--model=vae_diag", "--steps=6", "--noflip", "--shuffle_buffer=0"]
+    single = _train_cli(
+        [*flags, f"--dataset={single_data}", f"--model_dir={tmp_path / 'single'}"]
+    )
     output = single.communicate(timeout=300)[0]
     assert single.returncode == 0, output
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
@@ -276,7 +304,12 @@ def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
         }
         processes.append(
             _train_cli(
-                [*flags, "--strategy=multi_worker", f"--model_dir={tmp_path / 'mw'}"],
+                [
+                    *flags,
+                    f"--dataset={workers_data}",
+                    "--strategy=multi_worker",
+                    f"--model_dir={tmp_path / 'mw'}",
+                ],
                 env=_env(TF_CONFIG=json.dumps(tf_config)),
             )
         )

@@ -29,18 +29,21 @@ def _conv(channels, name, initializer="glorot_uniform"):
     return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
 
 
-def _pointwise(features, heads):
+def _pointwise(features, heads, splits=None):
     """Applies 1x1 convolution heads to the same features in one matrix product.
 
-    One pass over the features for all heads, instead of one per head
-    (benchmarks/RESULTS.md, bench_train); each head keeps its own variables.
+    One pass over the features for all heads, and one split of the result,
+    instead of a pass per head (benchmarks/RESULTS.md, bench_train); each
+    head keeps its own variables.
 
     Args:
       features: `[batch, height, width, C]`.
       heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
+      splits: channel counts to split the heads' concatenated outputs into;
+        default: one part per head.
 
     Returns:
-      A list with each head's `[batch, height, width, filters]` output.
+      A list of `[batch, height, width, n]` tensors, one per split.
     """
     channels = features.shape[-1]
     for head in heads:
@@ -48,9 +51,10 @@ def _pointwise(features, heads):
             head.build(features.shape)
     kernel = tf.concat([tf.reshape(h.kernel, [channels, h.filters]) for h in heads], 1)
     bias = tf.concat([h.bias for h in heads], 0)
-    flat = tf.matmul(tf.reshape(features, [-1, channels]), kernel) + bias
+    flat = tf.nn.bias_add(tf.matmul(tf.reshape(features, [-1, channels]), kernel), bias)
     shape = tf.concat([tf.shape(features)[:-1], [kernel.shape[-1]]], 0)
-    return tf.split(tf.reshape(flat, shape), [h.filters for h in heads], axis=-1)
+    splits = splits or [h.filters for h in heads]
+    return tf.split(tf.reshape(flat, shape), splits, axis=-1)
 
 
 class Encoder(keras.layers.Layer):
@@ -148,23 +152,32 @@ class PrecisionHead(keras.layers.Layer):
                 name="basis",
             )
 
-    def call(self, features, weights=None):
+    @property
+    def splits(self):
+        """Channel counts of `weights_conv`'s output parts, see `call`."""
+        return [self.num_basis] if self.num_basis else [1, self.num_off]
+
+    def call(self, features, parts=None):
         """Returns `(log_diag, off_diag)`.
 
         Args:
           features: `[batch, height, width, C]` trunk features.
-          weights: `weights_conv(features)` when the caller has computed it
-            (with other heads, see `_pointwise`), else None.
+          parts: `tf.split(weights_conv(features), self.splits, -1)` when the
+            caller has computed it (with other heads, see `_pointwise`), else
+            None.
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`.
         """
-        entries = self.weights_conv(features) if weights is None else weights
+        if parts is None:
+            parts = tf.split(self.weights_conv(features), self.splits, axis=-1)
         if self.num_basis:
-            entries = tf.einsum("...b,kb->...k", entries, self.basis)
-        # tf.split, not slices: its gradient is one concat, a slice's a scatter.
-        log_diag, off_diag = tf.split(entries, [1, self.num_off], axis=-1)
+            entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
+            # tf.split, not slices: its gradient is one concat, a slice's a
+            # scatter.
+            parts = tf.split(entries, [1, self.num_off], axis=-1)
+        log_diag, off_diag = parts
         return tf.squeeze(log_diag, -1), off_diag
 
 
@@ -246,13 +259,15 @@ class VAE(keras.Model):
         # The heads on the same features run as one product (`_pointwise`).
         y_heads = [self.y_mean_head]
         cbcr_heads = [self.cbcr_mean_head] if self.use_chroma else []
+        splits = None
         if model in ("vae_diag", "beta_vae_diag"):
             y_heads.append(self.y_scale_head)
         elif model == "structured":
             y_heads.append(self.precision_head.weights_conv)
+            splits = [1] + self.precision_head.splits
             if self.use_chroma:
                 cbcr_heads.append(self.cbcr_scale_head)
-        y_mean, *y_scale = _pointwise(features[size], y_heads)
+        y_mean, *y_scale = _pointwise(features[size], y_heads, splits)
         outputs = {"y_mean": tf.squeeze(y_mean, -1) + 0.5}
         cbcr_scale = []
         if self.use_chroma:
@@ -260,7 +275,7 @@ class VAE(keras.Model):
             outputs["cbcr_mean"] = cbcr_mean + 0.5
         if model == "supn":
             features = self.covariance_trunk(z)
-            y_scale = [None]  # The precision head applies its own convolution.
+            y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
                 cbcr_scale = [self.cbcr_scale_head(features[low])]
         if model == "vae_sph":
@@ -270,7 +285,7 @@ class VAE(keras.Model):
         elif model in ("vae_diag", "beta_vae_diag"):
             outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
-            log_diag, off_diag = self.precision_head(features[size], y_scale[0])
+            log_diag, off_diag = self.precision_head(features[size], y_scale)
             # The heads start at the spherical model's scale, so the warm-up
             # begins from the pretrained likelihood (log L_pp = -log sigma).
             outputs["log_diag"] = log_diag - self.y_log_scale

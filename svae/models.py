@@ -29,6 +29,33 @@ def _conv(channels, name, initializer="glorot_uniform"):
     return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
 
 
+def _pointwise(features, heads, splits=None):
+    """Applies 1x1 convolution heads to the same features as one convolution.
+
+    One convolution over the features for all heads and one split of its
+    output, instead of a convolution per head and a split of the precision
+    head's output (-0.85 ms per structured step at 64x64, batch 64;
+    benchmarks/RESULTS.md, bench_train); each head keeps its own variables.
+
+    Args:
+      features: `[batch, height, width, C]`.
+      heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
+      splits: channel counts to split the heads' concatenated outputs into;
+        default: one part per head.
+
+    Returns:
+      A list of `[batch, height, width, n]` tensors, one per split.
+    """
+    for head in heads:
+        if not head.built:
+            head.build(features.shape)
+    kernel = tf.concat([head.kernel for head in heads], axis=-1)
+    bias = tf.concat([head.bias for head in heads], axis=0)
+    outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
+    splits = splits or [head.filters for head in heads]
+    return tf.split(outputs, splits, axis=-1)
+
+
 class Encoder(keras.layers.Layer):
     """`q(z|x)`: a diagonal Gaussian over the latents (eq. 3)."""
 
@@ -124,21 +151,32 @@ class PrecisionHead(keras.layers.Layer):
                 name="basis",
             )
 
-    def call(self, features):
+    @property
+    def splits(self):
+        """Channel counts of `weights_conv`'s output parts, see `call`."""
+        return [self.num_basis] if self.num_basis else [1, self.num_off]
+
+    def call(self, features, parts=None):
         """Returns `(log_diag, off_diag)`.
 
         Args:
           features: `[batch, height, width, C]` trunk features.
+          parts: `tf.split(weights_conv(features), self.splits, -1)` when the
+            caller has computed it (with other heads, see `_pointwise`), else
+            None.
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`.
         """
-        entries = self.weights_conv(features)
+        if parts is None:
+            parts = tf.split(self.weights_conv(features), self.splits, axis=-1)
         if self.num_basis:
-            entries = tf.einsum("...b,kb->...k", entries, self.basis)
-        # tf.split, not slices: its gradient is one concat, a slice's a scatter.
-        log_diag, off_diag = tf.split(entries, [1, self.num_off], axis=-1)
+            entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
+            # tf.split, not slices: its gradient is one concat, a slice's a
+            # scatter.
+            parts = tf.split(entries, [1, self.num_off], axis=-1)
+        log_diag, off_diag = parts
         return tf.squeeze(log_diag, -1), off_diag
 
 
@@ -215,31 +253,45 @@ class VAE(keras.Model):
           `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
         """
         features = self.trunk(z)
-        top = features[self.image_size]
-        outputs = {"y_mean": tf.squeeze(self.y_mean_head(top), -1) + 0.5}
-        if self.use_chroma:
-            low = features[self.chroma_size]
-            outputs["cbcr_mean"] = self.cbcr_mean_head(low) + 0.5
         model = "vae_sph" if spherical else self.model_name
+        size, low = self.image_size, self.chroma_size
+        # The heads on the same features run as one product (`_pointwise`).
+        y_heads = [self.y_mean_head]
+        cbcr_heads = [self.cbcr_mean_head] if self.use_chroma else []
+        splits = None
+        if model in ("vae_diag", "beta_vae_diag"):
+            y_heads.append(self.y_scale_head)
+        elif model == "structured":
+            y_heads.append(self.precision_head.weights_conv)
+            splits = [1] + self.precision_head.splits
+            if self.use_chroma:
+                cbcr_heads.append(self.cbcr_scale_head)
+        y_mean, *y_scale = _pointwise(features[size], y_heads, splits)
+        outputs = {"y_mean": tf.squeeze(y_mean, -1) + 0.5}
+        cbcr_scale = []
+        if self.use_chroma:
+            cbcr_mean, *cbcr_scale = _pointwise(features[low], cbcr_heads)
+            outputs["cbcr_mean"] = cbcr_mean + 0.5
+        if model == "supn":
+            features = self.covariance_trunk(z)
+            y_scale = None  # The precision head applies its own convolution.
+            if self.use_chroma:
+                cbcr_scale = [self.cbcr_scale_head(features[low])]
         if model == "vae_sph":
             outputs["y_log_scale"] = tf.broadcast_to(
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif model in ("vae_diag", "beta_vae_diag"):
-            outputs["y_log_scale"] = tf.squeeze(self.y_scale_head(top), -1)
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
-            if model == "supn":
-                features = self.covariance_trunk(z)
-                top = features[self.image_size]
-            log_diag, off_diag = self.precision_head(top)
+            log_diag, off_diag = self.precision_head(features[size], y_scale)
             # The heads start at the spherical model's scale, so the warm-up
             # begins from the pretrained likelihood (log L_pp = -log sigma).
             outputs["log_diag"] = log_diag - self.y_log_scale
             outputs["off_diag"] = off_diag
         if self.use_chroma:
-            if model in ("structured", "supn") and not spherical:
-                low = features[self.chroma_size]
-                scale = self.cbcr_scale_head(low) + self.cbcr_log_scale
+            if cbcr_scale:
+                scale = cbcr_scale[0] + self.cbcr_log_scale
             else:
                 scale = tf.broadcast_to(
                     self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])

@@ -56,6 +56,16 @@ def test_gray_model_has_no_chroma():
     assert "cbcr_mean" not in outputs and outputs["off_diag"].shape[-1] == 4
 
 
+def test_pointwise_heads_match_each_convolution():
+    features = tf.random.normal([2, 5, 5, 6], seed=3)
+    heads = [
+        keras.layers.Conv2D(n, 1, bias_initializer="glorot_uniform") for n in (1, 4)
+    ]
+    fused = models._pointwise(features, heads)
+    for head, output in zip(heads, fused, strict=True):
+        np.testing.assert_allclose(output, head(features), rtol=1e-5, atol=1e-6)
+
+
 def test_basis_maps_weights_to_the_columns_of_l():
     head = models.PrecisionHead(kernel_size=5, num_basis=3)
     features = tf.random.normal([2, 4, 4, 6], seed=1)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import data_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -323,6 +324,45 @@ def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
         atol=1e-5,
     )
     assert not (tmp_path / "mw" / "worker1_tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "model,layout",
+    [
+        ("structured", "celeb_a"),
+        ("supn", "lsun_church"),
+        ("vae_sph", "lsun_church"),
+        ("vae_diag", "celeb_a"),
+        ("beta_vae_diag", "lsun_church"),
+    ],
+)
+def test_every_variant_trains_from_the_command_line_on_the_papers_layouts(
+    model, layout, tmp_path
+):
+    data_dir = tmp_path / "data"
+    if layout == "celeb_a":
+        fx.make_celeb_a(data_dir, partitions=(0,) * 16 + (2,) * 2)
+    else:
+        fx.make_lmdb(data_dir / "church_outdoor_train_lmdb", fx.lsun_values(16, 1))
+    run = _train_cli(
+        [
+            f"--dataset={layout}",
+            f"--data_dir={data_dir}",
+            f"--model={model}",
+            # 16 images, batches of 8: every phase of the schedule gets 2 steps.
+            "--epochs=3",
+            "--pretrain_epochs=1",
+            "--structured_warmup_epochs=1",
+            "--noexport",
+            f"--model_dir={tmp_path / 'run'}",
+        ]
+    )
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, output[-3000:]
+    checkpoint = tf.train.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert checkpoint.endswith("ckpt-6"), output[-3000:]
+    weights = _model_weights(tmp_path / "run")
+    assert all(np.all(np.isfinite(value)) for value in weights.values())
 
 
 def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):

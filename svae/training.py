@@ -153,9 +153,17 @@ def make_strategy(name):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        try:
+            # Finds the TPU of a Cloud TPU VM, or the one named by $TPU_NAME.
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            raise ValueError(
+                f"--strategy=tpu found no TPU ({error}). Run on a Cloud TPU VM, "
+                "or set TPU_NAME to the TPU's name or grpc:// address; "
+                "elsewhere use --strategy=default or --strategy=mirrored."
+            ) from error
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown strategy {name!r}; valid: {config_lib.STRATEGIES}.")
 

@@ -365,6 +365,11 @@ def test_every_variant_trains_from_the_command_line_on_the_papers_layouts(
     assert all(np.all(np.isfinite(value)) for value in weights.values())
 
 
+def test_tpu_strategy_without_a_tpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="--strategy=tpu found no TPU.*TPU_NAME"):
+        training.make_strategy("tpu")
+
+
 def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):
     process = _train_cli(["--model=vae_sph", "--beta=2", f"--model_dir={tmp_path}"])
     output = process.communicate(timeout=120)[0]

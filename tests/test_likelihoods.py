@@ -80,6 +80,24 @@ def test_off_diag_l1_counts_only_entries_inside_the_image(kernel_size, dilation)
     assert len(entries) < 6 * 6 * off.shape[-1]
 
 
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 2)])
+def test_off_diag_l1_gradient_is_the_sign_on_entries_inside_the_image(
+    kernel_size, dilation
+):
+    rng = np.random.default_rng(13)
+    outputs = _outputs(rng, 2, 6, 2, kernel_size)
+    weights = tf.constant([0.5, -2.0], tf.float64)
+    off_diag = outputs["off_diag"]
+    with tf.GradientTape() as tape:
+        tape.watch(off_diag)
+        l1 = likelihoods.off_diag_l1(outputs, kernel_size, dilation)
+        total = tf.reduce_sum(weights * l1)
+    want = np.zeros(off_diag.shape)
+    for _, _, i, j, m in dense_reference.factor_entries(6, 6, kernel_size, dilation):
+        want[:, i, j, m] = weights.numpy() * np.sign(off_diag.numpy()[:, i, j, m])
+    np.testing.assert_allclose(tape.gradient(total, off_diag), want, rtol=1e-12)
+
+
 def test_squared_error_sums_y_and_chroma():
     rng = np.random.default_rng(4)
     outputs = _outputs(rng, 2, 4, 2, 3)

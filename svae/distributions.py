@@ -287,6 +287,27 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
                 **structure,
             )
 
+    def off_diagonal_ratio(self, name="off_diagonal_ratio"):
+        """Returns `sum_m |off_diag[p, m]| / exp(log_diag[p])` per pixel `p`.
+
+        The off-diagonal mass of column `p` of `L` (row `p` of `L^T`) against
+        its diagonal, over the entries inside the image. Where it is below 1
+        at every pixel, `L^T` is strictly diagonally dominant and sampling's
+        back-substitution cannot amplify the noise: `||L^{-T}||_inf <=
+        1 / min_p exp(log_diag[p]) (1 - ratio[p])` (Varah's bound). Ratios
+        above 1 over large regions let `L^{-T} eps` grow along the solve.
+
+        Returns:
+          `[..., H, W]` tensor.
+        """
+        with self._name_and_control_scope(name):
+            _, log_diag, off_diag = self._params()
+            height, width = self._image_shape().as_list()
+            mask = linalg.off_diag_mask(
+                height, width, dtype=self.dtype, **self._structure()
+            )
+            return tf.reduce_sum(tf.abs(off_diag) * mask, axis=-1) / tf.exp(log_diag)
+
     def marginal_variance(
         self, method="exact", num_samples=1000, seed=None, name="marginal_variance"
     ):

@@ -390,3 +390,33 @@ def test_log_prob_gradients_reduce_over_broadcast_batch_dimensions(
         ours_grad = tape.gradient(ours, param)
         assert ours_grad.shape == param.shape
         np.testing.assert_allclose(ours_grad, tape.gradient(theirs, param), rtol=1e-9)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (5, 2)])
+def test_off_diagonal_ratio_matches_the_dense_factor_and_bounds_the_solve(
+    kernel_size, dilation
+):
+    rng = np.random.default_rng(21)
+    loc, log_diag, off_diag = _params(
+        rng, (2,), (2,), (2,), 5, 6, kernel_size, np.float64
+    )
+    dist = SparsePrecisionGaussian(loc, log_diag, off_diag, kernel_size, dilation)
+    ratio = dist.off_diagonal_ratio().numpy().reshape(2, 30)
+    factor = dense_reference.dense_factor(
+        log_diag, off_diag, kernel_size, dilation
+    ).numpy()
+    diagonal = np.diagonal(factor, axis1=-2, axis2=-1)
+    column_mass = np.abs(factor).sum(axis=-2) - np.abs(diagonal)
+    np.testing.assert_allclose(ratio, column_mass / diagonal, rtol=1e-12)
+    # Where every ratio is below 1, Varah's bound holds for ||L^-T||_inf.
+    small = SparsePrecisionGaussian(
+        loc, log_diag, 0.1 * off_diag, kernel_size, dilation
+    )
+    ratio = small.off_diagonal_ratio().numpy().reshape(2, 30)
+    assert ratio.max() < 1
+    factor = dense_reference.dense_factor(
+        log_diag, 0.1 * off_diag, kernel_size, dilation
+    ).numpy()
+    bound = 1 / np.min(np.exp(log_diag.numpy().reshape(2, 30)) * (1 - ratio), -1)
+    norms = np.abs(np.linalg.inv(np.swapaxes(factor, -1, -2))).sum(-1).max(-1)
+    assert np.all(norms <= bound) and np.all(norms > 0.2 * bound)

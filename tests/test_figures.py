@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-from svae import data, evaluation, figures
+from svae import config as config_lib
+from svae import data, evaluation, figures, likelihoods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE, NUM, SCALE = 16, 3, 2
@@ -173,3 +175,29 @@ def test_cli_inpaints_with_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
         assert done.returncode == 0, done.stderr
         outputs.append((tmp_path / run / "inpainting.png").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_prior_divergence_is_reported_with_its_cause():
+    config = config_lib.Config(image_size=8, color="gray")
+    size, k = config.image_size, 4
+    outputs = {
+        "y_mean": tf.zeros([2, size, size], tf.float64),
+        "log_diag": tf.zeros([2, size, size], tf.float64),
+        # Two thirds of the pixels more off-diagonal than diagonal mass.
+        "off_diag": tf.constant(
+            np.where(np.arange(size)[None, :, None, None] % 3 == 0, 0.1, 0.5)
+            * np.ones([2, size, size, k])
+        ),
+    }
+    quiet = np.full([2, size, size], 0.5)
+    assert figures.prior_divergence(outputs, quiet, config) is None
+    loud = quiet.copy()
+    loud[1, 0, 0] = np.inf
+    message = figures.prior_divergence(outputs, loud, config)
+    assert message.startswith("1 of 2 prior samples diverge (|residual of Y| up to inf")
+    # The ratio is 4 * 0.5 = 2 except in every third row and at the borders.
+    ratio = likelihoods.likelihood(outputs)["y"].off_diagonal_ratio().numpy()
+    assert f"mass at {np.mean(ratio > 1):.0%} of the pixels" in message
+    assert 0.3 < np.mean(ratio > 1) < 0.7
+    factorised = {"y_mean": outputs["y_mean"], "y_log_scale": outputs["log_diag"]}
+    assert figures.prior_divergence(factorised, loud, config) is None

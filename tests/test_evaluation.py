@@ -324,3 +324,25 @@ def test_progress_bar_has_a_target_for_a_folder_of_images(
     )
     assert 1 <= report["num_images"] <= 5
     assert targets and targets[0] is not None and targets[0] >= report["num_images"]
+
+
+def test_cache_dir_overrides_the_runs_and_empty_turns_it_off(tiny_run, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        for index in range(3):
+            pixels = np.full((20, 24, 3), 40 * index, np.uint8)
+            Image.fromarray(pixels).save(folder / split / f"{index}.png")
+    common = dict(dataset=f"folder:{folder}", split="test", progress=False)
+    cache = tmp_path / "cache"
+    first = _evaluate(
+        tiny_run, cache_dir=str(cache), output_dir=str(tmp_path / "a"), **common
+    )
+    prepared = sorted(p.name for p in cache.iterdir())
+    assert len(prepared) == 2 and prepared[0].startswith("folder-photos-test-")
+    off = _evaluate(tiny_run, cache_dir="", output_dir=str(tmp_path / "b"), **common)
+    assert sorted(p.name for p in cache.iterdir()) == prepared
+    assert first["num_images"] == off["num_images"] == 3
+    assert first["nll"] == off["nll"]

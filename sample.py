@@ -12,6 +12,9 @@ flags.DEFINE_string("output_dir", None, "Where to write (default: DIR/samples)."
 flags.DEFINE_string("split", "test", "Split of the reconstructed images.")
 flags.DEFINE_string("dataset", None, "Data set (default: the run's).")
 flags.DEFINE_string("data_dir", None, "Data directory (default: the run's).")
+flags.DEFINE_string(
+    "cache_dir", None, "Prepared-data folder (default: the run's; empty: none)."
+)
 flags.DEFINE_enum(
     "std_method", "exact", ["exact", "sample"], "Std of Y for structured models."
 )
@@ -44,6 +47,7 @@ def main(argv):
             split=FLAGS.split,
             dataset=FLAGS.dataset,
             data_dir=FLAGS.data_dir,
+            cache_dir=FLAGS.cache_dir,
             std_method=FLAGS.std_method,
             scale=FLAGS.scale,
             inpaint=FLAGS.inpaint,

@@ -168,13 +168,14 @@ def rgb_mse(outputs, batch, chroma_factor=4):
     return tf.reduce_mean(error, axis=[1, 2, 3])
 
 
-def load_run(model_dir, dataset=None, data_dir=None):
+def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
     """Loads a training run's config and its latest checkpoint.
 
     Args:
       model_dir: a directory written by `svae.training.train`.
       dataset: overrides the run's data set.
       data_dir: overrides the run's data directory.
+      cache_dir: overrides the run's prepared-data folder (`""`: none).
 
     Returns:
       `(config, model, step)`: the `Config`, the restored `VAE` and the
@@ -207,6 +208,8 @@ def load_run(model_dir, dataset=None, data_dir=None):
         overrides["dataset"] = dataset
     if data_dir:
         overrides["data_dir"] = data_dir
+    if cache_dir is not None:
+        overrides["cache_dir"] = cache_dir
     config = dataclasses.replace(config, **overrides)
     latest = tf.train.latest_checkpoint(path / "checkpoints")
     if latest is None:
@@ -401,9 +404,7 @@ def evaluate(eval_config):
       svae.data.DatasetError: an unknown data set or split, missing files.
     """
     ec = eval_config
-    config, model, step = load_run(ec.model_dir, ec.dataset, ec.data_dir)
-    if ec.cache_dir is not None:
-        config = dataclasses.replace(config, cache_dir=ec.cache_dir)
+    config, model, step = load_run(ec.model_dir, ec.dataset, ec.data_dir, ec.cache_dir)
     batches, count = _images(config, ec.split, ec.max_images, ec.batch_size)
     evaluator = _BatchEvaluator(model, config)
     dims = modelled_dims(config)

@@ -62,6 +62,8 @@ class SampleConfig:
     split: str = "test"
     dataset: str | None = None
     data_dir: str | None = None
+    # None: the run's prepared-data folder; "": none (svae.data).
+    cache_dir: str | None = None
     std_method: str = "exact"
     scale: int = 2
     inpaint: bool = False
@@ -415,7 +417,9 @@ def write_figures(sample_config):
       svae.data.DatasetError: an unknown data set or split.
     """
     sc = sample_config
-    config, model, step = evaluation.load_run(sc.model_dir, sc.dataset, sc.data_dir)
+    config, model, step = evaluation.load_run(
+        sc.model_dir, sc.dataset, sc.data_dir, sc.cache_dir
+    )
     output_dir = pathlib.Path(sc.output_dir or pathlib.Path(sc.model_dir) / "samples")
     name = f"{config.model}, step {step}, T={sc.temperature:g}, seed {sc.seed}"
     std_seed = (sc.seed, 3)

@@ -201,3 +201,21 @@ def test_prior_divergence_is_reported_with_its_cause():
     assert 0.3 < np.mean(ratio > 1) < 0.7
     factorised = {"y_mean": outputs["y_mean"], "y_log_scale": outputs["log_diag"]}
     assert figures.prior_divergence(factorised, loud, config) is None
+
+
+def test_sample_config_cache_dir_overrides_the_runs(tiny_run, tmp_path):
+    folder = tmp_path / "photos"
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        for index in range(NUM):
+            pixels = np.full((20, 24, 3), 60 * index, np.uint8)
+            Image.fromarray(pixels).save(folder / split / f"{index}.png")
+    cache = tmp_path / "cache"
+    _write(
+        tiny_run,
+        tmp_path / "out",
+        dataset=f"folder:{folder}",
+        cache_dir=str(cache),
+        std_method="sample",
+    )
+    assert [p.suffix for p in sorted(cache.iterdir())] == [".json", ".npy"]

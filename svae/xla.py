@@ -7,15 +7,21 @@ batch 64, benchmarks/RESULTS.md). Elsewhere XLA does not pay on CPU: it runs
 each fusion on one thread and its small matrix products slowly, so only such
 chains are kernels. Functions decorated with `kernel` are XLA-compiled unless
 traced inside `portable()`, for graphs that must run where XLA is off, such as
-TF Serving's model server (`svae.export`). Results agree to float rounding.
+TF Serving's model server (`svae.export`), or when the environment variable
+`SVAE_XLA=0` is set, for machines whose XLA cannot compile (a GPU setup
+without `ptxas`, say). Results agree to float rounding.
 """
 
 import contextlib
 import functools
+import os
 
 import tensorflow as tf
 
-__all__ = ["kernel", "portable", "enabled"]
+__all__ = ["kernel", "portable", "enabled", "ENV_VAR"]
+
+# Set to 0 to trace every kernel as ordinary TF ops.
+ENV_VAR = "SVAE_XLA"
 
 _PORTABLE_DEPTH = [0]
 
@@ -32,7 +38,7 @@ def portable():
 
 def enabled():
     """Whether `kernel` functions traced now are XLA-compiled."""
-    return _PORTABLE_DEPTH[0] == 0
+    return _PORTABLE_DEPTH[0] == 0 and os.environ.get(ENV_VAR, "1") != "0"
 
 
 def kernel(function):

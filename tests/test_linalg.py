@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from svae import linalg
+from svae import linalg, xla
 
 STRUCTURES = [(3, 1), (5, 1), (3, 2), (5, 2), (7, 1)]
 
@@ -198,3 +198,25 @@ def test_solves_on_a_larger_odd_sized_image(kernel_size, dilation):
             rtol=1e-8,
             atol=1e-10,
         )
+
+
+def _xla_function_count(function, *args):
+    """Functions marked for XLA compilation in the graph `function` traces."""
+    graph = tf.function(function).get_concrete_function(*args).graph
+    library = graph.as_graph_def().library.function
+    return sum(bool(f.attr["_XlaMustCompile"].b) for f in library)
+
+
+def test_kernels_compile_with_xla_unless_portable_or_turned_off(monkeypatch):
+    log_diag, off_diag = tf.zeros([2, 4, 5]), tf.zeros([2, 4, 5, 4])
+    x = tf.ones([2, 4, 5])
+
+    def matvec(x):
+        return linalg.factor_transpose_matvec(log_diag, off_diag, x)
+
+    assert _xla_function_count(matvec, x) >= 1
+    with xla.portable():
+        assert _xla_function_count(matvec, x) == 0
+    monkeypatch.setenv(xla.ENV_VAR, "0")
+    assert _xla_function_count(matvec, x) == 0
+    np.testing.assert_allclose(matvec(x), np.exp(0.0) * np.ones([2, 4, 5]))

@@ -1217,6 +1217,33 @@ def load(
     return _finish(dataset, len(dataset), skip_log, dtype, prepared=True)
 
 
+def load_split(config, split: str, dtype="float32") -> tf.data.Dataset:
+    """Returns a run's images of `split`: `load` with the run's config.
+
+    Args:
+      config: an `svae.config.Config` (its `dataset`, `data_dir` and
+        `cache_dir` may be overridden with `dataclasses.replace`).
+      split: `"train"`, `"test"` or `"validation"`.
+      dtype: see `load`.
+
+    Returns:
+      The unbatched RGB `tf.data.Dataset` of `load`: read from the run's
+      prepared cache (`config.cache_dir`), which is prepared on first use,
+      for file-based data sets.
+    """
+    return load(
+        config.dataset,
+        split,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        seed=config.seed,
+        crops_per_photo=config.crops_per_photo,
+        cache_dir=config.cache_dir,
+        dtype=dtype,
+        progress=config.progress,
+    )
+
+
 # ------------------------------------------------------------ training pipeline
 
 

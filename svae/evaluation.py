@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from svae import config as config_lib
 from svae import data, flops, likelihoods, models
+from svae.data import load_split  # Re-exported: evaluation's images.
 
 __all__ = [
     "METRICS",
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate",
     "importance_weighted_bound",
     "load_run",
+    "load_split",
     "modelled_dims",
     "rgb_mse",
 ]
@@ -229,31 +231,6 @@ def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
         ) from e
     status.expect_partial()
     return config, model, int(step.numpy())
-
-
-def load_split(config, split):
-    """Returns a run's images of `split`: `svae.data.load` with its config.
-
-    Args:
-      config: the run's `svae.config.Config` (its `dataset`, `data_dir`
-        and `cache_dir` may be overridden with `dataclasses.replace`).
-      split: `"train"`, `"test"` or `"validation"`.
-
-    Returns:
-      The unbatched RGB `tf.data.Dataset` of `svae.data.load`: read from the
-      run's prepared cache (`config.cache_dir`), which is prepared on first
-      use, for file-based data sets.
-    """
-    return data.load(
-        config.dataset,
-        split,
-        data_dir=config.data_dir,
-        image_size=config.image_size,
-        seed=config.seed,
-        crops_per_photo=config.crops_per_photo,
-        cache_dir=config.cache_dir,
-        progress=config.progress,
-    )
 
 
 def _images(config, split, max_images, batch_size):

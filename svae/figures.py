@@ -391,7 +391,7 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
 
 def load_images(config, split, num):
     """Returns the first `num` images of a run's split as one model-input batch."""
-    rgb = next(iter(evaluation.load_split(config, split).batch(num)))
+    rgb = next(iter(data.load_split(config, split).batch(num)))
     return data.to_model_inputs(rgb, config.color, config.chroma_factor)
 
 

@@ -180,13 +180,17 @@ def factor_transpose_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
       `[..., H, W]` tensor `L^T x`.
     """
     offsets = tuple(neighbour_offsets(kernel_size, dilation))
-    # Without XLA, the gradient is faster through convolutions.
-    backward = _transpose_matvec_grad if xla.enabled() else _transpose_matvec_grad_conv
+    compiled = xla.enabled()
 
     @tf.custom_gradient
     def matvec(log_diag, off_diag, x):
         def grad(upstream):
-            return backward(upstream, log_diag, off_diag, x, offsets)
+            if compiled:
+                return _transpose_matvec_grad(upstream, log_diag, off_diag, x, offsets)
+            # Without XLA, the gradient is faster through convolutions.
+            return _transpose_matvec_grad_conv(
+                upstream, log_diag, off_diag, x, kernel_size, dilation
+            )
 
         return _transpose_matvec(log_diag, off_diag, x, offsets), grad
 
@@ -214,13 +218,12 @@ def _transpose_matvec_grad(upstream, log_diag, off_diag, x, offsets):
     return _sums_to_shapes((d_log_diag, d_off_diag, d_x), (log_diag, off_diag, x))
 
 
-def _transpose_matvec_grad_conv(upstream, log_diag, off_diag, x, offsets):
+def _transpose_matvec_grad_conv(upstream, log_diag, off_diag, x, kernel_size, dilation):
     """Gradients of `_transpose_matvec` by convolutions, faster without XLA.
 
     Autodiff of the K slices of off_diag would write K full-size gradients;
     one convolution and one transposed convolution take all K at once.
     """
-    kernel_size, dilation = _structure_of(offsets)
     scale = tf.exp(log_diag)
     d_log_diag = upstream * scale * x
     d_off_diag = upstream[..., None] * _neighbours(x, kernel_size, dilation)
@@ -228,12 +231,6 @@ def _transpose_matvec_grad_conv(upstream, log_diag, off_diag, x, offsets):
         off_diag * upstream[..., None], kernel_size, dilation
     )
     return _sums_to_shapes((d_log_diag, d_off_diag, d_x), (log_diag, off_diag, x))
-
-
-def _structure_of(offsets):
-    """Returns `(kernel_size, dilation)` of a tuple of neighbour offsets."""
-    dilation = offsets[0][1]
-    return 2 * (offsets[-1][0] // dilation) + 1, dilation
 
 
 def _sums_to_shapes(gradients, inputs):

@@ -212,17 +212,7 @@ class _Data:
     def __init__(self, config, strategy):
         self.config = config
         self.strategy = strategy
-        images = data.load(
-            config.dataset,
-            "train",
-            data_dir=config.data_dir,
-            image_size=config.image_size,
-            seed=config.seed,
-            crops_per_photo=config.crops_per_photo,
-            cache_dir=config.cache_dir,
-            dtype=tf.uint8,
-            progress=config.progress,
-        )
+        images = data.load_split(config, "train", dtype=tf.uint8)
         # sample_photos and a prepared cache (config.cache_dir) are decoded
         # already; otherwise one full pass decodes into an in-memory cache.
         count = data.prepared_size(images)

@@ -3,7 +3,7 @@
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
-from svae import likelihoods, models
+from svae import likelihoods, models, xla
 
 __all__ = ["count_flops", "model_flops"]
 
@@ -16,9 +16,11 @@ def count_flops(function, *specs):
       *specs: `tf.TensorSpec`s of its arguments.
 
     Returns:
-      The profiler's `float_ops` total (an int) of the frozen graph.
+      The profiler's `float_ops` total (an int) of the frozen graph, traced
+      without XLA kernels (`svae.xla.portable`), whose ops it cannot see.
     """
-    concrete = tf.function(function).get_concrete_function(*specs)
+    with xla.portable():
+        concrete = tf.function(function).get_concrete_function(*specs)
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"

@@ -12,7 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
-from svae import color
+from svae import color, xla
 from svae.linalg import num_off_diagonals
 
 __all__ = ["Encoder", "Trunk", "PrecisionHead", "VAE", "build_model"]
@@ -54,7 +54,7 @@ def _pointwise(features, heads, splits=None):
     bias = tf.concat([head.bias for head in heads], axis=0)
     outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
     splits = splits or [head.filters for head in heads]
-    return tf.split(outputs, splits, axis=-1)
+    return xla.split(outputs, splits)
 
 
 class Encoder(keras.layers.Layer):
@@ -162,7 +162,7 @@ class PrecisionHead(keras.layers.Layer):
 
         Args:
           features: `[batch, height, width, C]` trunk features.
-          parts: `tf.split(weights_conv(features), self.splits, -1)` when the
+          parts: `xla.split(weights_conv(features), self.splits)` when the
             caller has computed it (with other heads, see `_pointwise`), else
             None.
 
@@ -171,12 +171,12 @@ class PrecisionHead(keras.layers.Layer):
           `[batch, height, width, K]`.
         """
         if parts is None:
-            parts = tf.split(self.weights_conv(features), self.splits, axis=-1)
+            parts = xla.split(self.weights_conv(features), self.splits)
         if self.num_basis:
             entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
-            # tf.split, not slices: its gradient is one concat, a slice's a
+            # A split, not slices: its gradient is one concat, a slice's a
             # scatter.
-            parts = tf.split(entries, [1, self.num_off], axis=-1)
+            parts = xla.split(entries, [1, self.num_off])
         log_diag, off_diag = parts
         return tf.squeeze(log_diag, -1), off_diag
 

@@ -3,13 +3,16 @@
 `L^T x` (`svae.linalg.factor_transpose_matvec`) and its gradient are chains
 of K pad, slice and multiply passes over full-size images; XLA fuses each
 chain into one loop (2.0 ms against 4.8 ms forward and backward at 64x64,
-batch 64, benchmarks/RESULTS.md). Elsewhere XLA does not pay on CPU: it runs
-each fusion on one thread and its small matrix products slowly, so only such
-chains are kernels. Functions decorated with `kernel` are XLA-compiled unless
-traced inside `portable()`, for graphs that must run where XLA is off, such as
-TF Serving's model server (`svae.export`), or when the environment variable
-`SVAE_XLA=0` is set, for machines whose XLA cannot compile (a GPU setup
-without `ptxas`, say). Results agree to float rounding.
+batch 64, benchmarks/RESULTS.md). So are `split` of channel-last tensors and
+its gradient, which TF's SplitV and ConcatV2 copy element by element, and the
+gradient of the L1 term (`svae.likelihoods.off_diag_l1`). Elsewhere XLA does
+not pay on CPU: it runs each fusion on one thread and its small matrix
+products slowly, so only such chains are kernels. Functions decorated with
+`kernel` are XLA-compiled unless traced inside `portable()`, for graphs that
+must run where XLA is off, such as TF Serving's model server (`svae.export`),
+or when the environment variable `SVAE_XLA=0` is set, for machines whose XLA
+cannot compile (a GPU setup without `ptxas`, say). Results agree to float
+rounding.
 """
 
 import contextlib
@@ -18,7 +21,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["kernel", "portable", "enabled", "ENV_VAR"]
+__all__ = ["kernel", "portable", "enabled", "split", "ENV_VAR"]
 
 # Set to 0 to trace every kernel as ordinary TF ops.
 ENV_VAR = "SVAE_XLA"
@@ -54,3 +57,52 @@ def kernel(function):
         return (compiled if enabled() else function)(*args, **kwargs)
 
     return call
+
+
+@kernel
+def _split(value, sizes, axis):
+    return tf.split(value, sizes, axis)
+
+
+@kernel
+def _concat(parts, axis):
+    return tf.concat(parts, axis)
+
+
+def split(value, sizes, axis=-1):
+    """`tf.split(value, sizes, axis)`; an XLA kernel, and so is its gradient.
+
+    On the CPU, TF's SplitV of a `[batch, H, W, channels]` tensor along the
+    channels, and the ConcatV2 that is its gradient, copy element by element;
+    XLA's loops take 0.4 ms less for the structured model's six head channels
+    at 64x64, batch 64 (benchmarks/RESULTS.md, bench_train). Inside
+    `portable()` it is `tf.split`.
+
+    Args:
+      value: a tensor.
+      sizes: Python ints, the sizes of the parts along `axis`.
+      axis: a Python int.
+
+    Returns:
+      A list of `len(sizes)` tensors.
+    """
+    sizes = tuple(int(size) for size in sizes)
+    if len(sizes) == 1:
+        return [value]
+    if not enabled():
+        return tf.split(value, sizes, axis)
+
+    @tf.custom_gradient
+    def run(value):
+        parts = _split(value, sizes, axis)
+
+        def grad(*upstream):
+            upstream = [
+                tf.zeros_like(part) if g is None else g
+                for g, part in zip(upstream, parts, strict=True)
+            ]
+            return _concat(upstream, axis)
+
+        return parts, grad
+
+    return list(run(value))

@@ -1,12 +1,14 @@
 """Tests of svae.likelihoods against scipy and dense references."""
 
+import contextlib
+
 import dense_reference
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
 
-from svae import likelihoods
+from svae import likelihoods, xla
 
 
 def _outputs(rng, batch, size, low, kernel_size, structured=True, chroma=True):
@@ -80,15 +82,17 @@ def test_off_diag_l1_counts_only_entries_inside_the_image(kernel_size, dilation)
     assert len(entries) < 6 * 6 * off.shape[-1]
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
 @pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 2)])
 def test_off_diag_l1_gradient_is_the_sign_on_entries_inside_the_image(
-    kernel_size, dilation
+    kernel_size, dilation, compiled
 ):
     rng = np.random.default_rng(13)
     outputs = _outputs(rng, 2, 6, 2, kernel_size)
     weights = tf.constant([0.5, -2.0], tf.float64)
     off_diag = outputs["off_diag"]
-    with tf.GradientTape() as tape:
+    mode = contextlib.nullcontext() if compiled else xla.portable()
+    with mode, tf.GradientTape() as tape:
         tape.watch(off_diag)
         l1 = likelihoods.off_diag_l1(outputs, kernel_size, dilation)
         total = tf.reduce_sum(weights * l1)

@@ -1,0 +1,67 @@
+"""Tests of svae.xla: its split agrees with tf.split, values and gradients."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import xla
+
+
+def _loss_and_grad(split, value, sizes, axis):
+    """A loss that weighs every part differently, and its gradient."""
+    with tf.GradientTape() as tape:
+        tape.watch(value)
+        parts = split(value, sizes, axis)
+        # The last part is unused: its gradient is zeros.
+        loss = sum(
+            (i + 1.0) * tf.reduce_sum(tf.square(part))
+            for i, part in enumerate(parts[:-1])
+        )
+    return parts, tape.gradient(loss, value)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
+@pytest.mark.parametrize(
+    "shape, sizes, axis",
+    [([2, 5, 4, 6], [1, 1, 4], -1), ([3, 7], [2, 5], 1), ([4, 3], [1, 3], 0)],
+)
+def test_split_matches_tf_split_and_its_gradient(shape, sizes, axis, compiled):
+    rng = np.random.default_rng(0)
+    value = tf.constant(rng.normal(size=shape))
+    mode = contextlib.nullcontext() if compiled else xla.portable()
+    with mode:
+        parts, grad = tf.function(_loss_and_grad, autograph=False)(
+            xla.split, value, sizes, axis
+        )
+    want_parts, want_grad = _loss_and_grad(
+        lambda v, s, a: tf.split(v, s, a), value, sizes, axis
+    )
+    assert len(parts) == len(sizes)
+    for got, want in zip(parts, want_parts, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+    unused = range(shape[axis] - sizes[-1], shape[axis])
+    assert np.all(np.take(grad.numpy(), unused, axis) == 0)
+
+
+def test_split_is_an_xla_kernel_unless_portable(monkeypatch):
+    value = tf.ones([2, 3, 4])
+
+    def split(value):
+        return xla.split(value, [1, 3])
+
+    graph = tf.function(split).get_concrete_function(value).graph
+    library = graph.as_graph_def().library.function
+    assert any(f.attr["_XlaMustCompile"].b for f in library)
+    with xla.portable():
+        graph = tf.function(split).get_concrete_function(value).graph
+    assert not any(
+        f.attr["_XlaMustCompile"].b for f in graph.as_graph_def().library.function
+    )
+
+
+def test_split_into_one_part_is_the_value():
+    value = tf.ones([2, 3])
+    assert xla.split(value, [3])[0] is value

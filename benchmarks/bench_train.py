@@ -1,9 +1,12 @@
 """Training step time of `structured` against `vae_diag` with the same trunk.
 
 Runs svae.training's compiled step (the one `train()` uses) on one in-memory
-batch of real photograph crops, alternating the two models in rounds so that
-both see the same machine state, and counts FLOPs per image with TF's
-profiler. Prints a Markdown table for benchmarks/RESULTS.md.
+batch of real photograph crops, alternating the two models in short rounds so
+that both see the same machine state, and counts FLOPs per image with TF's
+profiler. The machine's speed drifts by up to 30% within a minute, so the
+ratio is the median over rounds of `structured`'s time over the time of the
+`vae_diag` round just before it, with its quartiles; the ratio of the two
+medians is printed too. Prints a Markdown table for benchmarks/RESULTS.md.
 """
 
 import pathlib
@@ -19,8 +22,9 @@ from svae import data, flops
 
 flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's).")
 flags.DEFINE_integer("image_size", 64, "Image side.")
-flags.DEFINE_integer("steps", 30, "Timed steps per round.")
-flags.DEFINE_integer("rounds", 5, "Alternating rounds per model.")
+flags.DEFINE_integer("steps", 15, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 21, "Alternating rounds per model.")
+flags.DEFINE_integer("warmup_steps", 20, "Untimed steps per model first.")
 FLAGS = flags.FLAGS
 
 MODELS = (("vae_diag", "train"), ("structured", "joint"))
@@ -43,23 +47,31 @@ def main(argv):
                 pretrain_epochs=0,
                 structured_warmup_epochs=0,
             )
-            runners[name] = step_timer.step_runner(
-                config, batch, pathlib.Path(tmp) / name, dict(MODELS)[name]
-            )
-            runners[name](5)  # Compiles and warms up.
-            times[name] = []
             counted[name] = (
                 flops.model_flops(config),
                 flops.model_flops(config, with_likelihood=True),
             )
+            runners[name] = step_timer.step_runner(
+                config, batch, pathlib.Path(tmp) / name, dict(MODELS)[name]
+            )
+            times[name] = []
+        for name, _ in MODELS:  # Compiles and warms up, after the profiler.
+            runners[name](FLAGS.warmup_steps)
         for _ in range(FLAGS.rounds):
             for name, _ in MODELS:
                 times[name].append(runners[name](FLAGS.steps) / FLAGS.steps)
+    paired = sorted(
+        s / d for s, d in zip(times["structured"], times["vae_diag"], strict=True)
+    )
+    quartiles = statistics.quantiles(paired, n=4)
     print(
-        f"\n{size}x{size} YCbCr, batch {batch_size}, median of {FLAGS.rounds} "
+        f"\n{size}x{size} YCbCr, batch {batch_size}, {FLAGS.rounds} alternating "
         f"rounds of {FLAGS.steps} steps\n"
     )
-    print("| model | ms/step | images/s | ratio | FLOPs/image (network) | (+ log p) |")
+    print(
+        "| model | ms/step | images/s | ratio of medians | FLOPs/image (network) "
+        "| (+ log p) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     base = statistics.median(times["vae_diag"])
     for name, _ in MODELS:
@@ -69,6 +81,11 @@ def main(argv):
             f"| {name} | {median * 1e3:.1f} | {batch_size / median:,.0f} | "
             f"{median / base:.3f}x | {net:.3e} | {total:.3e} |"
         )
+    print(
+        "\nstructured / vae_diag, paired rounds: median "
+        f"{statistics.median(paired):.3f}x (quartiles {quartiles[0]:.3f}-"
+        f"{quartiles[2]:.3f}x)"
+    )
     print("\nper-round ms/step:")
     for name, _ in MODELS:
         print(f"  {name}: " + ", ".join(f"{t * 1e3:.1f}" for t in times[name]))

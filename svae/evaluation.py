@@ -20,13 +20,13 @@ import math
 import pathlib
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from svae import config as config_lib
 from svae import data, flops, likelihoods, models
 from svae.data import load_split  # Re-exported: evaluation's images.
+from svae.progress import Progress
 
 __all__ = [
     "METRICS",
@@ -386,7 +386,7 @@ def evaluate(eval_config):
     evaluator = _BatchEvaluator(model, config)
     dims = modelled_dims(config)
     per_image = {name: [] for name in ("nll", "elbo", "kl", "mse")}
-    progress = keras.utils.Progbar(count, unit_name="image") if ec.progress else None
+    progress = Progress(count, "image", metrics=("nll",)) if ec.progress else None
     seen = 0
     start = time.perf_counter()
     for batch in batches:

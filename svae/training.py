@@ -19,6 +19,7 @@ from tensorflow.core.framework import summary_pb2
 
 from svae import config as config_lib
 from svae import data, likelihoods, models
+from svae.progress import Progress
 
 __all__ = [
     "NonFiniteLossError",
@@ -477,7 +478,7 @@ def train(config, strategy=None, callback=None):
     )
     progress = None
     if is_chief and config.progress:
-        progress = keras.utils.Progbar(total_steps, stateful_metrics=TERMS + ("img/s",))
+        progress = Progress(total_steps, metrics=TERMS + ("img/s",))
         progress.update(step)
     last_saved = step if resuming and step else None
     values = {}

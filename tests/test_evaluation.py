@@ -308,13 +308,13 @@ def test_progress_bar_has_a_target_for_a_folder_of_images(
         Image.fromarray(pixels).save(folder / f"{index}.png")
     (folder / "broken.png").write_bytes(b"not an image")
     targets = []
-    real_progbar = keras.utils.Progbar
+    real_progress = evaluation.Progress
 
-    def recording_progbar(target, *args, **kwargs):
+    def recording_progress(target, *args, **kwargs):
         targets.append(target)
-        return real_progbar(target, *args, **kwargs)
+        return real_progress(target, *args, **kwargs)
 
-    monkeypatch.setattr(keras.utils, "Progbar", recording_progbar)
+    monkeypatch.setattr(evaluation, "Progress", recording_progress)
     report = _evaluate(
         tiny_run,
         dataset=f"folder:{folder}",

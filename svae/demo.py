@@ -14,8 +14,6 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 from svae import config as config_lib
 from svae import evaluation, figures, training
 
@@ -77,7 +75,7 @@ def _comparison_figures(demo, run_dirs, output_dir):
         if not recon_rows:
             recon_rows.append(recon["input"])
             recon_labels.append("input (held out)")
-        spread = 3.0 * float(np.std(recon["residual"]))
+        spread = figures.residual_spread(recon["residual"])
         recon_rows += [
             recon["mean"],
             figures.residual_image(recon["residual"], spread),

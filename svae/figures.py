@@ -4,8 +4,9 @@ Prior samples (Figures 4 and 6): for `z ~ N(0, T^2 I)` the mean `mu(z)` and a
 full sample `mu + T * epsilon`. Reconstructions (Figures 1, 3 and 5): the
 input, the mean at the posterior mean `z`, a residual sample `epsilon` and the
 full sample `mu + T * epsilon`. Everything is shown in RGB with the chroma
-upsampled; residuals of Y are shown as gray images with +-3 standard
-deviations (of the figure's residuals) spanning black to white. The per-pixel
+upsampled; residuals of Y are shown as gray images with +-3 robust standard
+deviations of the figure's residuals (`residual_spread`) spanning black to
+white. The per-pixel
 standard deviation of Y is a heat map: exact for the structured models
 (`SparsePrecisionGaussian.marginal_variance`), `exp(y_log_scale)` for the
 factorised ones. Every random draw uses a stateless seed: the same seed
@@ -174,6 +175,30 @@ def _heat_map(std):
     if not finite.all():
         label += f" ({int(np.sum(~finite))} px overflow)"
     return colormap(np.where(finite, std, vmax), vmax), label
+
+
+def residual_spread(residual):
+    """Returns 3 robust standard deviations of residuals: their display range.
+
+    `3 * median |r - median r| / Phi^-1(3/4)` (Phi^-1(3/4) = 0.6745), 3
+    standard deviations for Gaussian residuals, over the finite values: one diverging sample (after brief
+    training, say) saturates its own panel instead of flattening the others
+    to gray, as the plain standard deviation would.
+
+    Args:
+      residual: an array of residuals.
+
+    Returns:
+      A positive float.
+    """
+    values = np.asarray(residual, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 1.0
+    mad = float(np.median(np.abs(values - np.median(values))))
+    if mad > 0:
+        return 3.0 * mad / 0.6744897501960817
+    return float(np.max(np.abs(values))) or 1.0
 
 
 def residual_image(residual, spread):
@@ -442,7 +467,7 @@ def write_figures(sample_config):
     }
     batch = load_images(config, sc.split, sc.num)
     recon = reconstructions(model, config, batch, sc.seed, sc.temperature)
-    spread = 3.0 * float(np.std(recon["residual"]))
+    spread = residual_spread(recon["residual"])
     paths["reconstructions"] = save_grid(
         [
             recon["input"],

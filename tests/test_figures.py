@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 from PIL import Image
 
@@ -219,3 +220,19 @@ def test_sample_config_cache_dir_overrides_the_runs(tiny_run, tmp_path):
         std_method="sample",
     )
     assert [p.suffix for p in sorted(cache.iterdir())] == [".json", ".npy"]
+
+
+def test_residual_spread_is_three_sigma_and_ignores_a_diverging_sample():
+    rng = np.random.default_rng(0)
+    residual = rng.normal(0.0, 0.1, (6, 32, 32))
+    # 3 standard deviations for Gaussian residuals, as scipy's robust scale.
+    assert figures.residual_spread(residual) == pytest.approx(
+        3.0 * scipy.stats.median_abs_deviation(residual, axis=None, scale="normal")
+    )
+    assert figures.residual_spread(residual) == pytest.approx(0.3, rel=0.03)
+    diverged = residual.copy()
+    diverged[2] *= 1e6  # One sample of six diverges; others keep their range.
+    diverged[3, 0, 0] = np.inf
+    assert figures.residual_spread(diverged) == pytest.approx(0.3, rel=0.3)
+    assert 3.0 * np.std(diverged[np.isfinite(diverged)]) > 1e4
+    assert figures.residual_spread(np.zeros((2, 4, 4))) == 1.0

@@ -181,9 +181,10 @@ def residual_spread(residual):
     """Returns 3 robust standard deviations of residuals: their display range.
 
     `3 * median |r - median r| / Phi^-1(3/4)` (Phi^-1(3/4) = 0.6745), 3
-    standard deviations for Gaussian residuals, over the finite values: one diverging sample (after brief
-    training, say) saturates its own panel instead of flattening the others
-    to gray, as the plain standard deviation would.
+    standard deviations for Gaussian residuals, over the finite values: one
+    diverging sample (after brief training, say) saturates its own panel
+    instead of flattening the others to gray, as the plain standard deviation
+    would.
 
     Args:
       residual: an array of residuals.

@@ -33,7 +33,7 @@ class Progress:
     """Reports progress towards `target` units with the latest metrics.
 
     Args:
-      target: units in all (steps, images).
+      target: units in all (steps, images), or None if unknown.
       unit_name: what a unit is, for the report.
       metrics: names of the metrics `update` is given; each is shown with its
         latest value.
@@ -92,8 +92,9 @@ class Progress:
         """The plain report for `current` units at time `now`."""
         start, first_count = self._first
         elapsed = now - start
-        parts = [f"{current}/{self.target} {self._unit_name}s"]
+        parts = [f"{current} {self._unit_name}s"]
         if self.target:
+            parts[0] = f"{current}/{self.target} {self._unit_name}s"
             parts[0] += f" ({100.0 * current / self.target:.0f}%)"
         timing = f"{_format_seconds(elapsed)} elapsed"
         done = current - first_count

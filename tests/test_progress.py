@@ -39,6 +39,15 @@ def test_a_log_line_every_interval_with_an_eta():
     assert lines[4].startswith("4/4 images (100%)")
 
 
+def test_an_unknown_target_counts_without_a_fraction():
+    stream = io.StringIO()
+    progress = progress_lib.Progress(None, "image", interval=0.0, stream=stream)
+    progress.update(3)
+    progress.update(5, finalize=True)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["3 images", "5 images"]
+
+
 def test_seconds_read_like_a_clock():
     assert progress_lib._format_seconds(3) == "3s"
     assert progress_lib._format_seconds(125) == "2:05"

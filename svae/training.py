@@ -457,11 +457,13 @@ def train(config, strategy=None, callback=None):
     else:
         resuming = tf.train.latest_checkpoint(model_dir / "checkpoints") is not None
     if is_chief:
+        print(f"svae: training {config.model} on {config.dataset} in {model_dir}")
+    # The data first: a missing data set or too few images leaves no run
+    # directory behind to trip over.
+    dataset = _Data(config, strategy)
+    if is_chief:
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / config_lib.CONFIG_FILE).write_text(config.to_json())
-        print(f"svae: training {config.model} on {config.dataset} in {model_dir}")
-
-    dataset = _Data(config, strategy)
     steps_per_epoch = dataset.steps_per_epoch
     total_steps = config.steps or config.epochs * steps_per_epoch
     phases = schedule(config, steps_per_epoch, total_steps)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from svae import config as config_lib
-from svae import models, training
+from svae import data, models, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -368,6 +368,21 @@ def test_every_variant_trains_from_the_command_line_on_the_papers_layouts(
 def test_tpu_strategy_without_a_tpu_is_a_clear_error():
     with pytest.raises(ValueError, match="--strategy=tpu found no TPU.*TPU_NAME"):
         training.make_strategy("tpu")
+
+
+def test_missing_data_leaves_no_run_directory(tmp_path):
+    model_dir = tmp_path / "run"
+    config = _config(model_dir, dataset=f"folder:{tmp_path / 'nothing'}", steps=2)
+    with pytest.raises(data.DatasetError, match="nothing"):
+        training.train(config)
+    assert not model_dir.exists()
+    few = tmp_path / "few"
+    few.mkdir()
+    Image.new("RGB", (20, 20)).save(few / "one.png")
+    config = _config(model_dir, dataset=f"folder:{few}", steps=2)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        training.train(config)
+    assert not model_dir.exists()
 
 
 def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):

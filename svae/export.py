@@ -154,5 +154,7 @@ def export(model_dir, export_dir=None, version=None):
         for name, (function, signature) in _endpoints(model, config).items():
             archive.add_endpoint(name, tf.function(function), input_signature=signature)
         options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-        archive.write_out(str(target), options=options)
+        # Not verbose: Keras would list every endpoint and every captured
+        # variable handle, ~30 lines per signature, at the end of each run.
+        archive.write_out(str(target), options=options, verbose=False)
     return target

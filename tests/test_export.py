@@ -241,6 +241,8 @@ def test_export_command_line(tiny_run, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert f"exported {tiny_run} to {tmp_path / '1'}" in done.stdout
+    # One line, not Keras' listing of every endpoint and captured handle.
+    assert done.stdout.count("\n") == 1, done.stdout
     assert (tmp_path / "1" / "saved_model.pb").exists()
     missing = subprocess.run(
         script + [f"--model_dir={tmp_path / 'nope'}"],

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
+from tensorflow.python.util import deprecation
 
 from svae import likelihoods, models, xla
 
@@ -24,12 +25,15 @@ def count_flops(function, *specs):
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(
-        graph=frozen.graph,
-        run_meta=tf.compat.v1.RunMetadata(),
-        cmd="op",
-        options=options,
-    )
+    # The v1 profiler calls a deprecated TF function and would print its
+    # deprecation warning into evaluate.py's output.
+    with deprecation.silence():
+        profile = tf.compat.v1.profiler.profile(
+            graph=frozen.graph,
+            run_meta=tf.compat.v1.RunMetadata(),
+            cmd="op",
+            options=options,
+        )
     return int(profile.total_float_ops)
 
 

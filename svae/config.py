@@ -134,6 +134,11 @@ class Config:
             return 0
         return self.pretrain_epochs
 
+    @property
+    def structure(self) -> dict:
+        """`kernel_size` and `dilation`: the keywords of `svae.likelihoods`."""
+        return {"kernel_size": self.kernel_size, "dilation": self.dilation}
+
     def to_json(self) -> str:
         """Returns the config as indented JSON."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

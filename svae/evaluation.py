@@ -35,6 +35,7 @@ __all__ = [
     "compare",
     "evaluate",
     "importance_weighted_bound",
+    "latent_log_likelihood",
     "load_run",
     "load_split",
     "modelled_dims",
@@ -267,7 +268,7 @@ def _latent_noise(seed, first_index, batch_size, num_samples, latent_dim):
     return tf.stack(noise, axis=1)
 
 
-def decode_samples(model, z):
+def _decode_samples(model, z):
     """Decodes latents `[S, B, D]` into outputs shaped `[S, B, ...]`.
 
     One decoder call on `[S * B, D]`; the outputs keep the sample axis in
@@ -282,13 +283,28 @@ def decode_samples(model, z):
     }
 
 
+def latent_log_likelihood(model, z, batch, kernel_size=3, dilation=1):
+    """Returns `log p(x|z)` `[S, B]` of a batch for latents `[S, B, D]`.
+
+    Args:
+      model: a `VAE`.
+      z: `[S, B, D]` latents, S per image.
+      batch: a model-input batch dict of B images.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+    """
+    observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
+    outputs = _decode_samples(model, z)
+    return likelihoods.log_likelihood(outputs, observed, kernel_size, dilation)
+
+
 class _BatchEvaluator:
     """The compiled pieces of one batch's metrics for a model and config."""
 
     def __init__(self, model, config):
         self.model = model
         self.config = config
-        self.structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+        self.structure = config.structure
 
     @tf.function(reduce_retracing=True)
     def encode(self, batch):
@@ -305,9 +321,7 @@ class _BatchEvaluator:
     @tf.function(reduce_retracing=True)
     def log_likelihood(self, z, batch):
         """Returns `log p(x|z)` `[S, B]` for latents `[S, B, D]`."""
-        outputs = decode_samples(self.model, z)
-        observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
-        return likelihoods.log_likelihood(outputs, observed, **self.structure)
+        return latent_log_likelihood(self.model, z, batch, **self.structure)
 
     def __call__(self, batch, noise, sample_chunk):
         """Returns `{metric: [B] numpy}` for a batch and its `[K, B, D]` noise."""

@@ -26,7 +26,7 @@ def next_version(export_dir):
 def _endpoints(model, config):
     """Returns `{name: (function, input_signature)}` of the served model."""
     size, factor = config.image_size, config.chroma_factor
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     images = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
     latents = tf.TensorSpec([None, config.latent_dim], tf.float32, name="z")
     seed = tf.TensorSpec([2], tf.int32, name="seed")
@@ -54,6 +54,9 @@ def _endpoints(model, config):
     def latent(z):
         return checked(z, [None, config.latent_dim], "z (float32 latents)")
 
+    def mean_rgb(outputs):
+        return likelihoods.to_rgb(likelihoods.means(outputs), factor)
+
     def encode(images):
         batch = inputs(images)
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
@@ -61,7 +64,7 @@ def _endpoints(model, config):
 
     def decode(z):
         outputs = dict(model.decode(latent(z)))
-        outputs["mean_rgb"] = likelihoods.to_rgb(likelihoods.means(outputs), factor)
+        outputs["mean_rgb"] = mean_rgb(outputs)
         return outputs
 
     def sample(z, seed):
@@ -70,7 +73,7 @@ def _endpoints(model, config):
         return {
             "sample_rgb": likelihoods.to_rgb(drawn, factor),
             "sample_y": drawn["y"],
-            "mean_rgb": likelihoods.to_rgb(likelihoods.means(outputs), factor),
+            "mean_rgb": mean_rgb(outputs),
         }
 
     def reconstruct(images):
@@ -79,7 +82,7 @@ def _endpoints(model, config):
         outputs = model.decode(z_mean)
         drawn = likelihoods.sample(outputs, tf.constant([0, 0]), **structure)
         return {
-            "mean_rgb": likelihoods.to_rgb(likelihoods.means(outputs), factor),
+            "mean_rgb": mean_rgb(outputs),
             "z_mean": z_mean,
             "residual_y": drawn["y"] - outputs["y_mean"],
         }
@@ -92,10 +95,8 @@ def _endpoints(model, config):
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
         posterior = likelihoods.posterior(z_mean, z_log_scale)
         z = posterior.sample(num_samples, seed=tf.constant([0, 0]))
-        outputs = evaluation.decode_samples(model, z)
-        observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
         result = evaluation.importance_weighted_bound(
-            lambda chunk: likelihoods.log_likelihood(outputs, observed, **structure),
+            lambda z: evaluation.latent_log_likelihood(model, z, batch, **structure),
             posterior,
             likelihoods.prior(config.latent_dim),
             z,

@@ -6,11 +6,10 @@ input, the mean at the posterior mean `z`, a residual sample `epsilon` and the
 full sample `mu + T * epsilon`. Everything is shown in RGB with the chroma
 upsampled; residuals of Y are shown as gray images with +-3 robust standard
 deviations of the figure's residuals (`residual_spread`) spanning black to
-white. The per-pixel
-standard deviation of Y is a heat map: exact for the structured models
-(`SparsePrecisionGaussian.marginal_variance`), `exp(y_log_scale)` for the
-factorised ones. Every random draw uses a stateless seed: the same seed
-writes the same bytes.
+white. The per-pixel standard deviation of Y is a heat map: exact for the
+structured models (`SparsePrecisionGaussian.marginal_variance`),
+`exp(y_log_scale)` for the factorised ones. Every random draw uses a
+stateless seed: the same seed writes the same bytes.
 """
 
 import dataclasses
@@ -207,15 +206,20 @@ def residual_image(residual, spread):
     return np.clip(0.5 + 0.5 * residual / max(spread, 1e-12), 0.0, 1.0)
 
 
+def _tempered(mean, drawn, temperature):
+    """Returns `mean + temperature * (drawn - mean)` per channel group."""
+    return {
+        name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
+    }
+
+
 def _draw(model, config, z, seed, temperature):
     """Decodes `z`; returns the outputs, RGB mean, RGB sample and Y residual."""
     outputs = model.decode(z)
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     drawn = likelihoods.sample(outputs, tf.constant(seed, tf.int32), **structure)
     mean = likelihoods.means(outputs)
-    full = {
-        name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
-    }
+    full = _tempered(mean, drawn, temperature)
     factor = config.chroma_factor
     return (
         outputs,
@@ -268,7 +272,7 @@ def prior_divergence(outputs, residual, config):
     diverged = int(np.sum(largest > DIVERGED_RESIDUAL))
     if not diverged or "off_diag" not in outputs:
         return None
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     ratio = likelihoods.likelihood(outputs, **structure)["y"].off_diagonal_ratio()
     share = float(np.mean(ratio.numpy() > 1.0))
     return (
@@ -387,14 +391,12 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
         filled["cbcr"] = tf.where(masks["cbcr"], batch["cbcr"], chroma_fill)
     z_mean, _ = model.encode(filled["y"], filled.get("cbcr"))
     outputs = model.decode(z_mean)
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     observed = {name: batch[name] for name in masks}
     mean, drawn = likelihoods.conditional(
         outputs, observed, masks, tf.constant([seed, 4], tf.int32), **structure
     )
-    full = {
-        name: mean[name] + temperature * (drawn[name] - mean[name]) for name in mean
-    }
+    full = _tempered(mean, drawn, temperature)
     recon = likelihoods.means(outputs)
     gray = {"y": tf.where(mask, batch["y"], 0.5)}
     if "cbcr" in batch:

@@ -62,8 +62,6 @@ def model_flops(config, with_likelihood=False):
         outputs = model(batch)
         if not with_likelihood:
             return outputs
-        return likelihoods.log_likelihood(
-            outputs, batch, kernel_size=config.kernel_size, dilation=config.dilation
-        )
+        return likelihoods.log_likelihood(outputs, batch, **config.structure)
 
     return count_flops(forward, specs)

@@ -163,28 +163,46 @@ class PrecisionHead(keras.layers.Layer):
         """Channel counts of `weights_conv`'s output parts, see `call`."""
         return [self.num_basis] if self.num_basis else [1, self.num_off]
 
-    def call(self, features, parts=None):
+    def shift(self, log_scale):
+        """Offsets of `weights_conv`'s output channels, for `_pointwise`.
+
+        `-log_scale` on `log_diag`: the convolution starts at zero, so the
+        branch starts as the spherical likelihood of scale `exp(log_scale)`
+        (log L_pp = -log sigma) and the warm-up from the pretrained one. With
+        a basis `log_diag` is a product, offset in `call` instead.
+        """
+        if self.num_basis:
+            return [0.0] * self.num_basis
+        return [-log_scale] + [0.0] * self.num_off
+
+    def call(self, features, parts=None, log_scale=0.0):
         """Returns `(log_diag, off_diag)`.
 
         Args:
           features: `[batch, height, width, C]` trunk features.
-          parts: `xla.split(weights_conv(features), self.splits)` when the
-            caller has computed it (with other heads, see `_pointwise`), else
-            None.
+          parts: `_pointwise` output for `weights_conv` with `self.splits`
+            and `self.shift(log_scale)` when the caller has computed it (with
+            other heads), else None.
+          log_scale: log of the spherical scale `L` starts from.
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`.
         """
         if parts is None:
-            parts = xla.split(self.weights_conv(features), self.splits)
+            parts = _pointwise(
+                features, [self.weights_conv], self.splits, self.shift(log_scale)
+            )
         if self.num_basis:
             entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
             # A split, not slices: its gradient is one concat, a slice's a
             # scatter.
             parts = xla.split(entries, [1, self.num_off])
         log_diag, off_diag = parts
-        return tf.squeeze(log_diag, -1), off_diag
+        log_diag = tf.squeeze(log_diag, -1)
+        if self.num_basis:
+            log_diag -= log_scale
+        return log_diag, off_diag
 
 
 class VAE(keras.Model):
@@ -276,12 +294,7 @@ class VAE(keras.Model):
             head = self.precision_head
             y_heads.append(head.weights_conv)
             splits = [1] + head.splits
-            y_shift += [0.0] * head.weights_conv.filters
-            # The heads start at the spherical model's scale, so the warm-up
-            # begins from the pretrained likelihood (log L_pp = -log sigma);
-            # with a basis, log_diag is a product and is offset after it.
-            if not head.num_basis:
-                y_shift[1] = -self.y_log_scale
+            y_shift += head.shift(self.y_log_scale)
             if self.use_chroma:
                 cbcr_heads.append(self.cbcr_scale_head)
                 cbcr_shift += [self.cbcr_log_scale] * 2
@@ -296,7 +309,12 @@ class VAE(keras.Model):
             features = self.covariance_trunk(z)
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
-                cbcr_scale = [self.cbcr_scale_head(features[low]) + self.cbcr_log_scale]
+                cbcr_scale = _pointwise(
+                    features[low],
+                    [self.cbcr_scale_head],
+                    None,
+                    [self.cbcr_log_scale] * 2,
+                )
         if model == "vae_sph":
             outputs["y_log_scale"] = tf.broadcast_to(
                 self.y_log_scale, tf.shape(outputs["y_mean"])
@@ -304,11 +322,9 @@ class VAE(keras.Model):
         elif model in ("vae_diag", "beta_vae_diag"):
             outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
-            log_diag, off_diag = self.precision_head(features[size], y_scale)
-            if model == "supn" or self.precision_head.num_basis:
-                log_diag -= self.y_log_scale
-            outputs["log_diag"] = log_diag
-            outputs["off_diag"] = off_diag
+            outputs["log_diag"], outputs["off_diag"] = self.precision_head(
+                features[size], y_scale, log_scale=self.y_log_scale
+            )
         if self.use_chroma:
             if cbcr_scale:
                 scale = cbcr_scale[0]

@@ -117,7 +117,7 @@ def loss_terms(model, batch, config, spherical, noise):
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
     z = z_mean + tf.exp(z_log_scale) * noise
     outputs = model.decode(z, spherical=spherical)
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     terms = {
         "nll": -likelihoods.log_likelihood(outputs, batch, **structure),
         "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
@@ -287,7 +287,7 @@ def _images(name, images, step):
 
 def _image_summaries(model, batch, config, phase, step):
     """Writes inputs, means, samples and residual samples to TensorBoard."""
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     batch = {k: v[:8] for k, v in batch.items()}
     outputs = model(batch, spherical=phase.spherical)
     seed = tf.constant([config.seed, step], tf.int32)

@@ -1,4 +1,4 @@
-"""Command line: IW-bound NLL, ELBO, KL, MSE, FLOPs. See docs/evaluation.md."""
+"""Command line: IW-bound NLL, ELBO, KL, MSE, FLOPs, sample health. See README."""
 
 import sys
 
@@ -18,6 +18,8 @@ flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
 flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
 flags.DEFINE_string("output_dir", None, "Where to write (default: DIR/eval).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_integer("health_images", 64, "Images of the sample health (<= evaluated).")
+flags.DEFINE_integer("num_prior", 64, "Prior samples of the sample health.")
 flags.DEFINE_list(
     "compare", None, "Run dirs: print saved results of --split as one table."
 )
@@ -53,6 +55,8 @@ def main(argv):
             seed=FLAGS.seed,
             output_dir=FLAGS.output_dir,
             progress=FLAGS.progress,
+            health_images=FLAGS.health_images,
+            num_prior=FLAGS.num_prior,
         )
         evaluation.evaluate(eval_config)
     except (evaluation.EvaluationError, data.DatasetError) as e:

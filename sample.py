@@ -1,4 +1,4 @@
-"""Command line: prior samples, reconstructions, Y's std, inpainting. See README."""
+"""Command line: samples, reconstructions, Y's std, inpainting, health. See README."""
 
 import sys
 

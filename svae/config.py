@@ -6,7 +6,21 @@ import pathlib
 
 MODELS = ("vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# The precision factor's parameterisation (svae.models.PrecisionHead).
+FACTORS = ("bounded", "free")
+# How the global scales sigma_Y, sigma_CbCr are set (svae.training).
+SCALES = ("calibrated", "learned")
+# Eq. 12's variance term (svae.likelihoods.variance_term).
+VARIANCE_TERMS = ("empirical", "sampled")
 CONFIG_FILE = "config.json"
+
+# Values of fields added after runs were first written: a config.json without
+# the field was trained this way (the paper's), whatever today's default is.
+LEGACY_VALUES = {
+    "factor": "free",
+    "scales": "learned",
+    "variance_term": "empirical",
+}
 
 # Fields that may change when a run is resumed: they do not change what the
 # checkpoint holds or how its numbers are computed.
@@ -58,6 +72,17 @@ class Config:
     kernel_size: int = 3
     dilation: int = 1
     num_basis: int = 0
+    # "bounded": the off-diagonals of each column of L sum (in absolute value)
+    # to less than `dominance` times its diagonal, so L^T is diagonally
+    # dominant and L^{-T} eps bounded; "free": the paper's, unconstrained.
+    factor: str = "bounded"
+    dominance: float = 0.99
+    # "calibrated": after each step the global log scales take their analytic
+    # optimum on the batch; "learned": Adam trains them (the paper's).
+    scales: str = "calibrated"
+    # Eq. 12's alpha term: "empirical", the paper's ||x - mu||^2; "sampled",
+    # tr Sigma(z) as the model's variance, estimated by ||L^{-T} eps||^2.
+    variance_term: str = "empirical"
     alpha: float | None = None
     gamma: float = 0.001
     beta: float | None = None
@@ -97,6 +122,20 @@ class Config:
             raise ValueError(
                 f"shuffle_buffer must be >= 0 (0: no shuffling), got "
                 f"{self.shuffle_buffer}."
+            )
+        for name, valid in (
+            ("factor", FACTORS),
+            ("scales", SCALES),
+            ("variance_term", VARIANCE_TERMS),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name} must be one of {valid}, got {getattr(self, name)!r}."
+                )
+        if not 0.0 < self.dominance < 1.0:
+            raise ValueError(
+                f"dominance must be in (0, 1), got {self.dominance}: L^T is "
+                "diagonally dominant only below 1."
             )
         if self.dilation < 1 or self.num_basis < 0:
             raise ValueError("dilation must be >= 1 and num_basis >= 0.")
@@ -145,8 +184,8 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
-        """Builds a config from `to_json`'s output."""
-        return cls(**json.loads(text))
+        """Builds a config from `to_json`'s output (older ones: `LEGACY_VALUES`)."""
+        return cls(**(LEGACY_VALUES | json.loads(text)))
 
     def incompatible_fields(self, other: "Config") -> list[str]:
         """Returns the fields that differ from `other` and forbid resuming."""

@@ -1,4 +1,4 @@
-"""Evaluation: the importance-weighted NLL of Tables 1-2, KL, MSE and FLOPs.
+"""Evaluation: the importance-weighted NLL of Tables 1-2, KL, MSE, FLOPs, health.
 
 `evaluate(EvalConfig(...))` is the one entry point (`evaluate.py` calls it);
 `compare(model_dirs)` formats saved results as the paper's tables. The
@@ -11,6 +11,8 @@ of the modelled representation (Y at full size and, with colour, Cb and Cr
 downsampled), in nats per image, as in the paper (whose NLLs are negative).
 Bits per dimension divide it by `num_dims * ln 2`, `num_dims` being the number
 of modelled values (`H * W` for Y plus `2 * (H / f) * (W / f)` for CbCr).
+The report also holds the sample health of the run (`svae.health`) on the
+first evaluated images.
 """
 
 import csv
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from svae import config as config_lib
-from svae import data, flops, likelihoods, models
+from svae import data, flops, health, likelihoods, models
 from svae.data import load_split  # Re-exported: evaluation's images.
 from svae.progress import Progress
 
@@ -56,7 +58,9 @@ class EvalConfig:
 
     `dataset`, `data_dir` and `cache_dir` default to the run's own (an
     empty `cache_dir` turns the prepared cache off); `max_images=None`
-    evaluates the whole split.
+    evaluates the whole split. The sample health (`svae.health`) is measured
+    on the first `health_images` evaluated images and `num_prior` prior
+    samples.
     """
 
     model_dir: str
@@ -71,10 +75,18 @@ class EvalConfig:
     seed: int = 0
     output_dir: str | None = None
     progress: bool = True
+    health_images: int = health.NUM_IMAGES
+    num_prior: int = health.NUM_PRIOR
 
     def __post_init__(self):
         """Checks the values that can be checked without the run."""
-        for name in ("num_samples", "sample_chunk", "batch_size"):
+        for name in (
+            "num_samples",
+            "sample_chunk",
+            "batch_size",
+            "health_images",
+            "num_prior",
+        ):
             if getattr(self, name) < 1:
                 raise EvaluationError(
                     f"{name} must be >= 1, got {getattr(self, name)}."
@@ -380,15 +392,18 @@ def evaluate(eval_config):
     Per image: `nll = -IW bound` with `num_samples` samples of `q(z|x)`
     (never any beta: for `beta_vae_diag` this is the beta = 1 likelihood, as
     in the paper), `elbo = mean_k log p(x|z_k) - KL` on the same samples,
-    `kl = KL[q(z|x) || p(z)]` analytically, and `mse` (`rgb_mse`).
+    `kl = KL[q(z|x) || p(z)]` analytically, and `mse` (`rgb_mse`); then the
+    sample health (`svae.health.sample_health`) on the first `health_images`
+    of these images and `num_prior` prior samples, seeded by `seed`.
 
     Args:
       eval_config: an `EvalConfig`.
 
     Returns:
       The report dict written as JSON: per-metric `{"mean", "std"}`, `dims`,
-      `flops_per_image`, `images_per_second`, the run's details, and the
-      paths `json` and `csv`.
+      `flops_per_image`, `images_per_second`, `health` (the dict of
+      `svae.health.sample_health`), the run's details, and the paths `json`
+      and `csv`.
 
     Raises:
       EvaluationError: see `load_run`; also an empty split.
@@ -402,12 +417,15 @@ def evaluate(eval_config):
     per_image = {name: [] for name in ("nll", "elbo", "kl", "mse")}
     progress = Progress(count, "image", metrics=("nll",)) if ec.progress else None
     seen = 0
+    health_batches = []
     start = time.perf_counter()
     for batch in batches:
         size = int(batch["y"].shape[0])
         noise = _latent_noise(ec.seed, seen, size, ec.num_samples, config.latent_dim)
         for name, values in evaluator(batch, noise, ec.sample_chunk).items():
             per_image[name].append(values)
+        if seen < ec.health_images:
+            health_batches.append(batch)
         seen += size
         if progress is not None:
             nll = float(np.mean(np.concatenate(per_image["nll"])))
@@ -419,6 +437,11 @@ def evaluate(eval_config):
         raise EvaluationError(f"The {config.dataset} {ec.split} split has no images.")
     values = {name: np.concatenate(parts) for name, parts in per_image.items()}
     values["nll_bpd"] = values["nll"] / (dims["total"] * math.log(2.0))
+    held_out = {
+        name: tf.concat([b[name] for b in health_batches], 0)[: ec.health_images]
+        for name in health_batches[0]
+    }
+    sample_health = health.sample_health(model, config, held_out, ec.num_prior, ec.seed)
 
     output_dir = pathlib.Path(ec.output_dir or pathlib.Path(ec.model_dir) / EVAL_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -438,6 +461,7 @@ def evaluate(eval_config):
         "flops_per_image": flops.model_flops(config),
         "images_per_second": seen / seconds,
         "seconds": seconds,
+        "health": sample_health,
         "json": str(json_path),
         "csv": str(csv_path),
     }
@@ -448,6 +472,7 @@ def evaluate(eval_config):
             writer.writerow([i] + [repr(float(values[name][i])) for name in METRICS])
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(_format_table(report))
+    print(health.format_health(sample_health))
     print(f"  written: {json_path}, {csv_path}")
     return report
 
@@ -473,7 +498,10 @@ def compare(model_dirs, split="test", names=None):
 
     Returns:
       The table as a string: NLL and MSE as `mean ± std`, KL as the mean,
-      FLOPs per image.
+      FLOPs per image, then the sample health (`svae.health`): diverged prior
+      and reconstruction samples as `count/num`, the calibration of Y
+      (median / p95) and of CbCr (median), the prior's CbCr spread; `-`
+      where a report predates the health or the run is gray.
 
     Raises:
       EvaluationError: a run without a saved evaluation of `split`.
@@ -481,8 +509,10 @@ def compare(model_dirs, split="test", names=None):
     reports = [_read_report(d, split) for d in model_dirs]
     names = names or [f"{r['model']} (`{r['model_dir']}`)" for r in reports]
     lines = [
-        "| Model | NLL (nats) | NLL (bits/dim) | KL | FLOPs | MSE | images, K |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Model | NLL (nats) | NLL (bits/dim) | KL | FLOPs | MSE | images, K "
+        "| prior diverged | recon. diverged | calibration Y (median / p95) "
+        "| calibration CbCr (median) | prior CbCr spread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in zip(names, reports, strict=True):
         lines.append(
@@ -490,6 +520,22 @@ def compare(model_dirs, split="test", names=None):
             f"| {r['nll_bpd']['mean']:.3f} | {r['kl']['mean']:.2f} "
             f"| {r['flops_per_image']:.3g} "
             f"| {r['mse']['mean']:.0f} ± {r['mse']['std']:.0f} "
-            f"| {r['num_images']}, {r['num_samples']} |"
+            f"| {r['num_images']}, {r['num_samples']} "
+            f"| {' | '.join(_health_cells(r.get('health')))} |"
         )
     return "\n".join(lines)
+
+
+def _health_cells(sample_health):
+    """Returns `compare`'s five health cells of a report's `health`, or dashes."""
+    if sample_health is None:
+        return ["-"] * 5
+    number = health.format_number
+    y, cbcr = sample_health["calibration_y"], sample_health["calibration_cbcr"]
+    return [
+        "{count}/{num}".format(**sample_health["prior_diverged"]),
+        "{count}/{num}".format(**sample_health["recon_diverged"]),
+        f"{number(y['median'])} / {number(y['p95'])}",
+        number(cbcr and cbcr["median"]),
+        number(sample_health["prior_cbcr_spread"]),
+    ]

@@ -8,11 +8,14 @@ upsampled; residuals of Y are shown as gray images with +-3 robust standard
 deviations of the figure's residuals (`residual_spread`) spanning black to
 white. The per-pixel standard deviation of Y is a heat map: exact for the
 structured models (`SparsePrecisionGaussian.marginal_variance`),
-`exp(y_log_scale)` for the factorised ones. Every random draw uses a
-stateless seed: the same seed writes the same bytes.
+`exp(y_log_scale)` for the factorised ones. Beside the figures, the run's
+sample health (`svae.health`) is written, printed, and warned about when
+samples diverge. Every random draw uses a stateless seed: the same seed
+writes the same bytes.
 """
 
 import dataclasses
+import json
 import pathlib
 import sys
 
@@ -20,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
-from svae import data, evaluation, likelihoods
+from svae import data, evaluation, health, likelihoods
 from svae.distributions import SparsePrecisionGaussian
 
 __all__ = [
@@ -251,40 +254,6 @@ def prior_samples(model, config, num, seed=0, temperature=1.0):
     return {"mean": mean, "sample": sample, "residual": residual, "outputs": outputs}
 
 
-# A residual of Y (in [0, 1]) beyond this is a diverged solve, not noise.
-DIVERGED_RESIDUAL = 10.0
-
-
-def prior_divergence(outputs, residual, config):
-    """Says whether structured prior samples diverged, and why; None if not.
-
-    Args:
-      outputs: the decoder's outputs for the prior latents.
-      residual: `[num, H, W]` residuals of Y of the samples.
-      config: the run's `Config`.
-
-    Returns:
-      A one-line message, or None when every residual is finite and within
-      `DIVERGED_RESIDUAL` (always None for factorised likelihoods).
-    """
-    residual = np.abs(np.asarray(residual, np.float64))
-    largest = np.where(np.isfinite(residual), residual, np.inf).max(axis=(1, 2))
-    diverged = int(np.sum(largest > DIVERGED_RESIDUAL))
-    if not diverged or "off_diag" not in outputs:
-        return None
-    structure = config.structure
-    ratio = likelihoods.likelihood(outputs, **structure)["y"].off_diagonal_ratio()
-    share = float(np.mean(ratio.numpy() > 1.0))
-    return (
-        f"{diverged} of {len(largest)} prior samples diverge (|residual of Y| up "
-        f"to {np.max(largest):.3g}; Y is in [0, 1]). For these latents L(z) has "
-        f"more off-diagonal than diagonal mass at {share:.0%} of the pixels "
-        "(SparsePrecisionGaussian.off_diagonal_ratio() > 1), so L^-T eps grows "
-        "along the solve: the decoder has not learnt L(z) for latents from the "
-        "prior yet; train longer. Reconstructions and the NLL are not affected."
-    )
-
-
 def reconstructions(model, config, batch, seed=0, temperature=1.0):
     """Returns reconstructions of input images (Figures 1, 3 and 5).
 
@@ -431,14 +400,17 @@ def write_figures(sample_config):
     (rows: input, mean, residual sample, full sample) and `std_y.png` (rows:
     input, mean, per-pixel std of Y as a heat map); with `inpaint`,
     `inpainting.png` (rows: input, observed pixels, unconditional mean,
-    conditional mean, conditional sample).
+    conditional mean, conditional sample). Also `health.json`: the sample
+    health (`svae.health.run_health`, seeded by `seed`, at temperature 1)
+    on the split, printed by `svae.health.format_health`, with a warning on
+    stderr when samples diverge.
 
     Args:
       sample_config: a `SampleConfig`.
 
     Returns:
-      `{"prior_samples", "reconstructions", "std_y"}` (and `"inpainting"`):
-      the paths written.
+      `{"prior_samples", "reconstructions", "std_y", "health"}` (and
+      `"inpainting"`): the paths written.
 
     Raises:
       svae.evaluation.EvaluationError: see `svae.evaluation.load_run`.
@@ -452,10 +424,18 @@ def write_figures(sample_config):
     name = f"{config.model}, step {step}, T={sc.temperature:g}, seed {sc.seed}"
     std_seed = (sc.seed, 3)
 
-    prior = prior_samples(model, config, sc.num, sc.seed, sc.temperature)
-    warning = prior_divergence(prior["outputs"], prior["residual"], config)
+    sample_health = health.run_health((config, model), sc.split, seed=sc.seed)
+    warning = health.divergence_warning(sample_health)
     if warning:
         print(f"svae: warning: {warning}", file=sys.stderr)
+    print(health.format_health(sample_health))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    health_path = output_dir / "health.json"
+    health_path.write_text(
+        json.dumps(sample_health, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+
+    prior = prior_samples(model, config, sc.num, sc.seed, sc.temperature)
     prior_heat, prior_label = _heat_map(
         y_std(prior["outputs"], config, sc.std_method, std_seed)
     )
@@ -468,6 +448,7 @@ def write_figures(sample_config):
             f"prior samples: {name}",
         )
     }
+    paths["health"] = health_path
     batch = load_images(config, sc.split, sc.num)
     recon = reconstructions(model, config, batch, sc.seed, sc.temperature)
     spread = residual_spread(recon["residual"])

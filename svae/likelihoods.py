@@ -9,7 +9,7 @@ the L1 prior on the off-diagonal of `L` (eq. 12).
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from svae import color, xla
+from svae import color, linalg, xla
 from svae.distributions import SparsePrecisionGaussian
 from svae.linalg import off_diag_mask
 
@@ -22,6 +22,8 @@ __all__ = [
     "likelihood",
     "log_likelihood",
     "squared_error",
+    "sampled_variance",
+    "whitened_square_sums",
     "off_diag_l1",
     "sample",
     "conditional",
@@ -130,6 +132,71 @@ def squared_error(outputs, batch):
             tf.square(batch["cbcr"] - outputs["cbcr_mean"]), axis=[1, 2, 3]
         )
     return error
+
+
+def sampled_variance(outputs, noise, kernel_size=3, dilation=1):
+    """Returns the model's variance `||sigma(z)^2||_1 = tr Sigma(z)`, eq. 12.
+
+    Eq. 12's variance term as the paper writes it, before its empirical
+    stand-in (`squared_error`): for the structured Y, `tr Lambda(z)^{-1} =
+    E ||L(z)^{-T} eps||^2` estimated without bias from one `eps` per image by
+    a wavefront solve (`svae.linalg.factor_transpose_solve`), with gradients
+    through it; for factorised groups (Y of the baselines, Cb and Cr) the
+    exact `sum sigma^2`.
+
+    Args:
+      outputs: a model's output dict.
+      noise: `[..., H, W]` standard normal draws for Y (unused when Y is
+        factorised).
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[...]` variances summed over Y and (downsampled) CbCr.
+    """
+    if "off_diag" in outputs:
+        residual = linalg.factor_transpose_solve(
+            outputs["log_diag"], outputs["off_diag"], noise, kernel_size, dilation
+        )
+        variance = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
+    else:
+        variance = tf.reduce_sum(tf.exp(2.0 * outputs["y_log_scale"]), axis=[-2, -1])
+    if "cbcr_log_scale" in outputs:
+        variance += tf.reduce_sum(
+            tf.exp(2.0 * outputs["cbcr_log_scale"]), axis=[-3, -2, -1]
+        )
+    return variance
+
+
+def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1):
+    """Returns `||w||^2` per image and channel group, `w` the whitened residual.
+
+    `w = L^T (x - mu)` for the structured Y, `(x - mu) / sigma` for a
+    factorised group: `N(0, I)` when the model is calibrated, so
+    `mean(w^2) = 1` at the likelihood's optimum over a global scale of the
+    group (`svae.training` calibrates the scales with it).
+
+    Args:
+      outputs: a model's output dict.
+      batch: the input batch dict.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `{"y": [batch]}`, plus `"cbcr"` with colour.
+    """
+    sums = {}
+    for name, dist in likelihood(outputs, kernel_size, dilation).items():
+        x = batch[name]
+        if isinstance(dist, SparsePrecisionGaussian):
+            white = dist.whiten(x)
+        else:
+            normal = dist.distribution
+            white = (x - normal.loc) / normal.scale
+        sums[name] = tf.reduce_sum(
+            tf.square(white), axis=list(range(1, white.shape.rank))
+        )
+    return sums
 
 
 def off_diag_l1(outputs, kernel_size=3, dilation=1):

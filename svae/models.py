@@ -15,7 +15,14 @@ import tensorflow as tf
 from svae import color, xla
 from svae.linalg import num_off_diagonals
 
-__all__ = ["Encoder", "Trunk", "PrecisionHead", "VAE", "build_model"]
+__all__ = [
+    "Encoder",
+    "Trunk",
+    "PrecisionHead",
+    "VAE",
+    "bounded_off_diag",
+    "build_model",
+]
 
 
 def _widths(image_size, filters):
@@ -140,13 +147,28 @@ class PrecisionHead(keras.layers.Layer):
     directly. With `num_basis > 0` it predicts weights `W(z)` and the shared
     basis `B` (`[K + 1, num_basis]`) maps them to the `K + 1` entries of each
     column of `L`: `L = s(B W(z))`. Entry 0 is the log of the diagonal (so it
-    stays positive), entries 1..K the off-diagonals.
+    stays positive), entries 1..K the off-diagonals: as they are with
+    `factor="free"` (the paper's), or, with `factor="bounded"`, through
+
+    ```none
+    off_diag[p, m] = exp(log_diag[p]) * dominance * a[p, m] / (1 + sum_k |a[p, k]|)
+    ```
+
+    so that each column's off-diagonal mass is below `dominance` (< 1) times
+    its diagonal: `L^T` is strictly diagonally dominant, `||L^{-T}||_inf <=
+    1 / (min_p L_pp (1 - dominance))` (Varah), and a sample `L^{-T} eps`
+    cannot grow along the solve, whatever `z`. Any point of that L1 ball is
+    reachable, one neighbour may take all the mass; the log-determinant is
+    unchanged (`sum log_diag`), and a global scale of `L` is `log_diag`'s
+    offset alone.
     """
 
-    def __init__(self, kernel_size, num_basis, **kwargs):
+    def __init__(self, kernel_size, num_basis, factor="free", dominance=0.99, **kwargs):
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
         self.num_basis = num_basis
+        self.factor = factor
+        self.dominance = dominance
         num_off = num_off_diagonals(kernel_size)
         self.num_off = num_off
         # Zeros: the branch starts as the spherical likelihood it is offset by.
@@ -202,7 +224,28 @@ class PrecisionHead(keras.layers.Layer):
         log_diag = tf.squeeze(log_diag, -1)
         if self.num_basis:
             log_diag -= log_scale
+        if self.factor == "bounded":
+            off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
         return log_diag, off_diag
+
+
+def bounded_off_diag(log_diag, raw, dominance):
+    """Maps unconstrained `raw` `[..., K]` into the dominance ball of `L`'s column.
+
+    Returns `exp(log_diag) * dominance * raw / (1 + sum |raw|)`: the column's
+    off-diagonal L1 norm is below `dominance * exp(log_diag)` (see
+    `PrecisionHead`).
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L`.
+      raw: `[..., H, W, K]` unconstrained off-diagonal parameters.
+      dominance: bound of the off-diagonal mass relative to the diagonal, < 1.
+
+    Returns:
+      `[..., H, W, K]` off-diagonal entries of `L`.
+    """
+    norm = 1.0 + tf.reduce_sum(tf.abs(raw), axis=-1, keepdims=True)
+    return raw * (dominance * tf.exp(log_diag)[..., None] / norm)
 
 
 class VAE(keras.Model):
@@ -228,6 +271,8 @@ class VAE(keras.Model):
         chroma_factor=4,
         kernel_size=3,
         num_basis=0,
+        factor="free",
+        dominance=0.99,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -248,12 +293,15 @@ class VAE(keras.Model):
             )
         self.uncertainty_layers = []
         if model in ("vae_diag", "beta_vae_diag"):
-            self.y_scale_head = _conv(1, "y_scale")
+            # Zeros, offset by y_log_scale: starts as the spherical likelihood.
+            self.y_scale_head = _conv(1, "y_scale", "zeros")
         if model == "supn":
             self.covariance_trunk = Trunk(image_size, filters)
             self.uncertainty_layers.append(self.covariance_trunk)
         if model in ("structured", "supn"):
-            self.precision_head = PrecisionHead(kernel_size, num_basis)
+            self.precision_head = PrecisionHead(
+                kernel_size, num_basis, factor, dominance
+            )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma:
                 self.cbcr_scale_head = _conv(2, "cbcr_scale", "zeros")
@@ -289,7 +337,7 @@ class VAE(keras.Model):
         splits = None
         if model in ("vae_diag", "beta_vae_diag"):
             y_heads.append(self.y_scale_head)
-            y_shift.append(0.0)
+            y_shift.append(self.y_log_scale)
         elif model == "structured":
             head = self.precision_head
             y_heads.append(head.weights_conv)
@@ -380,6 +428,8 @@ def build_model(config):
         chroma_factor=config.chroma_factor,
         kernel_size=config.kernel_size,
         num_basis=config.num_basis,
+        factor=config.factor,
+        dominance=config.dominance,
     )
     size, low = config.image_size, config.image_size // config.chroma_factor
     inputs = {"y": tf.zeros([1, size, size])}

@@ -26,6 +26,8 @@ __all__ = [
     "Phase",
     "schedule",
     "loss_terms",
+    "terms_of",
+    "calibrated_scales",
     "make_strategy",
     "train",
 ]
@@ -88,21 +90,77 @@ def schedule(config, steps_per_epoch, total_steps):
     return phases
 
 
-def _phase_variables(model, phase):
-    """Returns the variables a phase trains."""
+def calibrated_scales(config, phase):
+    """Returns the channel groups whose global log scale a phase calibrates.
+
+    With `config.scales == "calibrated"`, the offset `c` of a group's log
+    scales (`y_log_scale`, `cbcr_log_scale`) is not trained by gradients:
+    after each step it takes its analytic optimum on the batch,
+    `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
+    (`likelihoods.whitened_square_sums`), wherever the group's likelihood is
+    a scale family in `c` (scaling all of its standard deviations by `e^c`):
+    always for Cb, Cr and the factorised Y, and for the structured Y with the
+    bounded factor, whose off-diagonals scale with the diagonal. The
+    optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
+    a step, where Adam at the paper's learning rate moves a log scale by
+    about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
+
+    Args:
+      config: the run's `Config`.
+      phase: a `Phase`.
+
+    Returns:
+      A tuple of group names (`"y"`, `"cbcr"`), possibly empty.
+    """
+    if config.scales != "calibrated":
+        return ()
+    groups = ()
+    if (
+        phase.spherical
+        or not config.structured_likelihood
+        or config.factor == "bounded"
+    ):
+        groups += ("y",)
+    if config.color == "ycbcr":
+        groups += ("cbcr",)
+    return groups
+
+
+def _scale_variable(model, group):
+    """Returns the global log-scale variable of a channel group."""
+    return model.y_log_scale if group == "y" else model.cbcr_log_scale
+
+
+def _phase_variables(model, phase, config):
+    """Returns the variables a phase trains (calibrated scales excluded)."""
     if phase.name == "pretrain":
-        return model.mean_variables()
-    if phase.name in ("warmup", "covariance"):
-        return model.uncertainty_variables()
-    return list(model.trainable_weights)
+        variables = model.mean_variables()
+    elif phase.name in ("warmup", "covariance"):
+        variables = model.uncertainty_variables()
+    else:
+        variables = list(model.trainable_weights)
+    calibrated = {
+        id(_scale_variable(model, g)) for g in calibrated_scales(config, phase)
+    }
+    return [v for v in variables if id(v) not in calibrated]
 
 
-def loss_terms(model, batch, config, spherical, noise):
+def terms_of(config):
+    """Returns the names of the loss terms a run logs, `TERMS` and maybe `var`."""
+    if config.variance_term == "sampled":
+        return TERMS + ("var",)
+    return TERMS
+
+
+def loss_terms(model, batch, config, spherical, noise, variance_noise=None):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
-    `loss = nll + beta * kl + alpha * mse + gamma * l1`, where `nll` is
-    `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `mse` is `||x - mu||^2` and
-    `l1` the masked `sum |off_diag|`.
+    `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
+    `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `l1` the masked
+    `sum |off_diag|` and `variance` eq. 12's `||sigma(z)^2||_1`: the paper's
+    empirical `mse = ||x - mu||^2` (`config.variance_term="empirical"`), or
+    the model's own, `var`, sampled (`likelihoods.sampled_variance`). `mse`
+    is always reported.
 
     Args:
       model: an `svae.models.VAE`.
@@ -110,9 +168,11 @@ def loss_terms(model, batch, config, spherical, noise):
       config: the run's `Config`.
       spherical: use the spherical likelihood (pretraining).
       noise: `[batch, latent_dim]` standard normal draws for `z`.
+      variance_noise: `[batch, H, W]` standard normal draws for the sampled
+        variance term; needed with `variance_term="sampled"`.
 
     Returns:
-      A dict of `[batch]` tensors named as `TERMS`.
+      A dict of `[batch]` tensors named as `terms_of(config)`.
     """
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
     z = z_mean + tf.exp(z_log_scale) * noise
@@ -124,13 +184,18 @@ def loss_terms(model, batch, config, spherical, noise):
         "mse": likelihoods.squared_error(outputs, batch),
         "l1": likelihoods.off_diag_l1(outputs, **structure),
     }
+    variance = terms["mse"]
+    if config.variance_term == "sampled":
+        variance = terms["var"] = likelihoods.sampled_variance(
+            outputs, variance_noise, **structure
+        )
     terms["loss"] = (
         terms["nll"]
         + config.resolved_beta * terms["kl"]
-        + config.resolved_alpha * terms["mse"]
+        + config.resolved_alpha * variance
         + config.resolved_gamma * terms["l1"]
     )
-    return terms
+    return terms, outputs
 
 
 def make_strategy(name):
@@ -373,8 +438,15 @@ class _Trainer:
         if phase.name in self._step_fns:
             return self._step_fns[phase.name]
         config, model, strategy = self.config, self.model, self.strategy
-        variables = _phase_variables(model, phase)
+        variables = _phase_variables(model, phase, config)
+        calibrated = calibrated_scales(config, phase)
         global_batch = config.batch_size
+        size = config.image_size
+        # Values per image of each group, for the mean of w^2.
+        group_dims = {
+            "y": size * size,
+            "cbcr": 2 * (size // config.chroma_factor) ** 2,
+        }
 
         def replica_step(batch, step):
             """One replica's share: its part of the loss and gradients."""
@@ -383,19 +455,33 @@ class _Trainer:
             # Draw for the global batch and keep this replica's rows, so the
             # noise does not depend on the number of replicas.
             seed = tf.stack([tf.constant(config.seed, tf.int64), step])
+            start = context.replica_id_in_sync_group * local_batch
             noise = tf.random.stateless_normal(
                 [global_batch, config.latent_dim], seed=seed
-            )
-            start = context.replica_id_in_sync_group * local_batch
-            noise = noise[start : start + local_batch]
+            )[start : start + local_batch]
+            variance_noise = None
+            if config.variance_term == "sampled":
+                variance_noise = tf.random.stateless_normal(
+                    [global_batch, size, size],
+                    seed=tf.random.experimental.stateless_fold_in(seed, 1),
+                    alg="philox",
+                )[start : start + local_batch]
             with tf.GradientTape() as tape:
-                terms = loss_terms(model, batch, config, phase.spherical, noise)
+                terms, outputs = loss_terms(
+                    model, batch, config, phase.spherical, noise, variance_noise
+                )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
             grads = tape.gradient(loss, variables)
             pairs = [
                 (g, v) for g, v in zip(grads, variables, strict=True) if g is not None
             ]
             self.optimizer.apply_gradients(pairs)
+            if calibrated:
+                white = likelihoods.whitened_square_sums(
+                    outputs, batch, **config.structure
+                )
+                for group in calibrated:
+                    terms[f"w2_{group}"] = tf.stop_gradient(white[group])
             return {name: tf.reduce_sum(value) for name, value in terms.items()}
 
         # No Python control flow depends on tensors here: AutoGraph not needed.
@@ -403,10 +489,18 @@ class _Trainer:
         def distributed_step(iterator, step):
             """Runs one step on every replica; returns the mean terms."""
             sums = strategy.run(replica_step, args=(next(iterator), step))
-            return {
+            means = {
                 name: strategy.reduce("SUM", value, axis=None) / global_batch
                 for name, value in sums.items()
             }
+            for group in calibrated:
+                mean_square = means.pop(f"w2_{group}") / group_dims[group]
+                # The batch's optimum of the group's offset (calibrated_scales).
+                shift = 0.5 * tf.math.log(mean_square)
+                variable = _scale_variable(model, group)
+                ok = tf.math.is_finite(shift)
+                variable.assign_add(tf.where(ok, shift, tf.zeros_like(shift)))
+            return means
 
         self._step_fns[phase.name] = distributed_step
         return distributed_step
@@ -414,8 +508,9 @@ class _Trainer:
 
 def _check_finite(values, step, last_saved, model_dir):
     """Raises `NonFiniteLossError` naming the first non-finite term."""
+    names = tuple(values)
     # The parts before their sum, so the message names the culprit.
-    for name in TERMS[1:] + TERMS[:1]:
+    for name in names[1:] + names[:1]:
         if not np.isfinite(values[name]):
             where = (
                 f"the last good checkpoint is step {last_saved} in "
@@ -425,7 +520,7 @@ def _check_finite(values, step, last_saved, model_dir):
             )
             raise NonFiniteLossError(
                 f"Non-finite loss at step {step + 1}: the term '{name}' is "
-                f"{values[name]} ({', '.join(f'{k}={values[k]:.4g}' for k in TERMS)})."
+                f"{values[name]} ({', '.join(f'{k}={values[k]:.4g}' for k in names)})."
                 f" Training stopped; {where}."
             )
 
@@ -480,7 +575,7 @@ def train(config, strategy=None, callback=None):
     )
     progress = None
     if is_chief and config.progress:
-        progress = Progress(total_steps, metrics=TERMS + ("img/s",))
+        progress = Progress(total_steps, metrics=terms_of(config) + ("img/s",))
         progress.update(step)
     last_saved = step if resuming and step else None
     values = {}
@@ -494,7 +589,7 @@ def train(config, strategy=None, callback=None):
             end = min(phase.end, (epoch + 1) * steps_per_epoch)
             while step < end:
                 result = step_fn(iterator, tf.constant(step, tf.int64))
-                values = {name: float(value) for name, value in result.items()}
+                values = {name: float(result[name]) for name in terms_of(config)}
                 _check_finite(values, step, last_saved, model_dir)
                 step += 1
                 if callback is not None:
@@ -520,9 +615,7 @@ def train(config, strategy=None, callback=None):
                     trainer.save(step)
                     last_saved = step
                 if progress is not None:
-                    progress.update(
-                        step, [(k, values[k]) for k in TERMS] + [("img/s", rate)]
-                    )
+                    progress.update(step, list(values.items()) + [("img/s", rate)])
     writer.flush()
     result = {"model_dir": str(model_dir), "step": step, **values}
     if is_chief:

@@ -1,5 +1,6 @@
 """Tests of svae.figures and sample.py: sizes, ranges, seeds, temperature."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -8,11 +9,9 @@ import sys
 import numpy as np
 import pytest
 import scipy.stats
-import tensorflow as tf
 from PIL import Image
 
-from svae import config as config_lib
-from svae import data, evaluation, figures, likelihoods
+from svae import data, evaluation, figures, health
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE, NUM, SCALE = 16, 3, 2
@@ -119,6 +118,8 @@ def test_cli_writes_the_figures_and_bad_splits_fail(tiny_run, tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("prior_samples", "reconstructions", "std_y"):
         assert (tmp_path / f"{name}.png").exists() and name in done.stdout
+    assert f"health: {tmp_path / 'health.json'}" in done.stdout
+    assert "health: diverged samples" in done.stdout
     with pytest.raises(data.DatasetError, match="split"):
         _write(tiny_run, tmp_path, split="nope")
 
@@ -178,30 +179,28 @@ def test_cli_inpaints_with_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_prior_divergence_is_reported_with_its_cause():
-    config = config_lib.Config(image_size=8, color="gray")
-    size, k = config.image_size, 4
-    outputs = {
-        "y_mean": tf.zeros([2, size, size], tf.float64),
-        "log_diag": tf.zeros([2, size, size], tf.float64),
-        # Two thirds of the pixels more off-diagonal than diagonal mass.
-        "off_diag": tf.constant(
-            np.where(np.arange(size)[None, :, None, None] % 3 == 0, 0.1, 0.5)
-            * np.ones([2, size, size, k])
-        ),
-    }
-    quiet = np.full([2, size, size], 0.5)
-    assert figures.prior_divergence(outputs, quiet, config) is None
-    loud = quiet.copy()
-    loud[1, 0, 0] = np.inf
-    message = figures.prior_divergence(outputs, loud, config)
-    assert message.startswith("1 of 2 prior samples diverge (|residual of Y| up to inf")
-    # The ratio is 4 * 0.5 = 2 except in every third row and at the borders.
-    ratio = likelihoods.likelihood(outputs)["y"].off_diagonal_ratio().numpy()
-    assert f"mass at {np.mean(ratio > 1):.0%} of the pixels" in message
-    assert 0.3 < np.mean(ratio > 1) < 0.7
-    factorised = {"y_mean": outputs["y_mean"], "y_log_scale": outputs["log_diag"]}
-    assert figures.prior_divergence(factorised, loud, config) is None
+def test_figures_write_print_and_warn_the_sample_health(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    paths = _write(tiny_run, tmp_path / "a", seed=2)
+    saved = json.loads(paths["health"].read_text())
+    config, model, _ = evaluation.load_run(tiny_run)
+    assert saved == health.run_health((config, model), "test", seed=2)
+    assert saved["num_prior"] == health.NUM_PRIOR
+    printed = capsys.readouterr()
+    assert health.format_health(saved) in printed.out
+    assert "svae: warning" not in printed.err
+    # Diverged samples (the same criterion, svae.health) warn with the cause.
+    diverged = dict(saved, prior_off_diagonal=0.5)
+    diverged["prior_diverged"] = dict(saved["prior_diverged"], count=3)
+    monkeypatch.setattr(health, "run_health", lambda *args, **kwargs: diverged)
+    _write(tiny_run, tmp_path / "b")
+    warning = capsys.readouterr().err
+    assert warning.startswith("svae: warning: 3 of 64 prior samples (|residual of Y|")
+    assert (
+        "mass at 50% of the pixels (SparsePrecisionGaussian.off_diagonal_ratio()"
+        in (warning)
+    )
 
 
 def test_sample_config_cache_dir_overrides_the_runs(tiny_run, tmp_path):

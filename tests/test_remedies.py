@@ -1,0 +1,287 @@
+"""Issue 12's remedies: the bounded factor, the sampled variance, calibrated scales."""
+
+import json
+
+import dense_reference
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import health, likelihoods, models, training
+from svae.distributions import SparsePrecisionGaussian
+
+
+def _bounded_params(seed, shape, kernel_size, scale=3.0, dominance=0.99):
+    """Random `log_diag` and bounded `off_diag` of `shape = [..., H, W]`."""
+    rng = np.random.default_rng(seed)
+    num_off = (kernel_size**2 - 1) // 2
+    log_diag = rng.normal(size=shape)
+    raw = scale * rng.normal(size=shape + [num_off])
+    off_diag = models.bounded_off_diag(log_diag, raw, dominance)
+    return log_diag, off_diag.numpy()
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 1), (3, 2)])
+def test_bounded_factor_obeys_varah_bound_against_the_dense_inverse(
+    kernel_size, dilation
+):
+    dominance = 0.9
+    log_diag, off_diag = _bounded_params(0, [3, 7, 6], kernel_size, 30.0, dominance)
+    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    dense = dense.numpy()
+    diag = np.exp(log_diag).reshape(3, -1)
+    for b in range(3):
+        factor = dense[b]
+        off_mass = np.abs(factor).sum(axis=0) - np.abs(np.diag(factor))
+        # Each column's off-diagonal mass is below dominance times the diagonal.
+        assert np.all(off_mass < dominance * diag[b] * (1 + 1e-9))
+        inverse_t = np.linalg.inv(factor.T)
+        bound = 1.0 / np.min(diag[b] * (1.0 - dominance))
+        # Varah: ||A^-1||_inf <= 1 / min_i (|a_ii| - sum_j |a_ij|) for rows of
+        # A = L^T; the infinity norm is the largest absolute row sum.
+        assert np.abs(inverse_t).sum(axis=1).max() <= bound * (1 + 1e-9)
+
+
+def test_bounded_factor_reaches_the_edge_of_the_ball():
+    # One neighbour may take (almost) all the mass: raw = [t, 0, 0, 0].
+    log_diag = np.zeros([1, 1])
+    raw = np.zeros([1, 1, 4])
+    raw[..., 0] = 1e6
+    off = models.bounded_off_diag(log_diag, raw, 0.99).numpy()
+    np.testing.assert_allclose(off[0, 0], [0.99, 0, 0, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "num_basis, kernel_size, dilation", [(0, 3, 1), (3, 3, 1), (4, 5, 2)]
+)
+def test_precision_head_bounds_the_factor_with_and_without_basis(
+    num_basis, kernel_size, dilation
+):
+    keras.utils.set_random_seed(1)
+    head = models.PrecisionHead(kernel_size, num_basis, "bounded", 0.95)
+    features = tf.random.normal([2, 8, 8, 5]) * 3.0
+    head(features)
+    for weight in head.weights:  # Large weights: far from the init's zeros.
+        weight.assign(tf.random.normal(weight.shape))
+    log_diag, off_diag = head(features, log_scale=-1.0)
+    dist = SparsePrecisionGaussian(
+        tf.zeros_like(log_diag), log_diag, off_diag, kernel_size, dilation
+    )
+    assert float(tf.reduce_max(dist.off_diagonal_ratio())) < 0.95
+    free = models.PrecisionHead(kernel_size, num_basis, "free")
+    free(features)
+    for mine, other in zip(free.weights, head.weights, strict=True):
+        mine.assign(other)
+    free_log_diag, free_off = free(features, log_scale=-1.0)
+    # The same raw parameters, mapped into the ball (and not, when free).
+    np.testing.assert_allclose(free_log_diag, log_diag, rtol=1e-6)
+    np.testing.assert_allclose(
+        models.bounded_off_diag(free_log_diag, free_off, 0.95), off_diag, rtol=1e-5
+    )
+
+
+def test_sampled_variance_is_an_unbiased_trace_of_the_covariance():
+    # tr Sigma from the dense inverse (numpy), against the mean of the
+    # one-sample estimates; tolerance from their sample standard deviation.
+    log_diag, off_diag = _bounded_params(2, [2, 5, 6], 3, 2.0)
+    log_diag = log_diag - 1.0
+    dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1).numpy()
+    exact = [np.trace(np.linalg.inv(f @ f.T)) for f in dense]
+    n = 4000
+    outputs = {
+        "y_mean": tf.zeros([n, 2, 5, 6], tf.float64),
+        "log_diag": tf.constant(log_diag),
+        "off_diag": tf.constant(off_diag),
+    }
+    noise = tf.random.stateless_normal([n, 2, 5, 6], [3, 4], dtype=tf.float64)
+    estimates = likelihoods.sampled_variance(outputs, noise).numpy()
+    assert estimates.shape == (n, 2)
+    error = 4.0 * estimates.std(axis=0) / np.sqrt(n)
+    assert np.all(np.abs(estimates.mean(axis=0) - exact) < error)
+    # And the same as the exact sum of marginal_variance().
+    dist = SparsePrecisionGaussian(tf.zeros([2, 5, 6], tf.float64), log_diag, off_diag)
+    np.testing.assert_allclose(
+        tf.reduce_sum(dist.marginal_variance(), [-2, -1]), exact, rtol=1e-8
+    )
+
+
+def test_sampled_variance_gradient_matches_the_exact_trace_gradient():
+    log_diag, off_diag = _bounded_params(5, [4, 4], 3, 1.0)
+    log_diag = tf.Variable(log_diag)
+    off_diag = tf.Variable(off_diag)
+    n = 20000
+    noise = tf.random.stateless_normal([n, 4, 4], [5, 6], dtype=tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = {
+            "y_mean": tf.zeros([n, 4, 4], tf.float64),
+            "log_diag": log_diag,
+            "off_diag": off_diag,
+        }
+        estimate = tf.reduce_mean(likelihoods.sampled_variance(outputs, noise))
+        dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1)
+        exact = tf.linalg.trace(tf.linalg.inv(dense @ tf.transpose(dense)))
+    for variable in (log_diag, off_diag):
+        got = tape.gradient(estimate, variable).numpy()
+        want = tape.gradient(exact, variable).numpy()
+        np.testing.assert_allclose(got, want, atol=0.08 * np.abs(want).max())
+
+
+def test_sampled_variance_of_factorised_groups_is_exact():
+    outputs = {
+        "y_mean": tf.zeros([2, 4, 4]),
+        "y_log_scale": tf.fill([2, 4, 4], np.log(0.5)),
+        "cbcr_mean": tf.zeros([2, 2, 2, 2]),
+        "cbcr_log_scale": tf.fill([2, 2, 2, 2], np.log(0.1)),
+    }
+    got = likelihoods.sampled_variance(outputs, None).numpy()
+    np.testing.assert_allclose(got, [16 * 0.25 + 8 * 0.01] * 2, rtol=1e-5)
+
+
+def test_whitened_square_sums_match_the_definition():
+    log_diag, off_diag = _bounded_params(7, [2, 5, 5], 3)
+    rng = np.random.default_rng(8)
+    x, mean = rng.normal(size=[2, 5, 5]), rng.normal(size=[2, 5, 5])
+    cbcr, cbcr_mean = rng.normal(size=[2, 2, 2, 2]), rng.normal(size=[2, 2, 2, 2])
+    outputs = {
+        "y_mean": mean,
+        "log_diag": log_diag,
+        "off_diag": off_diag,
+        "cbcr_mean": cbcr_mean,
+        "cbcr_log_scale": np.full([2, 2, 2, 2], -1.0),
+    }
+    sums = likelihoods.whitened_square_sums(outputs, {"y": x, "cbcr": cbcr})
+    dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1).numpy()
+    r = (x - mean).reshape(2, -1)
+    want_y = [np.sum((f.T @ v) ** 2) for f, v in zip(dense, r, strict=True)]
+    np.testing.assert_allclose(sums["y"], want_y, rtol=1e-8)
+    want_c = np.sum(((cbcr - cbcr_mean) / np.exp(-1.0)) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(sums["cbcr"], want_c, rtol=1e-8)
+
+
+def _tiny(tmp_path, **kwargs):
+    """A tiny run's config."""
+    defaults = dict(
+        model_dir=str(tmp_path),
+        image_size=16,
+        latent_dim=8,
+        batch_size=16,
+        crops_per_photo=16,
+        progress=False,
+        pretrain_epochs=1,
+        structured_warmup_epochs=1,
+        learning_rate=2e-3,
+    )
+    return config_lib.Config(**(defaults | kwargs))
+
+
+def test_calibration_sets_each_scale_to_its_batch_optimum(tmp_path):
+    # vae_sph: after one step, sigma^2 is the mean squared residual of the
+    # outputs that step computed its loss with, for Y and for CbCr.
+    config = _tiny(tmp_path, model="vae_sph")
+    strategy = tf.distribute.get_strategy()
+    trainer = training._Trainer(config, strategy, tmp_path, True, 0)
+    model = trainer.model
+    model.y_log_scale.assign(0.7)  # Anything: the optimum does not depend on it.
+    rng = np.random.default_rng(0)
+    batch = {
+        "y": tf.constant(rng.uniform(size=[16, 16, 16]), tf.float32),
+        "cbcr": tf.constant(rng.uniform(size=[16, 4, 4, 2]), tf.float32),
+    }
+    noise = tf.random.stateless_normal([16, 8], seed=tf.constant([0, 0], tf.int64))
+    z_mean, z_log_scale = model.encode(batch["y"], batch["cbcr"])
+    before = model.decode(z_mean + tf.exp(z_log_scale) * noise)
+    iterator = iter(
+        strategy.distribute_datasets_from_function(
+            lambda _: tf.data.Dataset.from_tensors(batch).repeat()
+        )
+    )
+    phase = training.schedule(config, 1, 10)[0]
+    trainer.step_fn(phase)(iterator, tf.constant(0, tf.int64))
+    for name, variable in (("y", model.y_log_scale), ("cbcr", model.cbcr_log_scale)):
+        want = 0.5 * np.log(np.mean((batch[name] - before[f"{name}_mean"]) ** 2))
+        np.testing.assert_allclose(float(variable), want, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model, factor, groups",
+    [
+        ("vae_sph", "free", ("y", "cbcr")),
+        ("vae_diag", "free", ("y", "cbcr")),
+        ("structured", "bounded", ("y", "cbcr")),
+        ("structured", "free", ("cbcr",)),
+    ],
+)
+def test_which_scales_are_calibrated(model, factor, groups):
+    config = config_lib.Config(model=model, factor=factor)
+    joint = training.Phase("joint" if model == "structured" else "train", 0, 1)
+    assert training.calibrated_scales(config, joint) == groups
+    pretrain = training.Phase("pretrain", 0, 1)
+    assert training.calibrated_scales(config, pretrain) == ("y", "cbcr")
+    learned = config_lib.Config(model=model, scales="learned")
+    assert training.calibrated_scales(learned, joint) == ()
+
+
+def test_vae_sph_does_not_collapse_with_calibrated_scales(tmp_path):
+    # With the paper's learned scales sigma stays near 1 for this long and
+    # the KL goes to zero; calibrated, the posterior carries information.
+    results = {}
+    for scales in ("calibrated", "learned"):
+        config = _tiny(
+            tmp_path / scales,
+            model="vae_sph",
+            scales=scales,
+            steps=120,
+            learning_rate=5e-4,
+        )
+        results[scales] = training.train(config)
+    assert results["calibrated"]["kl"] > 5.0
+    assert results["calibrated"]["kl"] > 5 * results["learned"]["kl"]
+    assert results["calibrated"]["mse"] < results["learned"]["mse"]
+
+
+def test_short_structured_training_keeps_samples_bounded(tmp_path):
+    config = _tiny(tmp_path, model="structured", steps=60)
+    training.train(config)
+    report = health.run_health(str(tmp_path), num_images=16, num_prior=32)
+    assert report["prior_diverged"]["count"] == 0
+    assert report["recon_diverged"]["count"] == 0
+    json.dumps(report, allow_nan=False)
+
+
+def test_bounded_samples_stay_bounded_where_free_ones_explode():
+    # The same large off-diagonal parameters: free, L^-T eps explodes along
+    # the solve; bounded, it cannot.
+    log_diag = tf.fill([1, 32, 32], 2.0)
+    raw = tf.fill([1, 32, 32, 4], 5.0)
+    free = SparsePrecisionGaussian(tf.zeros([1, 32, 32]), log_diag, raw)
+    bounded = SparsePrecisionGaussian(
+        tf.zeros([1, 32, 32]), log_diag, models.bounded_off_diag(log_diag, raw, 0.99)
+    )
+    free_sample = free.sample(seed=[0, 1]).numpy()
+    bounded_sample = bounded.sample(seed=[0, 1]).numpy()
+    assert health.is_diverged(free_sample).all()
+    assert not health.is_diverged(bounded_sample).any()
+
+
+def test_old_configs_keep_the_papers_likelihood():
+    config = config_lib.Config(model="structured")
+    old = json.loads(config.to_json())
+    for name in ("factor", "scales", "variance_term"):
+        del old[name]
+    loaded = config_lib.Config.from_json(json.dumps(old))
+    assert (loaded.factor, loaded.scales, loaded.variance_term) == (
+        "free",
+        "learned",
+        "empirical",
+    )
+    assert config_lib.Config.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    "field, value", [("factor", "tight"), ("scales", "x"), ("dominance", 1.0)]
+)
+def test_bad_remedy_options_are_clear_errors(field, value):
+    with pytest.raises(ValueError, match=field):
+        config_lib.Config(**{field: value})

@@ -9,6 +9,13 @@ from svae import data, training
 
 _DEFAULTS = config_lib.Config()
 
+flags.DEFINE_enum(
+    "preset",
+    None,
+    list(config_lib.PRESETS),
+    "Defaults for several flags at once (flags given explicitly win): paper = "
+    "the paper literally (--filters=6 --factor=free --scales=learned).",
+)
 flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Data set name, see docs/data.md.")
 flags.DEFINE_string("data_dir", None, "Folder with the data set's files.")
 flags.DEFINE_string(
@@ -42,7 +49,29 @@ flags.DEFINE_integer("filters", _DEFAULTS.filters, "Width of the first conv laye
 flags.DEFINE_integer("kernel_size", _DEFAULTS.kernel_size, "Neighbourhood of L.")
 flags.DEFINE_integer("dilation", _DEFAULTS.dilation, "Dilation of L's pattern.")
 flags.DEFINE_integer("num_basis", _DEFAULTS.num_basis, "Basis size (0: no basis).")
-flags.DEFINE_float("alpha", None, "Weight of ||x - mu||^2 (default 10 / 0).")
+flags.DEFINE_enum(
+    "factor",
+    _DEFAULTS.factor,
+    config_lib.FACTORS,
+    "L's parameterisation: product or bounded (samples cannot explode), free "
+    "(the paper's).",
+)
+flags.DEFINE_float(
+    "dominance", _DEFAULTS.dominance, "Off-diagonal mass bound of L's factors, < 1."
+)
+flags.DEFINE_enum(
+    "scales",
+    _DEFAULTS.scales,
+    config_lib.SCALES,
+    "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's).",
+)
+flags.DEFINE_enum(
+    "variance_term",
+    _DEFAULTS.variance_term,
+    config_lib.VARIANCE_TERMS,
+    "Eq. 12's alpha term: empirical ||x - mu||^2 (the paper's) or sampled tr Sigma.",
+)
+flags.DEFINE_float("alpha", None, "Weight of the variance term (default 10 / 0).")
 flags.DEFINE_float("gamma", _DEFAULTS.gamma, "Weight of the L1 on off_diag.")
 flags.DEFINE_float("beta", None, "KL weight (beta_vae_diag only; default 5).")
 flags.DEFINE_string("init_from", None, "A vae_sph run to initialise from.")
@@ -79,6 +108,10 @@ def main(argv):
     values = {
         name: FLAGS[name].value for name in config_lib.Config.__dataclass_fields__
     }
+    preset = config_lib.PRESETS.get(FLAGS.preset, {})
+    values.update(
+        {name: value for name, value in preset.items() if not FLAGS[name].present}
+    )
     try:
         config = config_lib.Config(**values)
         training.train(config)

@@ -25,9 +25,29 @@ flags.DEFINE_integer("image_size", 64, "Image side.")
 flags.DEFINE_integer("steps", 15, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 21, "Alternating rounds per model.")
 flags.DEFINE_integer("warmup_steps", 20, "Untimed steps per model first.")
+flags.DEFINE_list(
+    "overrides",
+    [],
+    "Config fields of both models as name=value (e.g. factor=free,scales=learned "
+    "for the paper's likelihood; default: svae's defaults).",
+)
 FLAGS = flags.FLAGS
 
 MODELS = (("vae_diag", "train"), ("structured", "joint"))
+
+
+def _overrides():
+    """Returns `--overrides` as Config keyword arguments, typed as the fields."""
+    defaults = config_lib.Config()
+    values = {}
+    for item in FLAGS.overrides:
+        name, _, value = item.partition("=")
+        if name not in config_lib.Config.__dataclass_fields__:
+            raise app.UsageError(f"--overrides: no Config field {name!r}.")
+        default = getattr(defaults, name)
+        kind = float if default is None else type(default)
+        values[name] = value if kind is str else kind(value)
+    return values
 
 
 def main(argv):
@@ -46,6 +66,7 @@ def main(argv):
                 batch_size=batch_size,
                 pretrain_epochs=0,
                 structured_warmup_epochs=0,
+                **_overrides(),
             )
             counted[name] = (
                 flops.model_flops(config),
@@ -66,7 +87,7 @@ def main(argv):
     quartiles = statistics.quantiles(paired, n=4)
     print(
         f"\n{size}x{size} YCbCr, batch {batch_size}, {FLAGS.rounds} alternating "
-        f"rounds of {FLAGS.steps} steps\n"
+        f"rounds of {FLAGS.steps} steps, overrides {FLAGS.overrides or 'none'}\n"
     )
     print(
         "| model | ms/step | images/s | ratio of medians | FLOPs/image (network) "

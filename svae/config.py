@@ -7,12 +7,25 @@ import pathlib
 MODELS = ("vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # The precision factor's parameterisation (svae.models.PrecisionHead).
-FACTORS = ("bounded", "free")
+FACTORS = ("product", "bounded", "free")
 # How the global scales sigma_Y, sigma_CbCr are set (svae.training).
 SCALES = ("calibrated", "learned")
 # Eq. 12's variance term (svae.likelihoods.variance_term).
 VARIANCE_TERMS = ("empirical", "sampled")
 CONFIG_FILE = "config.json"
+
+# Named sets of field values; train.py's --preset applies one beneath the
+# flags given explicitly. "paper": the paper taken literally: the width that
+# matches its FLOPs column, its free factor, Adam-learned scales and the
+# empirical variance term (README, "Likelihood: what the paper's gives").
+PRESETS = {
+    "paper": {
+        "filters": 6,
+        "factor": "free",
+        "scales": "learned",
+        "variance_term": "empirical",
+    },
+}
 
 # Values of fields added after runs were first written: a config.json without
 # the field was trained this way (the paper's), whatever today's default is.
@@ -74,8 +87,10 @@ class Config:
     num_basis: int = 0
     # "bounded": the off-diagonals of each column of L sum (in absolute value)
     # to less than `dominance` times its diagonal, so L^T is diagonally
-    # dominant and L^{-T} eps bounded; "free": the paper's, unconstrained.
-    factor: str = "bounded"
+    # dominant and L^{-T} eps bounded; "product": L^T = D (I + R)(I + V),
+    # both factors so, bounded too and able to hold smooth residuals;
+    # "free": the paper's, unconstrained (svae.models.PrecisionHead).
+    factor: str = "product"
     dominance: float = 0.99
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from svae import color, xla
-from svae.linalg import num_off_diagonals
+from svae.linalg import neighbour_offsets, num_off_diagonals
 
 __all__ = [
     "Encoder",
@@ -22,6 +22,7 @@ __all__ = [
     "VAE",
     "bounded_off_diag",
     "build_model",
+    "product_off_diag",
 ]
 
 
@@ -163,9 +164,18 @@ class PrecisionHead(keras.layers.Layer):
     offset alone.
     """
 
-    def __init__(self, kernel_size, num_basis, factor="free", dominance=0.99, **kwargs):
+    def __init__(
+        self,
+        kernel_size,
+        num_basis,
+        factor="free",
+        dominance=0.99,
+        dilation=1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
+        self.dilation = dilation
         self.num_basis = num_basis
         self.factor = factor
         self.dominance = dominance
@@ -226,6 +236,10 @@ class PrecisionHead(keras.layers.Layer):
             log_diag -= log_scale
         if self.factor == "bounded":
             off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
+        elif self.factor == "product":
+            off_diag = product_off_diag(
+                log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
+            )
         return log_diag, off_diag
 
 
@@ -244,8 +258,65 @@ def bounded_off_diag(log_diag, raw, dominance):
     Returns:
       `[..., H, W, K]` off-diagonal entries of `L`.
     """
+    return _ball(raw, dominance) * tf.exp(log_diag)[..., None]
+
+
+def _ball(raw, radius):
+    """Maps `[..., n]` onto the open L1 ball of `radius`: `r raw / (1 + |raw|_1)`."""
     norm = 1.0 + tf.reduce_sum(tf.abs(raw), axis=-1, keepdims=True)
-    return raw * (dominance * tf.exp(log_diag)[..., None] / norm)
+    return raw * (radius / norm)
+
+
+def product_off_diag(log_diag, raw, dominance, kernel_size=3, dilation=1):
+    """Off-diagonals of `L^T = D (I + R)(I + V)`, two dominant factors.
+
+    `R` links each pixel to the pixels right of it in its row (offsets
+    `(0, dx)`), `V` to those below it and not right of it (`(dy, dx)`,
+    `dy > 0`, `dx <= 0`); each row of each factor has off-diagonal mass
+    below `dominance` (`_ball`), so `||L^{-T}||_inf <= 1 / (min_p L_pp (1 -
+    dominance)^2)`. The product fills the rest of the neighbourhood
+    (`dx > 0` below: `R V`), and it holds the separable fields a single
+    dominant factor cannot, like `(1 - a S_right)(1 - b S_down)` with `a, b`
+    near 1 (smooth residuals; `bounded_off_diag` caps the sum of the four
+    coefficients at 1, about `a + b + ab` here). The raw channels at
+    `dx > 0` below are unused.
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L`.
+      raw: `[..., H, W, K]` unconstrained parameters, `neighbour_offsets`
+        order.
+      dominance: bound of each factor's off-diagonal row mass, < 1.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[..., H, W, K]` off-diagonal entries of `L`.
+    """
+    offsets = neighbour_offsets(kernel_size, dilation)
+    index = {offset: m for m, offset in enumerate(offsets)}
+    rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
+    below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
+    right = _ball(tf.gather(raw, rows, axis=-1), dominance)
+    lower = _ball(tf.gather(raw, below, axis=-1), dominance)
+    coeffs = [tf.zeros_like(log_diag)] * len(offsets)
+    for i, m in enumerate(rows):
+        coeffs[m] = right[..., i]
+    for j, m in enumerate(below):
+        coeffs[m] = lower[..., j]
+    width = raw.shape[-2]
+    for i, m in enumerate(rows):
+        shift = offsets[m][1]
+        # V's entries at the pixel `shift` to the right (zero beyond the edge).
+        moved = tf.pad(
+            lower[..., shift:, :],
+            [[0, 0]] * (lower.shape.rank - 2) + [[0, min(shift, width)], [0, 0]],
+        )
+        for j, n in enumerate(below):
+            dy, dx = offsets[n]
+            target = index.get((dy, dx + shift))
+            if target is not None:
+                coeffs[target] = coeffs[target] + right[..., i] * moved[..., j]
+    return tf.stack(coeffs, axis=-1) * tf.exp(log_diag)[..., None]
 
 
 class VAE(keras.Model):
@@ -273,6 +344,7 @@ class VAE(keras.Model):
         num_basis=0,
         factor="free",
         dominance=0.99,
+        dilation=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -300,7 +372,7 @@ class VAE(keras.Model):
             self.uncertainty_layers.append(self.covariance_trunk)
         if model in ("structured", "supn"):
             self.precision_head = PrecisionHead(
-                kernel_size, num_basis, factor, dominance
+                kernel_size, num_basis, factor, dominance, dilation
             )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma:
@@ -430,6 +502,7 @@ def build_model(config):
         num_basis=config.num_basis,
         factor=config.factor,
         dominance=config.dominance,
+        dilation=config.dilation,
     )
     size, low = config.image_size, config.image_size // config.chroma_factor
     inputs = {"y": tf.zeros([1, size, size])}

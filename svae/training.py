@@ -99,8 +99,8 @@ def calibrated_scales(config, phase):
     `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
     (`likelihoods.whitened_square_sums`), wherever the group's likelihood is
     a scale family in `c` (scaling all of its standard deviations by `e^c`):
-    always for Cb, Cr and the factorised Y, and for the structured Y with the
-    bounded factor, whose off-diagonals scale with the diagonal. The
+    always for Cb, Cr and the factorised Y, and for the structured Y with a
+    bounded or product factor, whose off-diagonals scale with the diagonal. The
     optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
     a step, where Adam at the paper's learning rate moves a log scale by
     about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
@@ -115,11 +115,7 @@ def calibrated_scales(config, phase):
     if config.scales != "calibrated":
         return ()
     groups = ()
-    if (
-        phase.spherical
-        or not config.structured_likelihood
-        or config.factor == "bounded"
-    ):
+    if phase.spherical or not config.structured_likelihood or config.factor != "free":
         groups += ("y",)
     if config.color == "ycbcr":
         groups += ("cbcr",)

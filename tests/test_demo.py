@@ -15,8 +15,8 @@ def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
         latent_dim=4,
         crops_per_photo=8,
         batch_size=8,
+        filters=4,
         vae_steps=12,
-        pretrain_epochs=1,
         structured_steps=24,
         num_images=6,
         num_samples=8,
@@ -37,9 +37,12 @@ def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
         )
     # Input, then mean, residual and sample of each model; 16x16 shown 3x.
     with Image.open(result["figures"]["reconstructions"]) as figure:
-        assert figure.size[1] == 16 + 7 * (48 + 2)
+        assert figure.size[1] == 16 + 10 * (48 + 2)
     with Image.open(result["figures"]["prior_samples"]) as figure:
-        assert figure.size[1] == 16 + 4 * (48 + 2)
+        assert figure.size[1] == 16 + 6 * (48 + 2)
+    # structured starts from the vae_sph run, as the paper pretrains it.
+    structured = json.loads((tmp_path / "structured" / "config.json").read_text())
+    assert structured["init_from"] == str(tmp_path / "vae_sph")
     for name, path in result["figures"].items():
         assert pathlib.Path(path).stat().st_size > 0, name
     assert result["seconds"]["total"] > 0

@@ -1,6 +1,10 @@
 """Issue 12's remedies: the bounded factor, the sampled variance, calibrated scales."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import dense_reference
 import keras
@@ -44,6 +48,47 @@ def test_bounded_factor_obeys_varah_bound_against_the_dense_inverse(
         assert np.abs(inverse_t).sum(axis=1).max() <= bound * (1 + 1e-9)
 
 
+def _numpy_ball(x, radius):
+    """`radius * x / (1 + |x|_1)` over the last axis, in numpy."""
+    return radius * x / (1.0 + np.abs(x).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (5, 1), (3, 2), (7, 1)])
+def test_product_factor_is_the_product_of_two_dominant_factors(kernel_size, dilation):
+    # L^T = D (I + R)(I + V) assembled densely in numpy, entry by entry, from
+    # the two factors' definitions; against the factor product_off_diag's
+    # entries make (through the independent dense reference).
+    dominance = 0.95
+    height, width = 6, 7
+    rng = np.random.default_rng(kernel_size + dilation)
+    offsets = dense_reference.offsets_from_definition(kernel_size, dilation)
+    log_diag = rng.normal(size=[height, width])
+    raw = 3.0 * rng.normal(size=[height, width, len(offsets)])
+    off = models.product_off_diag(log_diag, raw, dominance, kernel_size, dilation)
+    dense = dense_reference.dense_factor(log_diag, off, kernel_size, dilation).numpy()
+    rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
+    below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
+    right = _numpy_ball(raw[..., rows], dominance)
+    lower = _numpy_ball(raw[..., below], dominance)
+    n = height * width
+    first, second = np.eye(n), np.eye(n)
+    for i in range(height):
+        for j in range(width):
+            p = i * width + j
+            for factor, values, picked in (
+                (first, right, rows),
+                (second, lower, below),
+            ):
+                for k, m in enumerate(picked):
+                    dy, dx = offsets[m]
+                    if i + dy < height and 0 <= j + dx < width:
+                        factor[p, (i + dy) * width + j + dx] = values[i, j, k]
+    want = np.diag(np.exp(log_diag).ravel()) @ first @ second
+    np.testing.assert_allclose(dense.T, want, atol=1e-12)
+    bound = 1.0 / (np.exp(log_diag).min() * (1.0 - dominance) ** 2)
+    assert np.abs(np.linalg.inv(dense.T)).sum(axis=1).max() <= bound
+
+
 def test_bounded_factor_reaches_the_edge_of_the_ball():
     # One neighbour may take (almost) all the mass: raw = [t, 0, 0, 0].
     log_diag = np.zeros([1, 1])
@@ -60,7 +105,7 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
     num_basis, kernel_size, dilation
 ):
     keras.utils.set_random_seed(1)
-    head = models.PrecisionHead(kernel_size, num_basis, "bounded", 0.95)
+    head = models.PrecisionHead(kernel_size, num_basis, "bounded", 0.95, dilation)
     features = tf.random.normal([2, 8, 8, 5]) * 3.0
     head(features)
     for weight in head.weights:  # Large weights: far from the init's zeros.
@@ -70,7 +115,7 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
         tf.zeros_like(log_diag), log_diag, off_diag, kernel_size, dilation
     )
     assert float(tf.reduce_max(dist.off_diagonal_ratio())) < 0.95
-    free = models.PrecisionHead(kernel_size, num_basis, "free")
+    free = models.PrecisionHead(kernel_size, num_basis, "free", dilation=dilation)
     free(features)
     for mine, other in zip(free.weights, head.weights, strict=True):
         mine.assign(other)
@@ -285,3 +330,27 @@ def test_old_configs_keep_the_papers_likelihood():
 def test_bad_remedy_options_are_clear_errors(field, value):
     with pytest.raises(ValueError, match=field):
         config_lib.Config(**{field: value})
+
+
+def test_paper_preset_sets_defaults_beneath_explicit_flags(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(root))
+    env.pop("TF_CONFIG", None)
+    flags = ["--image_size=16", "--latent_dim=4", "--batch_size=8"]
+    flags += ["--crops_per_photo=2", "--steps=1", "--noprogress", "--noexport"]
+    result = subprocess.run(
+        [sys.executable, str(root / "train.py"), *flags, "--preset=paper"]
+        + ["--filters=8", f"--model_dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = config_lib.load(tmp_path)
+    assert (saved.factor, saved.scales, saved.variance_term) == (
+        "free",
+        "learned",
+        "empirical",
+    )
+    assert saved.filters == 8  # Given explicitly: the preset's 6 does not win.

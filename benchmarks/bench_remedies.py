@@ -1,0 +1,188 @@
+"""Issue 12's measurements: likelihood remedies and widths at the demo's length.
+
+Trains each named variant on `sample_photos` (the demo's data, settings and
+schedule: `vae_sph` first, then `structured` initialised from it), evaluates
+it on the held-out photographs (IW bound with `--num_samples`, KL, MSE) and
+measures its sample health (`svae.health`) and its training step time, then
+prints one Markdown row per run for benchmarks/RESULTS.md. Finished runs in
+`--output_dir` are reused, so a long list can be run in pieces; every row is
+also appended to `OUTPUT_DIR/results.jsonl`.
+
+    python benchmarks/bench_remedies.py --variants=paper,bounded --seeds=0,1
+"""
+
+import json
+import pathlib
+import statistics
+import time
+
+from absl import app, flags
+
+from svae import config as config_lib
+from svae import evaluation, training
+
+flags.DEFINE_string("output_dir", "/tmp/svae-remedies", "Where the runs go.")
+flags.DEFINE_list("variants", ["paper", "bounded"], "Names of VARIANTS to run.")
+flags.DEFINE_list("seeds", ["0"], "Seeds (weights, data order, noise).")
+flags.DEFINE_integer("filters", 16, "Width (Config.filters) unless a variant sets it.")
+flags.DEFINE_integer(
+    "sph_steps", 1500, "Steps of the vae_sph run structured starts from."
+)
+flags.DEFINE_integer("steps", 1000, "Steps of each variant after vae_sph.")
+flags.DEFINE_integer("num_samples", 100, "Importance samples K of the NLL.")
+flags.DEFINE_integer("num_images", 128, "Held-out images evaluated.")
+FLAGS = flags.FLAGS
+
+PAPER = dict(factor="free", scales="learned", variance_term="empirical")
+# name -> (model, Config overrides, whether it starts from a vae_sph run).
+VARIANTS = {
+    "paper": ("structured", PAPER, True),
+    "paper_calibrated": ("structured", dict(factor="free"), True),
+    "bounded": ("structured", {}, True),
+    "bounded_090": ("structured", dict(dominance=0.9), True),
+    "bounded_sampled": ("structured", dict(variance_term="sampled"), True),
+    "free_sampled": ("structured", dict(PAPER, variance_term="sampled"), True),
+    "bounded_basis": ("structured", dict(num_basis=3), True),
+    "bounded_dilated": ("structured", dict(dilation=2), True),
+    "product": ("structured", dict(factor="product"), True),
+    "product_sampled": (
+        "structured",
+        dict(factor="product", variance_term="sampled"),
+        True,
+    ),
+    "product_basis": ("structured", dict(factor="product", num_basis=3), True),
+    "product_dilated": ("structured", dict(factor="product", dilation=2), True),
+    "supn_product": ("supn", dict(factor="product"), True),
+    "supn": ("supn", {}, True),
+    "supn_paper": ("supn", PAPER, True),
+    "vae_sph": ("vae_sph", {}, False),
+    "vae_sph_paper": ("vae_sph", PAPER, False),
+    "vae_diag": ("vae_diag", {}, False),
+    "vae_diag_paper": ("vae_diag", PAPER, False),
+    "beta_vae_diag": ("beta_vae_diag", {}, False),
+}
+for _width in (6, 16, 32, 64):
+    VARIANTS[f"structured_w{_width}"] = ("structured", dict(filters=_width), True)
+    VARIANTS[f"vae_diag_w{_width}"] = ("vae_diag", dict(filters=_width), False)
+    VARIANTS[f"vae_sph_w{_width}"] = ("vae_sph", dict(filters=_width), False)
+
+
+def _train(model, overrides, seed, steps, model_dir, init_from=None):
+    """Trains one run (or finds it finished); returns median ms per step."""
+    config = config_lib.Config(
+        model=model,
+        model_dir=str(model_dir),
+        dataset="sample_photos",
+        steps=steps,
+        seed=seed,
+        filters=FLAGS.filters,
+        init_from=init_from,
+        pretrain_epochs=0,
+        structured_warmup_epochs=1,
+        checkpoint_every=steps,
+        summary_every=100,
+        image_summary_every=steps,
+        progress=False,
+        **overrides,
+    )
+    stamps = []
+    training.train(config, callback=lambda step, _: stamps.append(time.perf_counter()))
+    timing = pathlib.Path(model_dir) / "ms_per_step.json"
+    if len(stamps) > 1:
+        gaps = [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
+        timing.write_text(json.dumps(1e3 * statistics.median(gaps)))
+    return json.loads(timing.read_text()) if timing.exists() else None
+
+
+def _run(name, seed):
+    """Trains and evaluates one variant; returns its row as a dict."""
+    model, overrides, from_sph = VARIANTS[name]
+    root = pathlib.Path(FLAGS.output_dir)
+    init_from = None
+    if from_sph:
+        # The paper's structured model starts from its own (learned-scale)
+        # vae_sph; every other variant from the calibrated one.
+        sph_name = (
+            "vae_sph_paper" if overrides.get("scales") == "learned" else "vae_sph"
+        )
+        sph = dict(
+            VARIANTS[sph_name][1],
+            **{k: v for k, v in overrides.items() if k == "filters"},
+        )
+        init_from = root / f"{sph_name}-w{sph.get('filters', FLAGS.filters)}-s{seed}"
+        _train("vae_sph", sph, seed, FLAGS.sph_steps, init_from)
+    width = overrides.get("filters", FLAGS.filters)
+    model_dir = root / f"{name}-w{width}-s{seed}"
+    steps = FLAGS.steps if from_sph else FLAGS.sph_steps
+    ms = _train(model, overrides, seed, steps, model_dir, init_from and str(init_from))
+    report = evaluation.evaluate(
+        evaluation.EvalConfig(
+            model_dir=str(model_dir),
+            num_samples=FLAGS.num_samples,
+            max_images=FLAGS.num_images,
+            progress=False,
+        )
+    )
+    health = report.get("health") or {}
+    row = {
+        "variant": name,
+        "seed": seed,
+        "steps": steps,
+        "nll_bpd": report["nll_bpd"]["mean"],
+        "nll": report["nll"]["mean"],
+        "kl": report["kl"]["mean"],
+        "mse": report["mse"]["mean"],
+        "health": health,
+        "ms_per_step": ms,
+    }
+    with (root / "results.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _cell(part, key):
+    """Formats one number of a health part, '-' if absent."""
+    value = (part or {}).get(key)
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _format(row):
+    """Returns a Markdown row."""
+    h = row["health"]
+    prior, recon = h.get("prior_diverged") or {}, h.get("recon_diverged") or {}
+    ms = row["ms_per_step"]
+    return (
+        f"| {row['variant']} | {row['seed']} | {row['nll_bpd']:.3f} | "
+        f"{row['kl']:.1f} | {row['mse']:.0f} | "
+        f"{prior.get('count', '-')}/{prior.get('num', '-')} "
+        f"({_cell(prior, 'max_abs_residual')}) | "
+        f"{recon.get('count', '-')}/{recon.get('num', '-')} | "
+        f"{_cell(h.get('calibration_y'), 'median')} / "
+        f"{_cell(h.get('calibration_y'), 'p95')} | "
+        f"{_cell(h.get('calibration_cbcr'), 'median')} | "
+        f"{_cell(h, 'prior_cbcr_spread')} | "
+        f"{'-' if ms is None else f'{ms:.0f}'} |"
+    )
+
+
+def main(argv):
+    """Runs the variants and prints the table."""
+    del argv
+    rows = [_run(name, int(seed)) for seed in FLAGS.seeds for name in FLAGS.variants]
+    print(
+        f"\nsample_photos 64x64, batch 64; vae_sph {FLAGS.sph_steps} steps, "
+        f"structured variants {FLAGS.steps} more from it; NLL with "
+        f"K={FLAGS.num_samples} on {FLAGS.num_images} held-out crops\n"
+    )
+    print(
+        "| variant | seed | NLL bits/dim | KL | MSE | prior diverged (max) "
+        "| recon. diverged | calibration Y median / p95 | calibration CbCr "
+        "| prior CbCr spread | ms/step |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(_format(row))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -331,6 +331,8 @@ def divergence_warning(health):
             " For the prior's latents L(z) has more off-diagonal than diagonal "
             f"mass at {share:.0%} of the pixels "
             "(SparsePrecisionGaussian.off_diagonal_ratio() > 1), so L^-T eps "
-            "grows along the solve."
+            "grows along the solve. The paper's --factor=free allows it; "
+            "--factor=product (the default) or bounded bound the solve (README, "
+            "'The likelihood')."
         )
     return message

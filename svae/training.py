@@ -28,6 +28,7 @@ __all__ = [
     "loss_terms",
     "terms_of",
     "calibrated_scales",
+    "calibration_shift",
     "make_strategy",
     "train",
 ]
@@ -97,10 +98,12 @@ def calibrated_scales(config, phase):
     scales (`y_log_scale`, `cbcr_log_scale`) is not trained by gradients:
     after each step it takes its analytic optimum on the batch,
     `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
-    (`likelihoods.whitened_square_sums`), wherever the group's likelihood is
+    (`likelihoods.whitened_square_sums`; with the L1 term on `L`'s entries
+    see `calibration_shift`), wherever the group's likelihood is
     a scale family in `c` (scaling all of its standard deviations by `e^c`):
     always for Cb, Cr and the factorised Y, and for the structured Y with a
-    bounded or product factor, whose off-diagonals scale with the diagonal. The
+    bounded or product factor, whose off-diagonals scale with the diagonal;
+    none with the sampled variance term, which depends on every scale. The
     optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
     a step, where Adam at the paper's learning rate moves a log scale by
     about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
@@ -114,12 +117,43 @@ def calibrated_scales(config, phase):
     """
     if config.scales != "calibrated":
         return ()
+    if config.variance_term == "sampled" and config.resolved_alpha:
+        # alpha tr Sigma(z) depends on every scale: they stay learned.
+        return ()
     groups = ()
     if phase.spherical or not config.structured_likelihood or config.factor != "free":
         groups += ("y",)
     if config.color == "ycbcr":
         groups += ("cbcr",)
     return groups
+
+
+def calibration_shift(square, count, penalty=0.0):
+    """Returns the change of a group's log scale `c` that minimises the loss.
+
+    Scaling the group's standard deviations by `e^delta` (`L` by `t =
+    e^-delta`) turns its part of the loss, per image, into
+    `-count log t + 0.5 t^2 square + penalty t` (plus constants): `square`
+    the sum of squared whitened residuals and `penalty` the L1 term
+    (`gamma * sum |off_diag|`), both at `t = 1`. Its minimum is at
+    `t = 2 count / (penalty + sqrt(penalty^2 + 4 square count))` (the
+    positive root, in a form without cancellation); without the penalty,
+    `delta = 0.5 log(square / count)`, the log RMS of the whitened residual.
+    The penalty matters: left out, the L1 term's pull on `L` would be undone
+    by the offset after every step, and the head's output would drift down
+    and the offset with it, without end.
+
+    Args:
+      square: mean over the batch of `||w||^2` per image, a scalar tensor.
+      count: values per image in the group, a Python int.
+      penalty: mean over the batch of the L1 term per image (0 for groups
+        without off-diagonals).
+
+    Returns:
+      `delta`, a scalar tensor; non-finite for a degenerate batch.
+    """
+    root = tf.sqrt(penalty**2 + 4.0 * square * count)
+    return -tf.math.log(2.0 * count / (penalty + root))
 
 
 def _scale_variable(model, group):
@@ -490,9 +524,11 @@ class _Trainer:
                 for name, value in sums.items()
             }
             for group in calibrated:
-                mean_square = means.pop(f"w2_{group}") / group_dims[group]
-                # The batch's optimum of the group's offset (calibrated_scales).
-                shift = 0.5 * tf.math.log(mean_square)
+                # The L1 term scales with L: the optimum of Y's offset weighs it.
+                penalty = config.resolved_gamma * means["l1"] if group == "y" else 0.0
+                shift = calibration_shift(
+                    means.pop(f"w2_{group}"), group_dims[group], penalty
+                )
                 variable = _scale_variable(model, group)
                 ok = tf.math.is_finite(shift)
                 variable.assign_add(tf.where(ok, shift, tf.zeros_like(shift)))

@@ -73,7 +73,6 @@ def _train(model, overrides, seed, steps, model_dir, init_from=None):
         dataset="sample_photos",
         steps=steps,
         seed=seed,
-        filters=FLAGS.filters,
         init_from=init_from,
         pretrain_epochs=0,
         structured_warmup_epochs=1,
@@ -81,7 +80,7 @@ def _train(model, overrides, seed, steps, model_dir, init_from=None):
         summary_every=100,
         image_summary_every=steps,
         progress=False,
-        **overrides,
+        **({"filters": FLAGS.filters} | overrides),
     )
     stamps = []
     training.train(config, callback=lambda step, _: stamps.append(time.perf_counter()))

@@ -27,6 +27,11 @@ PRESETS = {
     },
 }
 
+# Fields that only the structured likelihood (structured, supn) uses.
+STRUCTURE_FIELDS = frozenset(
+    {"kernel_size", "dilation", "num_basis", "factor", "dominance", "gamma"}
+)
+
 # Values of fields added after runs were first written: a config.json without
 # the field was trained this way (the paper's), whatever today's default is.
 LEGACY_VALUES = {
@@ -203,11 +208,18 @@ class Config:
         return cls(**(LEGACY_VALUES | json.loads(text)))
 
     def incompatible_fields(self, other: "Config") -> list[str]:
-        """Returns the fields that differ from `other` and forbid resuming."""
+        """Returns the fields that differ from `other` and forbid resuming.
+
+        Fields the model does not use (the structure of `L` for the
+        factorised baselines) never forbid it.
+        """
+        inert = set()
+        if not (self.structured_likelihood or other.structured_likelihood):
+            inert = STRUCTURE_FIELDS
         return [
             f.name
             for f in dataclasses.fields(self)
-            if f.name not in RESUMABLE_FIELDS
+            if f.name not in RESUMABLE_FIELDS | inert
             and getattr(self, f.name) != getattr(other, f.name)
         ]
 

@@ -393,3 +393,10 @@ def test_paper_preset_sets_defaults_beneath_explicit_flags(tmp_path):
         "empirical",
     )
     assert saved.filters == 8  # Given explicitly: the preset's 6 does not win.
+
+
+def test_structure_of_l_does_not_block_resuming_a_baseline():
+    old = config_lib.Config(model="vae_sph", factor="free", kernel_size=5)
+    assert old.incompatible_fields(config_lib.Config(model="vae_sph")) == []
+    structured = config_lib.Config(model="structured", factor="free")
+    assert structured.incompatible_fields(config_lib.Config()) == ["factor"]

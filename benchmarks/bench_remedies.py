@@ -52,6 +52,8 @@ VARIANTS = {
     "product_basis": ("structured", dict(PRODUCT, num_basis=3), True),
     "product_dilated": ("structured", dict(PRODUCT, dilation=2), True),
     "supn_product": ("supn", PRODUCT, True),
+    "supn_product_095": ("supn", dict(PRODUCT, dominance=0.95), True),
+    "product_095": ("structured", dict(PRODUCT, dominance=0.95), True),
     "supn_paper": ("supn", PAPER, True),
     "vae_sph": ("vae_sph", {}, False),
     "vae_sph_paper": ("vae_sph", PAPER, False),
@@ -123,6 +125,7 @@ def _run(name, seed):
     health = report.get("health") or {}
     row = {
         "variant": name,
+        "filters": width,
         "seed": seed,
         "steps": steps,
         "nll_bpd": report["nll_bpd"]["mean"],
@@ -148,8 +151,11 @@ def _format(row):
     h = row["health"]
     prior, recon = h.get("prior_diverged") or {}, h.get("recon_diverged") or {}
     ms = row["ms_per_step"]
+    # Rows written before the width was recorded ran at 16 unless named _wN.
+    name = row["variant"]
+    width = row.get("filters") or (int(name.rsplit("_w", 1)[1]) if "_w" in name else 16)
     return (
-        f"| {row['variant']} | {row['seed']} | {row['nll_bpd']:.3f} | "
+        f"| {name} | {width} | {row['seed']} | {row['steps']} | {row['nll_bpd']:.3f} | "
         f"{row['kl']:.1f} | {row['mse']:.0f} | "
         f"{prior.get('count', '-')}/{prior.get('num', '-')} "
         f"({_cell(prior, 'max_abs_residual')}) | "
@@ -178,11 +184,12 @@ def main(argv):
         f"K={FLAGS.num_samples} on {FLAGS.num_images} held-out crops\n"
     )
     print(
-        "| variant | seed | NLL bits/dim | KL | MSE | prior diverged (max) "
-        "| recon. diverged | calibration Y median / p95 | calibration CbCr "
+        "| variant | filters | seed | steps | NLL bits/dim | KL | MSE "
+        "| prior diverged (max) | recon. diverged | calibration Y median / p95 "
+        "| calibration CbCr "
         "| prior CbCr spread | ms/step |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(_format(row))
 

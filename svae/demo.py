@@ -29,7 +29,9 @@ class DemoConfig:
     output_dir: str = "demo_output"
     image_size: int = 64
     latent_dim: int = 100
-    filters: int = 16
+    # train.py's default width: at the demo's length wider nets bought no
+    # NLL (benchmarks/RESULTS.md, bench_remedies) for 3-6x the step time.
+    filters: int = config_lib.Config.filters
     crops_per_photo: int = 512
     batch_size: int = 64
     learning_rate: float = 5e-4

@@ -1238,6 +1238,21 @@ def load_split(config, split: str, dtype="float32") -> tf.data.Dataset:
     )
 
 
+def load_batch(config, split: str, num: int) -> dict:
+    """Returns the first `num` images of a run's split as one model-input batch.
+
+    Args:
+      config: an `svae.config.Config`.
+      split: `"train"`, `"test"` or `"validation"`.
+      num: number of images (fewer if the split has fewer).
+
+    Returns:
+      `to_model_inputs`' dict for the run's colour model.
+    """
+    rgb = next(iter(load_split(config, split).batch(num)))
+    return to_model_inputs(rgb, config.color, config.chroma_factor)
+
+
 # ------------------------------------------------------------ training pipeline
 
 

@@ -28,6 +28,7 @@ import tensorflow as tf
 from svae import config as config_lib
 from svae import data, flops, health, likelihoods, models
 from svae.data import load_split  # Re-exported: evaluation's images.
+from svae.likelihoods import modelled_dims  # Re-exported: the NLL's units.
 from svae.progress import Progress
 
 __all__ = [
@@ -145,16 +146,6 @@ def importance_weighted_bound(
         "log_weights": log_weights,
         "log_likelihood": log_likelihood,
     }
-
-
-def modelled_dims(config):
-    """Returns `{"y", "cbcr", "total"}`: how many values the likelihood models."""
-    size = config.image_size
-    dims = {"y": size * size, "cbcr": 0}
-    if config.color == "ycbcr":
-        dims["cbcr"] = 2 * (size // config.chroma_factor) ** 2
-    dims["total"] = dims["y"] + dims["cbcr"]
-    return dims
 
 
 def rgb_mse(outputs, batch, chroma_factor=4):

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
-from svae import data, evaluation, health, likelihoods
+from svae import evaluation, health, likelihoods
+from svae.data import load_batch as load_images  # Re-exported: figures' images.
 from svae.distributions import SparsePrecisionGaussian
 
 __all__ = [
@@ -384,12 +385,6 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
         "y_sample": full["y"].numpy(),
         "masks": {name: value.numpy() for name, value in masks.items()},
     }
-
-
-def load_images(config, split, num):
-    """Returns the first `num` images of a run's split as one model-input batch."""
-    rgb = next(iter(data.load_split(config, split).batch(num)))
-    return data.to_model_inputs(rgb, config.color, config.chroma_factor)
 
 
 def write_figures(sample_config):

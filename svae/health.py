@@ -265,8 +265,7 @@ def run_health(run, split="test", num_images=NUM_IMAGES, num_prior=NUM_PRIOR, se
         from svae import evaluation
 
         config, model, _ = evaluation.load_run(run)
-    rgb = next(iter(data.load_split(config, split).batch(num_images)))
-    batch = data.to_model_inputs(rgb, config.color, config.chroma_factor)
+    batch = data.load_batch(config, split, num_images)
     return {"split": split} | sample_health(model, config, batch, num_prior, seed)
 
 

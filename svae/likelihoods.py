@@ -21,6 +21,8 @@ __all__ = [
     "kl_divergence",
     "likelihood",
     "log_likelihood",
+    "log_likelihood_parts",
+    "modelled_dims",
     "squared_error",
     "sampled_variance",
     "whitened_square_sums",
@@ -112,8 +114,34 @@ def log_likelihood(outputs, batch, kernel_size=3, dilation=1):
     Returns:
       `[batch]` log-likelihoods in nats.
     """
+    parts = log_likelihood_parts(outputs, batch, kernel_size, dilation)
+    return tf.add_n(list(parts.values()))
+
+
+def log_likelihood_parts(outputs, batch, kernel_size=3, dilation=1):
+    """Returns eq. 8's factors: `{group: log p(x_group|z)}`, `[batch]` each.
+
+    Args:
+      outputs: a model's output dict.
+      batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
+      kernel_size: neighbourhood size of `L`.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `{"y": [batch]}`, plus `"cbcr"` with colour, in nats.
+    """
     parts = likelihood(outputs, kernel_size, dilation)
-    return tf.add_n([dist.log_prob(batch[name]) for name, dist in parts.items()])
+    return {name: dist.log_prob(batch[name]) for name, dist in parts.items()}
+
+
+def modelled_dims(config):
+    """Returns `{"y", "cbcr", "total"}`: how many values the likelihood models."""
+    size = config.image_size
+    dims = {"y": size * size, "cbcr": 0}
+    if config.color == "ycbcr":
+        dims["cbcr"] = 2 * (size // config.chroma_factor) ** 2
+    dims["total"] = dims["y"] + dims["cbcr"]
+    return dims
 
 
 def squared_error(outputs, batch):
@@ -168,35 +196,35 @@ def sampled_variance(outputs, noise, kernel_size=3, dilation=1):
     return variance
 
 
-def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1):
+def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1, log_probs=None):
     """Returns `||w||^2` per image and channel group, `w` the whitened residual.
 
     `w = L^T (x - mu)` for the structured Y, `(x - mu) / sigma` for a
     factorised group: `N(0, I)` when the model is calibrated, so
     `mean(w^2) = 1` at the likelihood's optimum over a global scale of the
-    group (`svae.training` calibrates the scales with it).
+    group (`svae.training` calibrates the scales with it). Read off each
+    group's log-density and entropy, `||w||^2 = n - 2 (log p(x) + H)` for a
+    Gaussian of `n` values, so a caller that has the log-densities (the
+    training step) pays no second pass of `L^T (x - mu)`.
 
     Args:
       outputs: a model's output dict.
       batch: the input batch dict.
       kernel_size: neighbourhood size of `L`.
       dilation: spacing of the neighbourhood.
+      log_probs: `log_likelihood_parts(outputs, batch, ...)` when the caller
+        has it; None computes it.
 
     Returns:
       `{"y": [batch]}`, plus `"cbcr"` with colour.
     """
-    sums = {}
-    for name, dist in likelihood(outputs, kernel_size, dilation).items():
-        x = batch[name]
-        if isinstance(dist, SparsePrecisionGaussian):
-            white = dist.whiten(x)
-        else:
-            normal = dist.distribution
-            white = (x - normal.loc) / normal.scale
-        sums[name] = tf.reduce_sum(
-            tf.square(white), axis=list(range(1, white.shape.rank))
-        )
-    return sums
+    parts = likelihood(outputs, kernel_size, dilation)
+    if log_probs is None:
+        log_probs = {name: dist.log_prob(batch[name]) for name, dist in parts.items()}
+    return {
+        name: dist.event_shape.num_elements() - 2.0 * (log_probs[name] + dist.entropy())
+        for name, dist in parts.items()
+    }
 
 
 def off_diag_l1(outputs, kernel_size=3, dilation=1):

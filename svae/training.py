@@ -182,7 +182,9 @@ def terms_of(config):
     return TERMS
 
 
-def loss_terms(model, batch, config, spherical, noise, variance_noise=None):
+def loss_terms(
+    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
+):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
     `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
@@ -200,16 +202,20 @@ def loss_terms(model, batch, config, spherical, noise, variance_noise=None):
       noise: `[batch, latent_dim]` standard normal draws for `z`.
       variance_noise: `[batch, H, W]` standard normal draws for the sampled
         variance term; needed with `variance_term="sampled"`.
+      calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
+        (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
 
     Returns:
-      A dict of `[batch]` tensors named as `terms_of(config)`.
+      A dict of `[batch]` tensors named as `terms_of(config)`, plus the
+      `w2_<group>` of `calibrated`.
     """
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
     z = z_mean + tf.exp(z_log_scale) * noise
     outputs = model.decode(z, spherical=spherical)
     structure = config.structure
+    log_probs = likelihoods.log_likelihood_parts(outputs, batch, **structure)
     terms = {
-        "nll": -likelihoods.log_likelihood(outputs, batch, **structure),
+        "nll": -tf.add_n(list(log_probs.values())),
         "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
         "mse": likelihoods.squared_error(outputs, batch),
         "l1": likelihoods.off_diag_l1(outputs, **structure),
@@ -225,7 +231,12 @@ def loss_terms(model, batch, config, spherical, noise, variance_noise=None):
         + config.resolved_alpha * variance
         + config.resolved_gamma * terms["l1"]
     )
-    return terms, outputs
+    if calibrated:
+        white = likelihoods.whitened_square_sums(
+            outputs, batch, **structure, log_probs=log_probs
+        )
+        terms.update({f"w2_{g}": tf.stop_gradient(white[g]) for g in calibrated})
+    return terms
 
 
 def make_strategy(name):
@@ -473,10 +484,7 @@ class _Trainer:
         global_batch = config.batch_size
         size = config.image_size
         # Values per image of each group, for the mean of w^2.
-        group_dims = {
-            "y": size * size,
-            "cbcr": 2 * (size // config.chroma_factor) ** 2,
-        }
+        group_dims = likelihoods.modelled_dims(config)
 
         def replica_step(batch, step):
             """One replica's share: its part of the loss and gradients."""
@@ -497,8 +505,14 @@ class _Trainer:
                     alg="philox",
                 )[start : start + local_batch]
             with tf.GradientTape() as tape:
-                terms, outputs = loss_terms(
-                    model, batch, config, phase.spherical, noise, variance_noise
+                terms = loss_terms(
+                    model,
+                    batch,
+                    config,
+                    phase.spherical,
+                    noise,
+                    variance_noise,
+                    calibrated,
                 )
                 loss = tf.reduce_sum(terms["loss"]) / global_batch
             grads = tape.gradient(loss, variables)
@@ -506,12 +520,6 @@ class _Trainer:
                 (g, v) for g, v in zip(grads, variables, strict=True) if g is not None
             ]
             self.optimizer.apply_gradients(pairs)
-            if calibrated:
-                white = likelihoods.whitened_square_sums(
-                    outputs, batch, **config.structure
-                )
-                for group in calibrated:
-                    terms[f"w2_{group}"] = tf.stop_gradient(white[group])
             return {name: tf.reduce_sum(value) for name, value in terms.items()}
 
         # No Python control flow depends on tensors here: AutoGraph not needed.

@@ -113,7 +113,7 @@ def test_every_variant_learns_a_fixed_batch(model, phase, extra):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            terms, _ = training.loss_terms(vae, batch, config, spherical, noise)
+            terms = training.loss_terms(vae, batch, config, spherical, noise)
             loss = tf.reduce_mean(terms["loss"])
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(

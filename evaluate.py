@@ -2,7 +2,9 @@
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from svae import cli, data, evaluation
 
 flags.DEFINE_string("model_dir", None, "Run directory written by train.py.")
 flags.DEFINE_integer("num_samples", 500, "Importance samples K per image.")
@@ -24,6 +26,8 @@ flags.DEFINE_list(
     "compare", None, "Run dirs: print saved results of --split as one table."
 )
 
+cli.bound_flags(evaluation.EvalConfig)
+
 FLAGS = flags.FLAGS
 
 
@@ -32,8 +36,6 @@ def main(argv):
     del argv
     # TF logs deprecations of its own profiler (FLOPs) at WARNING.
     logging.set_verbosity(logging.ERROR)
-    from svae import data, evaluation
-
     try:
         if FLAGS.compare:
             print(evaluation.compare(FLAGS.compare, FLAGS.split))
@@ -67,7 +69,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

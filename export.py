@@ -2,11 +2,17 @@
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from svae import cli, evaluation, export
+from svae import config as config_lib
 
 flags.DEFINE_string("model_dir", None, "Run directory written by train.py.")
 flags.DEFINE_string("export_dir", None, "Base directory (default: DIR/export).")
 flags.DEFINE_integer("version", None, "Numeric version (default: next free).")
+
+# TF Serving loads numeric versions > 0 only.
+cli.bound_flags(ranges={"version": config_lib.Range(ge=1)})
 
 FLAGS = flags.FLAGS
 
@@ -15,8 +21,6 @@ def main(argv):
     """Exports the run's latest checkpoint and prints where."""
     del argv
     logging.set_verbosity(logging.ERROR)
-    from svae import evaluation, export
-
     if not FLAGS.model_dir:
         print("svae: error: pass --model_dir=DIR, a run of train.py.", file=sys.stderr)
         return 1
@@ -31,7 +35,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from svae import cli, data, evaluation, figures
 
 flags.DEFINE_string("model_dir", None, "Run directory written by train.py.")
 flags.DEFINE_integer("num", 8, "Images per row.")
@@ -26,6 +28,8 @@ flags.DEFINE_string(
     "Missing pixels for --inpaint: center, random, or an image (light = missing).",
 )
 
+cli.bound_flags(figures.SampleConfig)
+
 FLAGS = flags.FLAGS
 
 
@@ -33,8 +37,6 @@ def main(argv):
     """Builds the sampling config from the flags and writes the figures."""
     del argv
     logging.set_verbosity(logging.ERROR)
-    from svae import data, evaluation, figures
-
     try:
         if not FLAGS.model_dir:
             raise ValueError("Pass --model_dir=DIR, a run directory of train.py.")
@@ -64,7 +66,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from svae import cli, data, training
 from svae import config as config_lib
-from svae import data, training
 
 _DEFAULTS = config_lib.Config()
 
@@ -96,6 +96,9 @@ flags.DEFINE_bool(
     "export", True, "Export a SavedModel to MODEL_DIR/export/<n>/ when training ends."
 )
 
+# Every numeric flag is checked at parsing against its Config field's range.
+cli.bound_flags(config_lib.Config)
+
 FLAGS = flags.FLAGS
 
 
@@ -123,7 +126,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Issue 12's measurements: likelihood remedies and widths at the demo's length.
 
-Trains each named variant on `sample_photos` (the demo's data, settings and
-schedule: `vae_sph` first, then `structured` initialised from it), evaluates
+Trains each named variant on `--dataset` (by default `sample_photos`, the
+demo's data; `benchmarks/other_photos.py` builds a second set of real
+photographs for `--dataset=folder:PATH`) with the demo's settings and
+schedule (`vae_sph` first, then `structured` initialised from it), evaluates
 it on the held-out photographs (IW bound with `--num_samples`, KL, MSE) and
 measures its sample health (`svae.health`) and its training step time, then
 prints one Markdown row per run for benchmarks/RESULTS.md. Finished runs in
@@ -22,6 +24,7 @@ from svae import config as config_lib
 from svae import evaluation, training
 
 flags.DEFINE_string("output_dir", "/tmp/svae-remedies", "Where the runs go.")
+flags.DEFINE_string("dataset", "sample_photos", "Data set (any --dataset of train.py).")
 flags.DEFINE_list("variants", ["paper", "bounded"], "Names of VARIANTS to run.")
 flags.DEFINE_list("seeds", ["0"], "Seeds (weights, data order, noise).")
 flags.DEFINE_integer("filters", 16, "Width (Config.filters) unless a variant sets it.")
@@ -72,7 +75,7 @@ def _train(model, overrides, seed, steps, model_dir, init_from=None):
     config = config_lib.Config(
         model=model,
         model_dir=str(model_dir),
-        dataset="sample_photos",
+        dataset=FLAGS.dataset,
         steps=steps,
         seed=seed,
         init_from=init_from,
@@ -125,6 +128,7 @@ def _run(name, seed):
     health = report.get("health") or {}
     row = {
         "variant": name,
+        "dataset": FLAGS.dataset,
         "filters": width,
         "seed": seed,
         "steps": steps,
@@ -179,7 +183,7 @@ def main(argv):
             _run(name, int(seed)) for seed in FLAGS.seeds for name in FLAGS.variants
         ]
     print(
-        f"\nsample_photos 64x64, batch 64; vae_sph {FLAGS.sph_steps} steps, "
+        f"\n{FLAGS.dataset} 64x64, batch 64; vae_sph {FLAGS.sph_steps} steps, "
         f"structured variants {FLAGS.steps} more from it; NLL with "
         f"K={FLAGS.num_samples} on {FLAGS.num_images} held-out crops\n"
     )

@@ -9,6 +9,7 @@ ratio is the median over rounds of `structured`'s time over the time of the
 medians is printed too. Prints a Markdown table for benchmarks/RESULTS.md.
 """
 
+import json
 import pathlib
 import statistics
 import tempfile
@@ -37,16 +38,19 @@ MODELS = (("vae_diag", "train"), ("structured", "joint"))
 
 
 def _overrides():
-    """Returns `--overrides` as Config keyword arguments, typed as the fields."""
-    defaults = config_lib.Config()
+    """Returns `--overrides` as Config keyword arguments (JSON values, else strings).
+
+    `Config` checks each value's type and range.
+    """
     values = {}
     for item in FLAGS.overrides:
         name, _, value = item.partition("=")
         if name not in config_lib.Config.__dataclass_fields__:
             raise app.UsageError(f"--overrides: no Config field {name!r}.")
-        default = getattr(defaults, name)
-        kind = float if default is None else type(default)
-        values[name] = value if kind is str else kind(value)
+        try:
+            values[name] = json.loads(value)
+        except ValueError:
+            values[name] = value
     return values
 
 

@@ -1,8 +1,13 @@
 """The configuration of a training run, written as JSON beside its checkpoints."""
 
 import dataclasses
+import difflib
 import json
+import math
+import numbers
+import os
 import pathlib
+import typing
 
 MODELS = ("vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -13,6 +18,12 @@ SCALES = ("calibrated", "learned")
 # Eq. 12's variance term (svae.likelihoods.variance_term).
 VARIANCE_TERMS = ("empirical", "sampled")
 CONFIG_FILE = "config.json"
+# Largest --seed of train.py: its per-epoch, per-input-pipeline seeds
+# ((seed * 100_003 + epoch) * 1_000_003 + pipeline, svae.training and
+# svae.data.training_pipeline) must fit in int64.
+MAX_SEED = 2**26 - 1
+# Largest seed of evaluation and sampling: stateless int32 seeds.
+MAX_INT32 = 2**31 - 1
 
 # Named sets of field values; train.py's --preset applies one beneath the
 # flags given explicitly. "paper": the paper taken literally: the width that
@@ -60,6 +71,120 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: bounds, or a set of choices.
+
+    `ge`, `le` are inclusive bounds, `gt`, `lt` exclusive ones; None leaves
+    that side open. `note` says why, after the error message.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    note: str = ""
+
+    def __contains__(self, value) -> bool:
+        """Whether `value` is allowed."""
+        if self.choices is not None:
+            return value in self.choices
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def __str__(self) -> str:
+        """Says what is allowed: ">= 1", "> 0", "in (0, 1)", "one of 3, 5, 7"."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        low = ("[", ">=", self.ge) if self.ge is not None else ("(", ">", self.gt)
+        high = ("]", "<=", self.le) if self.le is not None else (")", "<", self.lt)
+        if low[2] is not None and high[2] is not None:
+            return f"in {low[0]}{low[2]}, {high[2]}{high[0]}"
+        if low[2] is not None:
+            return f"{low[1]} {low[2]}"
+        if high[2] is not None:
+            return f"{high[1]} {high[2]}"
+        return "any value"
+
+    def error(self, value) -> str:
+        """The message for a value that is not allowed: "must be >= 1, got 0"."""
+        note = f": {self.note}" if self.note else ""
+        return f"must be {self}, got {value!r}{note}"
+
+
+_RANGE = "svae.range"
+
+
+def ranged(default, **allowed) -> typing.Any:
+    """A dataclass field whose values must lie in `Range(**allowed)` (None too,
+    if the field's type allows it); `check_fields` and `svae.cli.bound_flags`
+    read it."""
+    return dataclasses.field(default=default, metadata={_RANGE: Range(**allowed)})
+
+
+def field_ranges(cls) -> dict[str, Range]:
+    """Returns `{name: range}` of the `ranged` fields of a dataclass."""
+    return {
+        f.name: f.metadata[_RANGE]
+        for f in dataclasses.fields(cls)
+        if _RANGE in f.metadata
+    }
+
+
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: "a string",
+}
+
+
+def _typed(field: dataclasses.Field, value, error: type[Exception]):
+    """Returns `value` as the builtin type of `field`, or raises `error`."""
+    kinds = typing.get_args(field.type) or (field.type,)
+    optional = type(None) in kinds
+    kind = next((k for k in kinds if k is not type(None)), None)
+    if kind not in _TYPE_NAMES or (value is None and optional):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if kind is int:
+            return int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        if not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    if kind is str and isinstance(value, str | os.PathLike):
+        if isinstance(os.fspath(value), str):
+            return os.fspath(value)
+    expected = _TYPE_NAMES[kind] + (" or None" if optional else "")
+    raise error(f"{field.name} must be {expected}, got {value!r}.")
+
+
+def check_fields(instance, error: type[Exception] = ValueError) -> None:
+    """Checks each field of a dataclass against its type and its `ranged` range.
+
+    Numbers become the field's builtin type (an integer given for a float
+    field becomes a float, numpy scalars Python numbers) and paths of string
+    fields strings, so that the instance writes as JSON.
+
+    Raises:
+      error: a value of another type, or outside its field's range; the
+        message names the field, what it must be and the value.
+    """
+    for field in dataclasses.fields(instance):
+        value = _typed(field, getattr(instance, field.name), error)
+        allowed = field.metadata.get(_RANGE)
+        if allowed is not None and value is not None and value not in allowed:
+            raise error(f"{field.name} {allowed.error(value)}.")
+        object.__setattr__(instance, field.name, value)
+
+
 @dataclasses.dataclass
 class Config:
     """Everything a run needs; `train.py` fills it from flags."""
@@ -72,47 +197,50 @@ class Config:
     cache_dir: str | None = None
     model: str = "structured"
     model_dir: str | None = None
-    epochs: int = 110
-    steps: int | None = None
-    batch_size: int = 64
-    learning_rate: float = 5e-4
-    latent_dim: int = 100
+    epochs: int = ranged(110, ge=1)
+    steps: int | None = ranged(None, ge=1)
+    batch_size: int = ranged(64, ge=1)
+    learning_rate: float = ranged(5e-4, gt=0)
+    latent_dim: int = ranged(100, ge=1)
     color: str = "ycbcr"
-    image_size: int = 64
-    chroma_factor: int = 4
-    crops_per_photo: int = 512
-    seed: int = 0
+    # A power of 2 (checked in __post_init__).
+    image_size: int = ranged(64, ge=8)
+    chroma_factor: int = ranged(4, ge=1)
+    crops_per_photo: int = ranged(512, ge=1)
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
     flip: bool = True
     # Images in tf.data's shuffle buffer; 0 keeps the data set's order.
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = ranged(10_000, ge=0, note="0 keeps the order")
     strategy: str = "default"
-    filters: int = 6
-    kernel_size: int = 3
-    dilation: int = 1
-    num_basis: int = 0
+    filters: int = ranged(6, ge=1)
+    kernel_size: int = ranged(3, choices=(3, 5, 7))
+    dilation: int = ranged(1, ge=1)
+    num_basis: int = ranged(0, ge=0)
     # "bounded": the off-diagonals of each column of L sum (in absolute value)
     # to less than `dominance` times its diagonal, so L^T is diagonally
     # dominant and L^{-T} eps bounded; "product": L^T = D (I + R)(I + V),
     # both factors so, bounded too and able to hold smooth residuals;
     # "free": the paper's, unconstrained (svae.models.PrecisionHead).
     factor: str = "product"
-    dominance: float = 0.99
+    dominance: float = ranged(
+        0.99, gt=0, lt=1, note="L^T is diagonally dominant only below 1"
+    )
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"
     # Eq. 12's alpha term: "empirical", the paper's ||x - mu||^2; "sampled",
     # tr Sigma(z) as the model's variance, estimated by ||L^{-T} eps||^2.
     variance_term: str = "empirical"
-    alpha: float | None = None
-    gamma: float = 0.001
-    beta: float | None = None
+    alpha: float | None = ranged(None, ge=0)
+    gamma: float = ranged(0.001, ge=0)
+    beta: float | None = ranged(None, ge=0)
     init_from: str | None = None
-    pretrain_epochs: int = 40
-    structured_warmup_epochs: int = 5
-    checkpoint_every: int = 500
-    summary_every: int = 50
-    image_summary_every: int = 1000
-    max_checkpoints: int = 3
+    pretrain_epochs: int = ranged(40, ge=0)
+    structured_warmup_epochs: int = ranged(5, ge=0)
+    checkpoint_every: int = ranged(500, ge=1)
+    summary_every: int = ranged(50, ge=1)
+    image_summary_every: int = ranged(1000, ge=1)
+    max_checkpoints: int = ranged(3, ge=1)
     progress: bool = True
     # Write a SavedModel (model_dir/export/<n>/) when training finishes;
     # train.py turns it on, library callers opt in.
@@ -120,30 +248,11 @@ class Config:
 
     def __post_init__(self):
         """Checks the values that can be checked without data."""
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}.")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {STRATEGIES}, got {self.strategy!r}."
-            )
-        if self.color not in ("ycbcr", "gray"):
-            raise ValueError(f"color must be 'ycbcr' or 'gray', got {self.color!r}.")
-        size = self.image_size
-        if size < 8 or size & (size - 1):
-            raise ValueError(f"image_size must be a power of 2 >= 8, got {size}.")
-        if self.color == "ycbcr" and size // self.chroma_factor < 4:
-            raise ValueError(
-                f"image_size / chroma_factor must be >= 4, got {size} / "
-                f"{self.chroma_factor}."
-            )
-        if self.kernel_size not in (3, 5, 7):
-            raise ValueError(f"kernel_size must be 3, 5 or 7, got {self.kernel_size}.")
-        if self.shuffle_buffer < 0:
-            raise ValueError(
-                f"shuffle_buffer must be >= 0 (0: no shuffling), got "
-                f"{self.shuffle_buffer}."
-            )
+        check_fields(self)
         for name, valid in (
+            ("model", MODELS),
+            ("strategy", STRATEGIES),
+            ("color", ("ycbcr", "gray")),
             ("factor", FACTORS),
             ("scales", SCALES),
             ("variance_term", VARIANCE_TERMS),
@@ -152,13 +261,16 @@ class Config:
                 raise ValueError(
                     f"{name} must be one of {valid}, got {getattr(self, name)!r}."
                 )
-        if not 0.0 < self.dominance < 1.0:
+        size = self.image_size
+        if size & (size - 1):
+            raise ValueError(f"image_size must be a power of 2 >= 8, got {size}.")
+        if self.color == "ycbcr" and (
+            size % self.chroma_factor or size // self.chroma_factor < 4
+        ):
             raise ValueError(
-                f"dominance must be in (0, 1), got {self.dominance}: L^T is "
-                "diagonally dominant only below 1."
+                f"chroma_factor must divide image_size, leaving >= 4 chroma "
+                f"pixels a side, got {size} / {self.chroma_factor}."
             )
-        if self.dilation < 1 or self.num_basis < 0:
-            raise ValueError("dilation must be >= 1 and num_basis >= 0.")
         if self.model != "beta_vae_diag" and self.beta not in (None, 1.0):
             raise ValueError("beta other than 1 is for --model=beta_vae_diag.")
 
@@ -203,9 +315,45 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
-        """Builds a config from `to_json`'s output (older ones: `LEGACY_VALUES`)."""
-        return cls(**(LEGACY_VALUES | json.loads(text)))
+    def from_json(cls, text: str, source: str = "the config") -> "Config":
+        """Builds a config from `to_json`'s output (older ones: `LEGACY_VALUES`).
+
+        Args:
+          text: a JSON object of fields; missing ones take their
+            `LEGACY_VALUES`, else their defaults.
+          source: names the text in error messages (`load`: the file).
+
+        Raises:
+          ValueError: invalid JSON, an unknown field, or a field of the wrong
+            type or out of range; the message names `source` and the field.
+        """
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{source} is not valid JSON: {e.msg} at line {e.lineno}, "
+                f"column {e.colno}."
+            ) from e
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{source} must hold a JSON object of svae.config.Config fields, "
+                f"got {type(values).__name__}."
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [name for name in values if name not in names]
+        if unknown:
+            hints = [difflib.get_close_matches(name, names, 1) for name in unknown]
+            message = f"{source} has unknown field(s) " + ", ".join(
+                repr(name) + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                for name, hint in zip(unknown, hints, strict=True)
+            )
+            if not all(hints):
+                message += f". The fields of svae.config.Config: {', '.join(names)}"
+            raise ValueError(message + ".")
+        try:
+            return cls(**(LEGACY_VALUES | values))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
 
     def incompatible_fields(self, other: "Config") -> list[str]:
         """Returns the fields that differ from `other` and forbid resuming.
@@ -232,6 +380,15 @@ def load(model_dir) -> Config:
 
     Returns:
       The run's `Config`.
+
+    Raises:
+      ValueError: the file cannot be read, is not valid JSON, or has an
+        unknown field or a field of the wrong type or out of range; the
+        message names the file and the field.
     """
     path = pathlib.Path(model_dir) / CONFIG_FILE
-    return Config.from_json(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read: {e}") from e
+    return Config.from_json(text, source=str(path))

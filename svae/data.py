@@ -15,7 +15,10 @@ Files are decoded with Pillow inside a parallel `tf.numpy_function`. A file
 that fails to decode (corrupt, truncated, not an image, or too small) is
 skipped; at the end of the first pass over the data the skipped files are
 reported once, as one absl warning with their count and the first few paths.
-If no file of a split decodes, iterating raises an error naming the source.
+If no file of a split decodes, `load` raises a `DatasetError` naming the
+source and the first files with their reasons (it decodes files in order
+until one does before any tf.data op runs, so the error comes without
+TensorFlow's logs of a failed op).
 
 With `cache_dir`, `load` decodes a file-based split once into a prepared
 cache, a uint8 `[N, S, S, 3]` `.npy` with a JSON manifest in `cache_dir`, and
@@ -137,6 +140,9 @@ class _SkipLog:
         self._skipped: dict[str, str] = {}
         self._reported = 0
         self._any_decoded = False
+        # Decodes files in order until one does; returns whether one did
+        # (set by _decoded_dataset).
+        self.probe: Callable[[], bool] | None = None
 
     def skip(self, path: str, reason: str) -> None:
         """Records one skipped file."""
@@ -157,6 +163,16 @@ class _SkipLog:
         """Lists the first few skipped files with their reasons."""
         items = list(self._skipped.items())[:_REPORT_PATHS]
         return "; ".join(f"{path} ({reason})" for path, reason in items)
+
+    def require_image(self) -> None:
+        """Raises DatasetError now, in Python, if no file decodes at all.
+
+        Called before the first pass: the same error raised inside tf.data
+        reaches the caller too, but after TensorFlow has logged the failed
+        op's Python traceback twice.
+        """
+        if not self._any_decoded and self.probe is not None and not self.probe():
+            self.finish()
 
     def finish(self) -> None:
         """Reports new skipped files, or raises if nothing decoded at all."""
@@ -361,6 +377,8 @@ def _decoded_dataset(
         skip_log.decoded()
         return pixels, np.True_
 
+    skip_log.probe = lambda: any(decode_one(key)[1] for key in keys)
+
     def decode_map(key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Wraps decode_one as a graph op with static output shapes."""
         pixels, ok = tf.numpy_function(
@@ -511,32 +529,50 @@ def _sample_photo_arrays() -> dict[str, np.ndarray]:
     return photos
 
 
+def random_crops(photo: np.ndarray, image_size: int, count: int, rng) -> np.ndarray:
+    """Returns uint8 `[count, image_size, image_size, 3]` random crops of a photo.
+
+    Each crop is a square of random side between `image_size` and the photo's
+    shorter side (log-uniform) at a random position, resized to `image_size`
+    with Pillow's antialiased bicubic filter.
+
+    Args:
+      photo: uint8 `[height, width, 3]`, both sides at least `image_size`.
+      image_size: side of the crops.
+      count: number of crops.
+      rng: a `numpy.random.Generator`.
+    """
+    height, width = photo.shape[:2]
+    image = Image.fromarray(photo)
+    max_scale = math.log(min(height, width) / image_size)
+    crops = []
+    for _ in range(count):
+        side = image_size * math.exp(rng.uniform(0.0, max_scale))
+        left = rng.uniform(0.0, width - side)
+        top = rng.uniform(0.0, height - side)
+        crop = image.resize(
+            (image_size, image_size),
+            Image.Resampling.BICUBIC,
+            box=(left, top, left + side, top + side),
+        )
+        crops.append(np.asarray(crop, dtype=np.uint8))
+    return np.stack(crops)
+
+
 def _sample_photos(split: str, image_size: int, seed: int, crops_per_photo: int):
     """Returns uint8 `[n, image_size, image_size, 3]` random crops of photos."""
     crops = []
     for index, name in enumerate(SAMPLE_PHOTOS[split]):
         photo = _sample_photo_arrays()[name]
-        height, width = photo.shape[:2]
-        if min(height, width) < image_size:
+        if min(photo.shape[:2]) < image_size:
             continue
         rng = np.random.default_rng([seed, index, 0 if split == "train" else 1])
-        image = Image.fromarray(photo)
-        max_scale = math.log(min(height, width) / image_size)
-        for _ in range(crops_per_photo):
-            side = image_size * math.exp(rng.uniform(0.0, max_scale))
-            left = rng.uniform(0.0, width - side)
-            top = rng.uniform(0.0, height - side)
-            crop = image.resize(
-                (image_size, image_size),
-                Image.Resampling.BICUBIC,
-                box=(left, top, left + side, top + side),
-            )
-            crops.append(np.asarray(crop, dtype=np.uint8))
+        crops.append(random_crops(photo, image_size, crops_per_photo, rng))
     if not crops:
         raise DatasetError(
             f"image_size {image_size} is larger than every sample photograph."
         )
-    return np.stack(crops)
+    return np.concatenate(crops)
 
 
 # ----------------------------------------------------------------------- folder
@@ -1016,6 +1052,8 @@ def _prepare(
     source: _Source, folder: pathlib.Path, stem: str, fingerprint: str, progress
 ) -> dict:
     """Decodes a split into folder/stem.npy and writes its manifest."""
+    if source.skip_log is not None:
+        source.skip_log.require_image()
     shape = source.dataset.element_spec.shape
     needed = source.num_files * shape.num_elements() + 4096
     folder.mkdir(parents=True, exist_ok=True)
@@ -1178,7 +1216,7 @@ def load(
 
     Raises:
       DatasetError: unknown name or split, missing or mismatched files; no
-        file of the split decodes (when preparing a cache).
+        file of the split decodes.
     """
     dtype = tf.as_dtype(dtype)
     if dtype not in (tf.float32, tf.uint8):
@@ -1204,6 +1242,8 @@ def load(
         )
     prepared = _load_prepared(source, cache_dir, progress) if cache_dir else None
     if prepared is None:
+        if source.skip_log is not None:
+            source.skip_log.require_image()
         return _finish(
             source.dataset, source.num_files, source.skip_log, dtype, prepared=False
         )

@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from svae import config as config_lib
-from svae import data, flops, health, likelihoods, models
+from svae import data, flops, health, likelihoods, runs
 from svae.data import load_split  # Re-exported: evaluation's images.
 from svae.likelihoods import modelled_dims  # Re-exported: the NLL's units.
 from svae.progress import Progress
+from svae.runs import load_run  # Re-exported: a run's config and model.
 
 __all__ = [
     "METRICS",
@@ -49,8 +50,9 @@ METRICS = ("nll", "nll_bpd", "elbo", "kl", "mse")
 EVAL_DIR = "eval"
 
 
-class EvaluationError(ValueError):
-    """A run directory, split or saved result that cannot be evaluated."""
+# A run directory, split or saved result that cannot be evaluated: the same
+# error as any unusable run directory (svae.runs), so that callers catch one.
+EvaluationError = runs.RunError
 
 
 @dataclasses.dataclass
@@ -66,34 +68,22 @@ class EvalConfig:
 
     model_dir: str
     split: str = "test"
-    num_samples: int = 500
-    sample_chunk: int = 100
-    batch_size: int = 8
-    max_images: int | None = None
+    num_samples: int = config_lib.ranged(500, ge=1)
+    sample_chunk: int = config_lib.ranged(100, ge=1)
+    batch_size: int = config_lib.ranged(8, ge=1)
+    max_images: int | None = config_lib.ranged(None, ge=1)
     dataset: str | None = None
     data_dir: str | None = None
     cache_dir: str | None = None
-    seed: int = 0
+    seed: int = config_lib.ranged(0, ge=0, le=config_lib.MAX_INT32)
     output_dir: str | None = None
     progress: bool = True
-    health_images: int = health.NUM_IMAGES
-    num_prior: int = health.NUM_PRIOR
+    health_images: int = config_lib.ranged(health.NUM_IMAGES, ge=1)
+    num_prior: int = config_lib.ranged(health.NUM_PRIOR, ge=1)
 
     def __post_init__(self):
         """Checks the values that can be checked without the run."""
-        for name in (
-            "num_samples",
-            "sample_chunk",
-            "batch_size",
-            "health_images",
-            "num_prior",
-        ):
-            if getattr(self, name) < 1:
-                raise EvaluationError(
-                    f"{name} must be >= 1, got {getattr(self, name)}."
-                )
-        if self.max_images is not None and self.max_images < 1:
-            raise EvaluationError(f"max_images must be >= 1, got {self.max_images}.")
+        config_lib.check_fields(self, EvaluationError)
 
 
 @tf.function(reduce_retracing=True)
@@ -111,7 +101,9 @@ def importance_weighted_bound(
     computed with `reduce_logsumexp` (shifted by the maximum, so weights of
     thousands of nats neither overflow nor underflow). `log_likelihood_fn` is
     called on chunks of `sample_chunk` samples, which bounds the memory of a
-    decoder to `sample_chunk * B` images.
+    decoder to `sample_chunk * B` images, also when K is known only at run
+    time (`z` of shape `[None, B, D]` in a `tf.function`, as in served
+    models): the chunks are then a `tf.while_loop` that runs one at a time.
 
     Args:
       log_likelihood_fn: maps `z` `[S, B, D]` to `log p(x|z)` `[S, B]`.
@@ -119,6 +111,7 @@ def importance_weighted_bound(
       prior: `p(z)`, event shape `[D]` (batch shape broadcasting to `[B]`).
       z: `[K, B, D]` samples of `posterior`.
       sample_chunk: samples per call of `log_likelihood_fn`; None for all.
+        With a run-time K, `log_likelihood_fn` must return `z`'s dtype.
 
     Returns:
       A dict of tensors: `bound` `[B]`, `log_weights` `[K, B]` and
@@ -126,10 +119,33 @@ def importance_weighted_bound(
     """
     z = tf.convert_to_tensor(z)
     num_samples = z.shape[0]
-    if sample_chunk is None or num_samples is None:
-        # One call; K may then be known only at run time (served models).
+    if sample_chunk is None:
+        # One call; K may then be known only at run time.
         log_likelihood = log_likelihood_fn(z)
         num_samples = tf.shape(z)[0]
+    elif num_samples is None:
+        # K known at run time only (served models): the same chunks in a
+        # loop that runs one at a time, so memory is bounded for any K.
+        num_samples = tf.shape(z)[0]
+        starts = tf.range(0, num_samples, sample_chunk)
+        chunks = tf.TensorArray(
+            z.dtype,
+            size=tf.size(starts),
+            infer_shape=False,
+            element_shape=tf.TensorShape([None]).concatenate(z.shape[1:2]),
+        )
+
+        def one_chunk(i, chunks):
+            chunk = z[starts[i] : starts[i] + sample_chunk]
+            return i + 1, chunks.write(i, log_likelihood_fn(chunk))
+
+        _, chunks = tf.while_loop(
+            lambda i, _: i < tf.size(starts),
+            one_chunk,
+            (tf.constant(0), chunks),
+            parallel_iterations=1,
+        )
+        log_likelihood = chunks.concat()
     else:
         log_likelihood = tf.concat(
             [
@@ -172,69 +188,6 @@ def rgb_mse(outputs, batch, chroma_factor=4):
     predicted = likelihoods.to_rgb(mean, chroma_factor, clip=True)
     error = tf.square(255.0 * (tf.cast(reference, predicted.dtype) - predicted))
     return tf.reduce_mean(error, axis=[1, 2, 3])
-
-
-def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
-    """Loads a training run's config and its latest checkpoint.
-
-    Args:
-      model_dir: a directory written by `svae.training.train`.
-      dataset: overrides the run's data set.
-      data_dir: overrides the run's data directory.
-      cache_dir: overrides the run's prepared-data folder (`""`: none).
-
-    Returns:
-      `(config, model, step)`: the `Config`, the restored `VAE` and the
-      checkpoint's training step.
-
-    Raises:
-      EvaluationError: no such directory, no config.json, no checkpoint, or a
-        checkpoint that does not match the config.
-    """
-    path = pathlib.Path(model_dir)
-    if not path.is_dir():
-        raise EvaluationError(
-            f"--model_dir={model_dir} does not exist. Pass the directory of a run "
-            "written by train.py (it holds config.json and checkpoints/)."
-        )
-    if not (path / config_lib.CONFIG_FILE).exists():
-        raise EvaluationError(
-            f"{path} has no {config_lib.CONFIG_FILE}: it is not a training run. "
-            "Pass the --model_dir you gave train.py."
-        )
-    try:
-        config = config_lib.load(path)
-    except (TypeError, ValueError) as e:
-        raise EvaluationError(
-            f"{path / config_lib.CONFIG_FILE} is not a config of this svae version "
-            f"({e}). Retrain, or fix the file's fields to those of svae.config.Config."
-        ) from e
-    overrides = {"model_dir": str(path)}
-    if dataset:
-        overrides["dataset"] = dataset
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    if cache_dir is not None:
-        overrides["cache_dir"] = cache_dir
-    config = dataclasses.replace(config, **overrides)
-    latest = tf.train.latest_checkpoint(path / "checkpoints")
-    if latest is None:
-        raise EvaluationError(
-            f"{path / 'checkpoints'} holds no checkpoint: train first "
-            f"(python train.py --model_dir={path} ...) or wait for the first save."
-        )
-    model = models.build_model(config)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    status = tf.train.Checkpoint(model=model, step=step).read(latest)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise EvaluationError(
-            f"{latest} does not match the model of {path / config_lib.CONFIG_FILE} "
-            f"({config.model}): {e}"
-        ) from e
-    status.expect_partial()
-    return config, model, int(step.numpy())
 
 
 def _images(config, split, max_images, batch_size):
@@ -428,6 +381,20 @@ def evaluate(eval_config):
         raise EvaluationError(f"The {config.dataset} {ec.split} split has no images.")
     values = {name: np.concatenate(parts) for name, parts in per_image.items()}
     values["nll_bpd"] = values["nll"] / (dims["total"] * math.log(2.0))
+    broken = {
+        name: int(np.sum(~np.isfinite(v)))
+        for name, v in values.items()
+        if name != "nll_bpd"
+    }
+    broken = {name: count for name, count in broken.items() if count}
+    if broken:
+        raise EvaluationError(
+            f"{ec.model_dir} (its checkpoint of step {step}) gives non-finite "
+            + ", ".join(f"{name} on {n} of {seen} images" for name, n in broken.items())
+            + ": its weights are broken (did training diverge?). Nothing was "
+            "written. Evaluate an earlier checkpoint by moving the newer ckpt-* "
+            "files out of checkpoints/ (README, The NaN policy)."
+        )
     held_out = {
         name: tf.concat([b[name] for b in health_batches], 0)[: ec.health_images]
         for name in health_batches[0]
@@ -461,7 +428,7 @@ def evaluate(eval_config):
         writer.writerow(("image",) + METRICS)
         for i in range(seen):
             writer.writerow([i] + [repr(float(values[name][i])) for name in METRICS])
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    runs.write_json(json_path, report)
     print(_format_table(report))
     print(health.format_health(sample_health))
     print(f"  written: {json_path}, {csv_path}")

@@ -15,7 +15,6 @@ writes the same bytes.
 """
 
 import dataclasses
-import json
 import pathlib
 import sys
 
@@ -23,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
-from svae import evaluation, health, likelihoods
+from svae import config as config_lib
+from svae import evaluation, health, likelihoods, runs
 from svae.data import load_batch as load_images  # Re-exported: figures' images.
 from svae.distributions import SparsePrecisionGaussian
 
@@ -59,9 +59,9 @@ class SampleConfig:
     """What `write_figures` needs; `sample.py` fills it from flags."""
 
     model_dir: str
-    num: int = 8
-    seed: int = 0
-    temperature: float = 1.0
+    num: int = config_lib.ranged(8, ge=1)
+    seed: int = config_lib.ranged(0, ge=0, le=config_lib.MAX_INT32)
+    temperature: float = config_lib.ranged(1.0, ge=0)
     output_dir: str | None = None
     split: str = "test"
     dataset: str | None = None
@@ -69,18 +69,13 @@ class SampleConfig:
     # None: the run's prepared-data folder; "": none (svae.data).
     cache_dir: str | None = None
     std_method: str = "exact"
-    scale: int = 2
+    scale: int = config_lib.ranged(2, ge=1)
     inpaint: bool = False
     mask: str = "center"
 
     def __post_init__(self):
         """Checks the values."""
-        if self.num < 1 or self.scale < 1:
-            raise ValueError(
-                f"num and scale must be >= 1, got {self.num}, {self.scale}."
-            )
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+        config_lib.check_fields(self)
         if self.std_method not in ("exact", "sample"):
             raise ValueError(
                 f'std_method must be "exact" or "sample", got {self.std_method!r}.'
@@ -426,9 +421,7 @@ def write_figures(sample_config):
     print(health.format_health(sample_health))
     output_dir.mkdir(parents=True, exist_ok=True)
     health_path = output_dir / "health.json"
-    health_path.write_text(
-        json.dumps(sample_health, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    runs.write_json(health_path, sample_health)
 
     prior = prior_samples(model, config, sc.num, sc.seed, sc.temperature)
     prior_heat, prior_label = _heat_map(

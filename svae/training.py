@@ -2,12 +2,12 @@
 
 `train(config)` is the one entry point (`train.py` calls it). It runs under any
 `tf.distribute` strategy with a custom loop (`strategy.run`), checkpoints with
-`tf.train.CheckpointManager` and resumes from the latest checkpoint of
-`config.model_dir`.
+`tf.train.CheckpointManager` and resumes from the newest good checkpoint of
+`config.model_dir` (`svae.runs` decides what a run directory holds and locks
+it to one trainer).
 """
 
 import dataclasses
-import datetime
 import pathlib
 import shutil
 import time
@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from svae import config as config_lib
-from svae import data, likelihoods, models
+from svae import data, likelihoods, models, runs
 from svae.progress import Progress
 
 __all__ = [
@@ -288,18 +288,8 @@ def _worker_role(strategy):
     return is_chief, task_id
 
 
-def _fresh_model_dir(config):
-    """Returns a new run directory name under `runs/`."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return str(pathlib.Path("runs") / f"{config.model}-{config.dataset}-{stamp}")
-
-
-def _check_resume(config, model_dir):
-    """Writes the config, or checks it against the one already in `model_dir`."""
-    path = model_dir / config_lib.CONFIG_FILE
-    if not path.exists():
-        return False
-    saved = config_lib.load(model_dir)
+def _check_resume(config, saved, model_dir):
+    """Raises if the run `saved` in `model_dir` cannot be resumed with `config`."""
     changed = config.incompatible_fields(saved)
     if changed:
         details = ", ".join(
@@ -310,7 +300,6 @@ def _check_resume(config, model_dir):
             f"{model_dir} holds a run with a different configuration ({details}). "
             "Use the same flags to resume it, or another --model_dir."
         )
-    return True
 
 
 class _Data:
@@ -436,16 +425,42 @@ class _Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=config.max_checkpoints
         )
-        self.chief_manager_dir = model_dir / "checkpoints"
         self._step_fns = {}
+        self._check_fns = {}
 
-    def restore(self):
-        """Restores the latest checkpoint of the run; returns its step or 0."""
-        latest = tf.train.latest_checkpoint(self.chief_manager_dir)
-        if latest is None:
-            return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+    def restore(self, prefix):
+        """Restores the checkpoint at `prefix`; returns its step."""
+        runs.restore(self.checkpoint, prefix, self.model_dir)
         return int(self.step.numpy())
+
+    def healthy(self, batch, phase):
+        """Whether the weights are finite and give a finite loss on `batch`.
+
+        A step's loss is computed before its update: a finite loss does not
+        make the updated weights good. Checked before each save, so that every
+        checkpoint on disk gives a finite loss.
+        """
+        if not all(np.isfinite(w.numpy()).all() for w in self.model.weights):
+            return False
+        if phase.name not in self._check_fns:
+            config, model = self.config, self.model
+            size = config.image_size
+
+            @tf.function(autograph=False)
+            def check(batch):
+                count = tf.shape(batch["y"])[0]
+                terms = loss_terms(
+                    model,
+                    batch,
+                    config,
+                    phase.spherical,
+                    tf.zeros([count, config.latent_dim]),
+                    tf.zeros([count, size, size]),
+                )
+                return tf.reduce_all(tf.math.is_finite(terms["loss"]))
+
+            self._check_fns[phase.name] = check
+        return bool(self._check_fns[phase.name](batch))
 
     def init_from(self, run_dir):
         """Loads encoder, trunk, means and spherical scales of a `vae_sph` run."""
@@ -461,7 +476,7 @@ class _Trainer:
                 f"{', '.join(fields)}; it is a {source.model} run with "
                 + ", ".join(f"{f}={getattr(source, f)!r}" for f in fields)
             )
-        latest = tf.train.latest_checkpoint(pathlib.Path(run_dir) / "checkpoints")
+        latest = runs.good_checkpoint(pathlib.Path(run_dir) / runs.CHECKPOINTS)
         if latest is None:
             raise ValueError(f"--init_from={run_dir} has no checkpoint.")
         tf.train.Checkpoint(model=self.model).read(latest).expect_partial()
@@ -546,22 +561,27 @@ class _Trainer:
         return distributed_step
 
 
+def _last_good(last_saved, model_dir):
+    """Names the last good checkpoint for a `NonFiniteLossError`."""
+    if last_saved is None:
+        return "no checkpoint was written yet"
+    return (
+        f"the last good checkpoint is step {last_saved} in "
+        f"{model_dir / runs.CHECKPOINTS} (README, The NaN policy, says how "
+        "to go on from it)"
+    )
+
+
 def _check_finite(values, step, last_saved, model_dir):
     """Raises `NonFiniteLossError` naming the first non-finite term."""
     names = tuple(values)
     # The parts before their sum, so the message names the culprit.
     for name in names[1:] + names[:1]:
         if not np.isfinite(values[name]):
-            where = (
-                f"the last good checkpoint is step {last_saved} in "
-                f"{model_dir / 'checkpoints'}"
-                if last_saved is not None
-                else "no checkpoint was written yet"
-            )
             raise NonFiniteLossError(
                 f"Non-finite loss at step {step + 1}: the term '{name}' is "
                 f"{values[name]} ({', '.join(f'{k}={values[k]:.4g}' for k in names)})."
-                f" Training stopped; {where}."
+                f" Training stopped; {_last_good(last_saved, model_dir)}."
             )
 
 
@@ -583,27 +603,48 @@ def train(config, strategy=None, callback=None):
       NonFiniteLossError: a loss term became NaN or infinite.
     """
     if config.model_dir is None:
-        config = dataclasses.replace(config, model_dir=_fresh_model_dir(config))
-    model_dir = pathlib.Path(config.model_dir)
+        config = dataclasses.replace(config, model_dir=runs.fresh_model_dir(config))
+    model_dir = runs.check_model_dir(config.model_dir)
     strategy = strategy or make_strategy(config.strategy)
     is_chief, task_id = _worker_role(strategy)
+    if not is_chief:
+        # Workers of a multi-worker run share its directory with the chief,
+        # which holds the lock.
+        return _train(config, strategy, model_dir, is_chief, task_id, callback)
+    created = not model_dir.exists()
+    try:
+        with runs.RunLock(model_dir):
+            return _train(config, strategy, model_dir, is_chief, task_id, callback)
+    finally:
+        # A run that failed before writing anything leaves no folder behind.
+        if created and model_dir.is_dir() and not any(model_dir.iterdir()):
+            model_dir.rmdir()
+
+
+def _train(config, strategy, model_dir, is_chief, task_id, callback):
+    """`train` once the run directory is checked (and locked by the chief)."""
+    checkpoints = model_dir / runs.CHECKPOINTS
     if is_chief:
-        resuming = _check_resume(config, model_dir)
-    else:
-        resuming = tf.train.latest_checkpoint(model_dir / "checkpoints") is not None
-    if is_chief:
+        saved = runs.run_state(model_dir)
+        if saved is not None:
+            _check_resume(config, saved, model_dir)
+        # Before the data loads: unreadable checkpoints fail here, at once.
+        latest = runs.good_checkpoint(checkpoints) if saved is not None else None
         print(f"svae: training {config.model} on {config.dataset} in {model_dir}")
+    else:
+        latest = runs.good_checkpoint(checkpoints, quiet=True)
+    resuming = latest is not None
     # The data first: a missing data set or too few images leaves no run
     # directory behind to trip over.
     dataset = _Data(config, strategy)
     if is_chief:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        (model_dir / config_lib.CONFIG_FILE).write_text(config.to_json())
+        runs.write_config(config, model_dir)
+        runs.repair_index(checkpoints)
     steps_per_epoch = dataset.steps_per_epoch
     total_steps = config.steps or config.epochs * steps_per_epoch
     phases = schedule(config, steps_per_epoch, total_steps)
     trainer = _Trainer(config, strategy, model_dir, is_chief, task_id)
-    step = trainer.restore() if resuming else 0
+    step = trainer.restore(latest) if resuming else 0
     if step == 0 and config.init_from:
         trainer.init_from(config.init_from)
     if step:
@@ -652,6 +693,13 @@ def train(config, strategy=None, callback=None):
                         trainer.model, dataset.preview, config, phase, step
                     )
                 if step % config.checkpoint_every == 0 or step in (end, total_steps):
+                    if not trainer.healthy(dataset.preview, phase):
+                        raise NonFiniteLossError(
+                            f"The weights after step {step} are not finite or give "
+                            "a non-finite loss (training diverged in that step, "
+                            "whose own loss was finite); they were not saved. "
+                            f"Training stopped; {_last_good(last_saved, model_dir)}."
+                        )
                     trainer.save(step)
                     last_saved = step
                 if progress is not None:

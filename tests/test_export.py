@@ -15,6 +15,8 @@ from svae import data, evaluation, export, likelihoods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 16  # conftest's tiny_run.
+# More samples than `log_prob` decodes at once, and not a multiple.
+CHUNKED_SAMPLES = 2 * export.SERVED_SAMPLE_CHUNK + export.SERVED_SAMPLE_CHUNK // 2
 
 # Runs in a fresh interpreter: only TensorFlow and numpy, as a serving stack.
 CLIENT = """
@@ -24,6 +26,7 @@ import tensorflow as tf
 assert "svae" not in sys.modules
 loaded = tf.saved_model.load(sys.argv[1])
 inputs = np.load(sys.argv[2])
+max_samples, chunked_samples = int(sys.argv[4]), int(sys.argv[5])
 out = {"signatures": sorted(loaded.signatures)}
 for batch in (1, 3):
     images = tf.constant(inputs["images"][:batch])
@@ -47,6 +50,31 @@ for batch in (1, 3):
     out[f"reproducible_{batch}"] = bool(
         np.array_equal(sampled["sample_rgb"], again["sample_rgb"])
     )
+images = tf.constant(inputs["images"])
+chunked = loaded.signatures["log_prob"](
+    images=images[:2], num_samples=tf.constant(chunked_samples)
+)
+np.save(sys.argv[3] + "_chunked.npy", chunked["iw_bound"].numpy())
+z = tf.zeros([2, 4])
+with_nan, with_inf = inputs["images"].copy(), inputs["images"].copy()
+with_nan[1, 2, 3, 0] = np.nan
+with_inf[0, 5, 5, 2] = np.inf
+z_nan = np.zeros([2, 4], np.float32)
+z_nan[1, 1] = np.nan
+log_prob = loaded.signatures["log_prob"]
+# Edges that must pass: pixels exactly 0 and 1, K = 1 and K = the maximum.
+accepted = {
+    "zeros": lambda: loaded.signatures["encode"](images=tf.zeros([1, 16, 16, 3])),
+    "ones": lambda: loaded.signatures["reconstruct"](images=tf.ones([1, 16, 16, 3])),
+    "one_sample": lambda: log_prob(images=images[:1], num_samples=tf.constant(1)),
+    "max_samples": lambda: log_prob(
+        images=images[:1], num_samples=tf.constant(max_samples)
+    ),
+}
+out["accepted"] = {
+    name: bool(np.all([np.all(np.isfinite(v)) for v in call().values()]))
+    for name, call in accepted.items()
+}
 errors = {}
 for name, call in {
     "size": lambda: loaded.signatures["encode"](images=tf.zeros([2, 8, 8, 3])),
@@ -56,6 +84,31 @@ for name, call in {
         images=tf.zeros([2, 16, 16, 3], tf.uint8)
     ),
     "latent": lambda: loaded.signatures["decode"](z=tf.zeros([2, 5])),
+    "nan_image": lambda: loaded.signatures["reconstruct"](images=with_nan),
+    "nan_image_encode": lambda: loaded.signatures["encode"](images=with_nan),
+    "nan_image_log_prob": lambda: log_prob(images=with_nan, num_samples=3),
+    "inf_image": lambda: loaded.signatures["encode"](images=with_inf),
+    "image_in_255": lambda: log_prob(images=images * 255.0, num_samples=3),
+    "negative_image": lambda: loaded.signatures["encode"](images=images - 0.5),
+    "nan_z_decode": lambda: loaded.signatures["decode"](z=z_nan),
+    "nan_z_sample": lambda: loaded.signatures["sample"](z=z_nan, seed=[1, 2]),
+    "inf_z": lambda: loaded.signatures["decode"](z=z + np.inf),
+    "empty_batch": lambda: loaded.signatures["encode"](images=images[:0]),
+    "empty_batch_uint8": lambda: loaded.signatures["reconstruct_uint8"](
+        images=tf.zeros([0, 16, 16, 3], tf.uint8)
+    ),
+    "empty_batch_log_prob": lambda: log_prob(images=images[:0], num_samples=3),
+    "empty_z": lambda: loaded.signatures["decode"](z=z[:0]),
+    "empty_z_sample": lambda: loaded.signatures["sample"](z=z[:0], seed=[1, 2]),
+    "zero_samples": lambda: log_prob(images=images, num_samples=0),
+    "negative_samples": lambda: log_prob(images=images, num_samples=-1),
+    "too_many_samples": lambda: log_prob(images=images, num_samples=max_samples + 1),
+    "vector_samples": lambda: log_prob(
+        images=images, num_samples=tf.constant([3, 3])
+    ),
+    "seed_shape": lambda: loaded.signatures["sample"](
+        z=z, seed=tf.constant([1, 2, 3])
+    ),
 }.items():
     try:
         call()
@@ -79,7 +132,7 @@ def exported(tiny_run, tmp_path_factory):
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, str(path), str(base / "inputs.npz")]
-        + [str(base / "out")],
+        + [str(base / "out"), str(export.MAX_SERVED_SAMPLES), str(CHUNKED_SAMPLES)],
         env=env,
         capture_output=True,
         text=True,
@@ -155,18 +208,58 @@ def test_saved_model_cli_lists_every_signature(exported):
     assert "images" in shown and "num_samples" in shown and "seed" in shown
 
 
-def _xla_functions(saved_model_dir):
-    """Names of the functions of a SavedModel that must be XLA-compiled."""
+def _functions(saved_model_dir):
+    """`{name: FunctionDef}` of the graph functions of a SavedModel."""
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(
         (pathlib.Path(saved_model_dir) / "saved_model.pb").read_bytes()
     )
-    return [
-        function.signature.name
+    return {
+        function.signature.name: function
         for graph in proto.meta_graphs
         for function in graph.graph_def.library.function
+    }
+
+
+def _xla_functions(saved_model_dir):
+    """Names of the functions of a SavedModel that must be XLA-compiled."""
+    return [
+        name
+        for name, function in _functions(saved_model_dir).items()
         if function.attr["_XlaMustCompile"].b
     ]
+
+
+def _ops(functions, name, seen):
+    """The op types that function `name` runs, with the functions it calls."""
+    if name in seen or name not in functions:
+        return set()
+    seen.add(name)
+    found = set()
+    for node in functions[name].node_def:
+        found |= {node.op} | _ops(functions, node.op, seen)
+        for attr in node.attr.values():
+            called = list(attr.list.func)
+            if attr.HasField("func"):
+                called.append(attr.func)
+            for function in called:
+                found |= _ops(functions, function.name, seen)
+    return found
+
+
+def test_log_prob_decodes_in_a_loop(exported):
+    # K is known at run time only: the chunks are a while loop whose body
+    # decodes (transposed convolutions), not one decoder call on all samples.
+    functions = _functions(exported[0])
+    bodies = [
+        node.attr["body"].func.name
+        for name, function in functions.items()
+        if name.startswith("__inference_log_prob_")
+        for node in function.node_def
+        if node.op in ("While", "StatelessWhile")
+    ]
+    assert bodies
+    assert all("Conv2DBackpropInput" in _ops(functions, b, set()) for b in bodies)
 
 
 def test_exported_graph_runs_without_xla(exported, tmp_path):
@@ -185,10 +278,119 @@ def test_exported_graph_runs_without_xla(exported, tmp_path):
 
 def test_bad_inputs_get_errors_from_the_signature(exported):
     errors = exported[3]["errors"]
+    images = "images (float32 RGB in [0, 1])"
     for name in ("size", "rank", "channels"):
-        assert "images (float32 RGB in [0, 1]) must have shape" in errors[name], name
+        assert f"{images} must have shape" in errors[name], name
     assert "z (float32 latents) must have shape" in errors["latent"]
     assert errors["dtype"] and "float" in errors["dtype"]
+    expected = {
+        "nan_image": f"{images} must be finite (no NaN or inf)",
+        "nan_image_encode": f"{images} must be finite",
+        "nan_image_log_prob": f"{images} must be finite",
+        "inf_image": f"{images} must be finite",
+        "image_in_255": f"{images} must be in [0, 1] (divide pixels in [0, 255]",
+        "negative_image": f"{images} must be in [0, 1]",
+        "nan_z_decode": "z (float32 latents) must be finite (no NaN or inf)",
+        "nan_z_sample": "z (float32 latents) must be finite",
+        "inf_z": "z (float32 latents) must be finite",
+        "empty_batch": f"{images} must hold at least one item (batch size >= 1)",
+        "empty_batch_uint8": "images (uint8 RGB in [0, 255]) must hold at least one",
+        "empty_batch_log_prob": f"{images} must hold at least one item",
+        "empty_z": "z (float32 latents) must hold at least one item",
+        "empty_z_sample": "z (float32 latents) must hold at least one item",
+        "zero_samples": "num_samples (int32 scalar) must be in [1, 5000]] [got] [0]",
+        "negative_samples": "num_samples (int32 scalar) must be in [1, 5000]",
+        "too_many_samples": "num_samples (int32 scalar) must be in [1, 5000]",
+        "vector_samples": "num_samples (int32 scalar) must have shape []",
+        "seed_shape": "seed (int32 [2]) must have shape [2]",
+    }
+    assert export.MAX_SERVED_SAMPLES == 5000
+    for name, message in expected.items():
+        assert errors[name] and message in errors[name], (name, errors[name])
+
+
+def test_good_inputs_at_the_edges_are_accepted(exported):
+    # Pixels exactly 0 and 1, and K = 1 and the maximum, pass the checks.
+    assert exported[3]["accepted"] == {
+        "zeros": True,
+        "ones": True,
+        "one_sample": True,
+        "max_samples": True,
+    }
+
+
+def test_log_prob_chunks_k_as_evaluate_does(exported, tiny_run):
+    # The signature's K is known at run time only; its bound, decoded
+    # SERVED_SAMPLE_CHUNK samples at a time, equals the static-K code of
+    # evaluate.py (chunked and whole) for the same samples.
+    _, images, base, _ = exported
+    served = np.load(f"{base / 'out'}_chunked.npy")
+    assert CHUNKED_SAMPLES > export.SERVED_SAMPLE_CHUNK
+    config, model, _ = evaluation.load_run(str(tiny_run))
+    batch = data.to_model_inputs(tf.constant(images[:2]))
+    z_mean, z_log_scale = model.encode(batch["y"], batch["cbcr"])
+    posterior = likelihoods.posterior(z_mean, z_log_scale)
+    z = posterior.sample(CHUNKED_SAMPLES, seed=tf.constant([0, 0]))
+    for chunk in (export.SERVED_SAMPLE_CHUNK, None):
+        bound = evaluation.importance_weighted_bound(
+            lambda z: evaluation.latent_log_likelihood(
+                model, z, batch, **config.structure
+            ),
+            posterior,
+            likelihoods.prior(config.latent_dim),
+            z,
+            chunk,
+        )["bound"]
+        np.testing.assert_allclose(served, bound, rtol=1e-5)
+
+
+def test_export_describes_its_signatures(exported):
+    path = exported[0]
+    # TF Serving's layout, with the description in its folder for extras.
+    assert sorted(p.name for p in path.iterdir()) == [
+        "assets",
+        "assets.extra",
+        "fingerprint.pb",
+        "saved_model.pb",
+        "variables",
+    ]
+    # Written aside and renamed: no scratch folder is left for TF Serving.
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+    readme = (path / export.README_PATH).read_text()
+    for name in ("serving_default", "reconstruct_uint8", "encode", "decode"):
+        assert f"`{name}`" in readme
+    for text in (
+        "- `images` float32 `[B, 16, 16, 3]`: finite (no NaN or inf), in [0, 1]",
+        "- `images` uint8 `[B, 16, 16, 3]`",
+        "- `z` float32 `[B, 4]`: finite (no NaN or inf)",
+        "- `num_samples` int32 `[]`: in [1, 5000]",
+        "- `iw_bound` float32 `[B]`",
+        "- `off_diag` float32 `[B, 16, 16, 4]`",
+        "- `num_samples (int32 scalar) must be in [1, 5000]`",
+        "- `z (float32 latents) must be finite (no NaN or inf)`",
+        "decoded 100 at a time",
+    ):
+        assert text in readme, text
+
+
+@pytest.mark.parametrize("version", [0, -3, "-3", 1.5, True, "next"], ids=repr)
+def test_version_must_be_a_positive_integer(version, tmp_path):
+    # Checked before anything is loaded: the run need not exist.
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        export.export(str(tmp_path / "no-run"), str(tmp_path / "out"), version)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_dir_that_cannot_be_made_is_an_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    for export_dir, problem in (
+        (tmp_path / "file" / "svae", "lies under .*which is a file"),
+        ("/proc/svae-export", "cannot be written"),
+    ):
+        # Checked before anything is loaded: the run need not exist.
+        with pytest.raises(ValueError, match=f"--export_dir=.*{problem}"):
+            export.export(str(tmp_path / "no-run"), str(export_dir))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 @pytest.mark.parametrize("color", ["ycbcr", "gray"])

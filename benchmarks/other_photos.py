@@ -1,0 +1,107 @@
+"""Builds a second real-photograph data set, disjoint from `sample_photos`.
+
+Issue 12 asks for its targets "on other real photographs with a held-out
+split". `sample_photos` uses every photograph scikit-image ships, so this
+script takes the real photographs other wheels on PyPI ship inside them:
+scikit-learn's `china.jpg` and `flower.jpg`, Matplotlib's `grace_hopper.jpg`
+and PyWavelets' `aero` and `ascent` (grayscale). It downloads the three wheels
+with `pip download` (no install; PyPI is the only network it needs), or reads
+them from `--wheel_dir`, and writes random crops (`svae.data.random_crops`,
+the same crops as `sample_photos`) as PNGs into `OUT/train/` and `OUT/test/`,
+split by photograph, so the folder is a `folder:OUT` data set:
+
+    python benchmarks/other_photos.py --out=/tmp/other-photos
+    python benchmarks/bench_remedies.py --dataset=folder:/tmp/other-photos ...
+"""
+
+import io
+import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from svae import data
+
+flags.DEFINE_string(
+    "out", "/tmp/other-photos", "Folder to write train/ and test/ into."
+)
+flags.DEFINE_string("wheel_dir", None, "Folder holding the wheels (else pip download).")
+flags.DEFINE_integer("image_size", 64, "Side of the crops.")
+flags.DEFINE_integer("crops_per_photo", 2048, "Crops of each photograph.")
+flags.DEFINE_integer("seed", 0, "Seed of the crops.")
+FLAGS = flags.FLAGS
+
+# wheel -> {member path: photo name}
+SOURCES = {
+    "scikit-learn": {
+        "sklearn/datasets/images/china.jpg": "china",
+        "sklearn/datasets/images/flower.jpg": "flower",
+    },
+    "matplotlib": {"matplotlib/mpl-data/sample_data/grace_hopper.jpg": "grace_hopper"},
+    "PyWavelets": {"pywt/data/aero.npz": "aero", "pywt/data/ascent.npz": "ascent"},
+}
+SPLITS = {"train": ("china", "grace_hopper", "ascent"), "test": ("flower", "aero")}
+
+
+def _wheels(wheel_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Returns the wheels in wheel_dir, downloading the missing ones."""
+    for package in SOURCES:
+        prefix = package.lower().replace("-", "_")
+        if not any(w.name.lower().startswith(prefix) for w in wheel_dir.glob("*.whl")):
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps"]
+                + ["--only-binary=:all:", "-d", str(wheel_dir), package],
+                check=True,
+            )
+    return sorted(wheel_dir.glob("*.whl"))
+
+
+def _decode(name: str, payload: bytes) -> np.ndarray:
+    """Returns a member as uint8 RGB `[height, width, 3]`."""
+    if name.endswith(".npz"):
+        with np.load(io.BytesIO(payload)) as archive:
+            array = archive[archive.files[0]]
+        array = np.clip(array, 0, 255).astype(np.uint8)
+        return np.repeat(array[..., None], 3, axis=-1) if array.ndim == 2 else array
+    return np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
+
+
+def _photos(wheel_dir: pathlib.Path) -> dict[str, np.ndarray]:
+    members = {m: n for names in SOURCES.values() for m, n in names.items()}
+    photos = {}
+    for wheel in _wheels(wheel_dir):
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member in members:
+                    photos[members[member]] = _decode(member, archive.read(member))
+    missing = sorted(set(members.values()) - set(photos))
+    if missing:
+        raise SystemExit(f"Not found in the wheels of {wheel_dir}: {missing}")
+    return photos
+
+
+def main(argv):
+    del argv
+    out = pathlib.Path(FLAGS.out)
+    with tempfile.TemporaryDirectory() as scratch:
+        photos = _photos(pathlib.Path(FLAGS.wheel_dir or scratch))
+    for split, names in SPLITS.items():
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(names):
+            rng = np.random.default_rng([FLAGS.seed, index, split == "test"])
+            crops = data.random_crops(
+                photos[name], FLAGS.image_size, FLAGS.crops_per_photo, rng
+            )
+            for number, crop in enumerate(crops):
+                Image.fromarray(crop).save(folder / f"{name}_{number:05d}.png")
+        print(f"{split}: {len(names) * FLAGS.crops_per_photo} crops of {names}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,440 @@
+"""Run directories: where a run lives, who trains it, which checkpoint is good.
+
+A run directory (`--model_dir`) holds `config.json` (and its copy
+`checkpoints/config.json`), `checkpoints/ckpt-<step>.{index,data-*}`,
+TensorBoard events in `train/`, evaluations and exports. This module is the
+one place that decides what such a folder holds:
+
+- `check_model_dir`: a `--model_dir` that can be created and written, checked
+  before any work.
+- `run_state`: whether a folder is a fresh run, a run to resume, or a run
+  that cannot be resumed as it is (checkpoints but no `config.json`): a
+  folder holding any checkpoint is never trained from step 0.
+- `good_checkpoint`: the newest checkpoint whose files can be read, with a
+  warning naming each newer one skipped and why; `repair_index` rewrites a
+  missing or garbage `checkpoints/checkpoint` index from the files.
+- `RunLock`: one trainer per run directory (an `fcntl.flock`, released by the
+  kernel when its process dies, so a lock left by `kill -9` is taken over).
+- `load_run`: a run's config and model from its newest good checkpoint, for
+  evaluation, sampling and export.
+- `write_json`: strict (no `NaN`) JSON, written atomically.
+"""
+
+import dataclasses
+import datetime
+import fcntl
+import json
+import math
+import os
+import pathlib
+import re
+import socket
+import sys
+import tempfile
+
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import models
+
+__all__ = [
+    "LOCK_FILE",
+    "RunError",
+    "RunLock",
+    "check_model_dir",
+    "checkpoint_steps",
+    "fresh_model_dir",
+    "good_checkpoint",
+    "load_run",
+    "read_checkpoint",
+    "repair_index",
+    "run_state",
+    "strict",
+    "write_config",
+    "write_json",
+]
+
+CHECKPOINTS = "checkpoints"
+LOCK_FILE = "svae.lock"
+_CKPT = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked; the message says why."""
+
+
+def warn(message: str) -> None:
+    """Prints an svae warning on stderr."""
+    print(f"svae: warning: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------- the directory
+
+
+def fresh_model_dir(config) -> str:
+    """Returns a new run directory name under `runs/`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return str(pathlib.Path("runs") / f"{config.model}-{config.dataset}-{stamp}")
+
+
+def check_model_dir(model_dir, flag: str = "--model_dir") -> pathlib.Path:
+    """Checks that `model_dir` is, or can be created as, a writable folder.
+
+    Nothing is created: the nearest existing ancestor must be a folder in
+    which a folder can be made (tried with a temporary one, so read-only
+    mounts and pseudo file systems such as /proc are caught).
+
+    Returns:
+      The path.
+
+    Raises:
+      RunError: the path is a file, lies under a file, or cannot be written.
+    """
+    path = pathlib.Path(model_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{flag}={model_dir} is a file, not a folder: pass a folder.")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(
+            f"{flag}={model_dir} lies under {existing}, which is a file: "
+            "pass a folder whose parents are folders."
+        )
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".svae-probe-").cleanup()
+    except OSError as e:
+        raise RunError(
+            f"{flag}={model_dir} cannot be written: making a folder in "
+            f"{existing} fails ({e.strerror or e}). Pass a writable folder."
+        ) from e
+    return path
+
+
+def strict(value):
+    """Returns `value` with non-finite floats (anywhere inside) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    return value
+
+
+def write_json(path, value, indent: int = 2) -> None:
+    """Writes strict JSON (`NaN`, `inf` as null) atomically: all or nothing."""
+    path = pathlib.Path(path)
+    text = json.dumps(strict(value), indent=indent, allow_nan=False) + "\n"
+    _write_atomically(path, text)
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_config(config, model_dir) -> None:
+    """Writes `config.json` and its copy `checkpoints/config.json`, atomically.
+
+    The copy lets a run whose `config.json` was lost be recovered by hand.
+    """
+    model_dir = pathlib.Path(model_dir)
+    (model_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    text = config.to_json() + "\n"
+    _write_atomically(model_dir / CHECKPOINTS / config_lib.CONFIG_FILE, text)
+    _write_atomically(model_dir / config_lib.CONFIG_FILE, text)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_steps(directory) -> list[int]:
+    """Returns the steps of `directory`'s `ckpt-<step>.index` files, newest first."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = [int(m.group(1)) for p in directory.iterdir() if (m := _CKPT.match(p.name))]
+    return sorted(steps, reverse=True)
+
+
+def read_checkpoint(prefix) -> str | None:
+    """Reads every tensor of a checkpoint; returns why it is unreadable, or None."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # noqa: BLE001 - any failure makes it unreadable.
+        text = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {text[0] if text else 'unreadable'}"
+    return None
+
+
+def good_checkpoint(directory, quiet: bool = False) -> str | None:
+    """Returns the prefix of the newest readable checkpoint in `directory`.
+
+    Checkpoints are found from their files, not from the `checkpoint` index
+    (which may be stale or garbage). Each newer checkpoint that cannot be
+    read is named in a warning, with the reason, unless `quiet`.
+
+    Raises:
+      RunError: checkpoint files exist but none can be read.
+    """
+    directory = pathlib.Path(directory)
+    skipped = []
+    for step in checkpoint_steps(directory):
+        prefix = directory / f"ckpt-{step}"
+        reason = read_checkpoint(prefix)
+        if reason is None:
+            if skipped and not quiet:
+                warn(
+                    f"skipped unreadable checkpoint(s) in {directory}: "
+                    + "; ".join(skipped)
+                    + f". Using ckpt-{step}."
+                )
+            return str(prefix)
+        skipped.append(f"ckpt-{step} ({reason})")
+    if skipped:
+        raise RunError(
+            f"No checkpoint in {directory} can be read: {'; '.join(skipped)}. "
+            "Restore them from a backup, or move the folder away to start afresh."
+        )
+    return None
+
+
+def repair_index(directory) -> None:
+    """Rewrites `directory/checkpoint` from the readable checkpoint files.
+
+    `tf.train.CheckpointManager` trusts that index: a stale or garbage one
+    makes it forget the checkpoints on disk. Only checkpoints that can be read
+    are listed.
+    """
+    directory = pathlib.Path(directory)
+    good = [
+        f"ckpt-{s}"
+        for s in sorted(checkpoint_steps(directory))
+        if read_checkpoint(directory / f"ckpt-{s}") is None
+    ]
+    if not good:
+        return
+    # The text format of tf.train.CheckpointState, with relative paths as
+    # CheckpointManager writes them. With their files' times and an earlier
+    # last_preserved_timestamp, the manager counts them against max_to_keep
+    # (without times it would keep them all forever).
+    times = [(directory / f"{name}.index").stat().st_mtime for name in good]
+    lines = [f'model_checkpoint_path: "{good[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in good]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+    lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
+    text = "\n".join(lines) + "\n"
+    index = directory / "checkpoint"
+    try:
+        if index.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    _write_atomically(index, text)
+
+
+def _run_files(model_dir: pathlib.Path) -> list[str]:
+    """Names what in `model_dir` shows a run was trained there."""
+    found = []
+    if checkpoint_steps(model_dir / CHECKPOINTS):
+        found.append(f"{CHECKPOINTS}/ckpt-*")
+    for name in ("train", "export"):
+        if (model_dir / name).is_dir() and any((model_dir / name).iterdir()):
+            found.append(f"{name}/")
+    return found
+
+
+def run_state(model_dir):
+    """Returns the saved `Config` of the run in `model_dir`, or None if fresh.
+
+    Raises:
+      RunError: the folder holds a run's files but no `config.json` (it is
+        never trained from step 0 over them), or an invalid `config.json`.
+    """
+    model_dir = pathlib.Path(model_dir)
+    path = model_dir / config_lib.CONFIG_FILE
+    if path.exists():
+        try:
+            return config_lib.load(model_dir)
+        except (TypeError, ValueError) as e:
+            raise RunError(str(e)) from e  # Its message names the file.
+    found = _run_files(model_dir)
+    if not found:
+        return None
+    backup = model_dir / CHECKPOINTS / config_lib.CONFIG_FILE
+    how = (
+        f"copy its backup back (cp {backup} {path}) and run again"
+        if backup.exists()
+        else f"write {path} with the run's flags (train.py wrote one like it "
+        "at the start of every run), or pass another --model_dir"
+    )
+    raise RunError(
+        f"{model_dir} holds a run ({', '.join(found)}) but no "
+        f"{config_lib.CONFIG_FILE}, so it can neither be resumed nor started "
+        f"afresh without overwriting it. To resume: {how}."
+    )
+
+
+# ----------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """Makes one process the only trainer of a run directory.
+
+    `with RunLock(model_dir):` takes an exclusive `fcntl.flock` on
+    `model_dir/svae.lock` and writes who holds it (pid, host, start time,
+    command). A second trainer fails at once with a `RunError` naming the
+    holder. The kernel drops the lock when its process ends, however it ends,
+    so a lock file left by a killed process is stale and taken over (with a
+    warning naming the process that left it).
+    """
+
+    def __init__(self, model_dir):
+        self.path = pathlib.Path(model_dir) / LOCK_FILE
+        self._file = None
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            return (
+                f"pid {info['pid']} on {info['host']}, started {info['started']}"
+                f" ({info.get('command', '?')})"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process (its lock file cannot be read)"
+
+    def acquire(self) -> "RunLock":
+        """Takes the lock; raises `RunError` if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise RunError(
+                f"{self.path.parent} is being trained by {self._holder()}. "
+                "Wait for it to finish or stop it, or pass another --model_dir."
+            ) from None
+        file.seek(0)
+        previous = file.read().strip()
+        if previous:
+            warn(
+                f"took over the lock of {self.path.parent} left by "
+                f"{self._holder()}, which no longer holds it (killed?)."
+            )
+        file.seek(0)
+        file.truncate()
+        json.dump(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv),
+            },
+            file,
+        )
+        file.flush()
+        self._file = file
+        return self
+
+    def release(self) -> None:
+        """Removes the lock file and drops the lock."""
+        if self._file is None:
+            return
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ------------------------------------------------------------------- loading
+
+
+def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
+    """Loads a training run's config and its newest good checkpoint.
+
+    Args:
+      model_dir: a directory written by `svae.training.train`.
+      dataset: overrides the run's data set.
+      data_dir: overrides the run's data directory.
+      cache_dir: overrides the run's prepared-data folder (`""`: none).
+
+    Returns:
+      `(config, model, step)`: the `Config`, the restored `VAE` and the
+      checkpoint's training step.
+
+    Raises:
+      RunError: no such directory, no or an invalid config.json, no readable
+        checkpoint, or a checkpoint that does not match the config.
+    """
+    path = pathlib.Path(model_dir)
+    if not path.is_dir():
+        raise RunError(
+            f"--model_dir={model_dir} does not exist. Pass the directory of a run "
+            "written by train.py (it holds config.json and checkpoints/)."
+        )
+    config = run_state(path)
+    if config is None:
+        raise RunError(
+            f"{path} has no {config_lib.CONFIG_FILE}: it is not a training run. "
+            "Pass the --model_dir you gave train.py."
+        )
+    overrides = {"model_dir": str(path)}
+    if dataset:
+        overrides["dataset"] = dataset
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    if cache_dir is not None:
+        overrides["cache_dir"] = cache_dir
+    config = dataclasses.replace(config, **overrides)
+    latest = good_checkpoint(path / CHECKPOINTS)
+    if latest is None:
+        raise RunError(
+            f"{path / CHECKPOINTS} holds no checkpoint: train first "
+            f"(python train.py --model_dir={path} ...) or wait for the first save."
+        )
+    model = models.build_model(config)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    restore(tf.train.Checkpoint(model=model, step=step), latest, path, partial=True)
+    return config, model, int(step.numpy())
+
+
+def restore(checkpoint, prefix, model_dir, partial=False) -> None:
+    """Restores `checkpoint` from `prefix`; a mismatch is a `RunError`.
+
+    Args:
+      checkpoint: a `tf.train.Checkpoint` of the run's objects.
+      prefix: the checkpoint's path prefix.
+      model_dir: the run directory (for the message).
+      partial: the checkpoint may hold more (an optimizer) than `checkpoint`.
+    """
+    config_path = pathlib.Path(model_dir) / config_lib.CONFIG_FILE
+    try:
+        status = checkpoint.read(str(prefix))
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        lines = str(e).strip().splitlines()
+        raise RunError(
+            f"{prefix} does not match the model {config_path} describes "
+            f"({lines[0] if lines else type(e).__name__}). Was config.json "
+            "edited, or the checkpoint copied from another run?"
+        ) from e
+    if partial:
+        status.expect_partial()

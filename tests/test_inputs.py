@@ -1,0 +1,276 @@
+"""Every bad input is a clear error: flag ranges, config.json, stray arguments."""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from svae import cli, evaluation, figures, training
+from svae import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------ field ranges
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("steps", 0, "steps must be >= 1, got 0"),
+        ("steps", -5, "steps must be >= 1, got -5"),
+        ("epochs", 0, "epochs must be >= 1"),
+        ("batch_size", 0, "batch_size must be >= 1, got 0"),
+        ("batch_size", -1, "batch_size must be >= 1, got -1"),
+        ("checkpoint_every", 0, "checkpoint_every must be >= 1"),
+        ("summary_every", 0, "summary_every must be >= 1"),
+        ("max_checkpoints", 0, "max_checkpoints must be >= 1"),
+        ("learning_rate", 0.0, "learning_rate must be > 0, got 0.0"),
+        ("learning_rate", math.inf, "learning_rate must be a finite number"),
+        ("learning_rate", math.nan, "learning_rate must be a finite number"),
+        ("dominance", 1.0, r"dominance must be in \(0, 1\), got 1.0"),
+        ("dominance", 0.0, r"dominance must be in \(0, 1\), got 0.0"),
+        ("kernel_size", 4, "kernel_size must be one of 3, 5, 7, got 4"),
+        ("seed", -1, r"seed must be in \[0, 67108863\], got -1"),
+        ("shuffle_buffer", -1, "shuffle_buffer must be >= 0"),
+        ("alpha", -1.0, "alpha must be >= 0"),
+        ("pretrain_epochs", -1, "pretrain_epochs must be >= 0"),
+        ("image_size", 4, "image_size must be >= 8"),
+        ("image_size", 48, "image_size must be a power of 2"),
+        ("chroma_factor", 0, "chroma_factor must be >= 1"),
+        ("chroma_factor", 3, "chroma_factor must divide image_size"),
+        ("image_size", "64", "image_size must be an integer, got '64'"),
+        ("epochs", True, "epochs must be an integer, got True"),
+        ("model_dir", 3, "model_dir must be a string or None, got 3"),
+        ("flip", "yes", "flip must be true or false, got 'yes'"),
+    ],
+)
+def test_config_rejects_values_outside_their_range(field, value, says):
+    with pytest.raises(ValueError, match=says):
+        config_lib.Config(**{field: value})
+
+
+def _numeric_fields(cls):
+    """The int and float fields (optional or not) of a dataclass."""
+    numeric = {int, float, int | None, float | None}
+    return {f.name for f in dataclasses.fields(cls) if f.type in numeric}
+
+
+@pytest.mark.parametrize(
+    "cls", [config_lib.Config, evaluation.EvalConfig, figures.SampleConfig]
+)
+def test_every_numeric_field_has_a_range(cls):
+    assert _numeric_fields(cls) == set(config_lib.field_ranges(cls))
+
+
+def test_eval_and_sample_configs_check_their_ranges():
+    with pytest.raises(evaluation.EvaluationError, match="num_samples must be >= 1"):
+        evaluation.EvalConfig(model_dir="run", num_samples=0)
+    with pytest.raises(evaluation.EvaluationError, match="max_images must be >= 1"):
+        evaluation.EvalConfig(model_dir="run", max_images=0)
+    with pytest.raises(evaluation.EvaluationError, match="seed must be in"):
+        evaluation.EvalConfig(model_dir="run", seed=2**31)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        figures.SampleConfig(model_dir="run", temperature=-0.5)
+    with pytest.raises(ValueError, match="scale must be >= 1"):
+        figures.SampleConfig(model_dir="run", scale=0)
+
+
+def test_config_values_become_builtin_types():
+    config = config_lib.Config(
+        image_size=np.int64(16),
+        learning_rate=1,
+        alpha=np.float32(2.5),
+        model_dir=pathlib.Path("runs") / "x",
+    )
+    assert type(config.image_size) is int and type(config.learning_rate) is float
+    assert config.alpha == 2.5 and type(config.alpha) is float
+    assert config.model_dir == os.path.join("runs", "x")
+    assert config_lib.Config.from_json(config.to_json()) == config
+
+
+# -------------------------------------------------------------- config.json
+
+
+def _load_tampered(tmp_path, text):
+    """Writes `text` as tmp_path/config.json and loads it."""
+    path = tmp_path / config_lib.CONFIG_FILE
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return config_lib.load(tmp_path)
+
+
+def _saved(**changes):
+    """A valid config.json's fields, changed."""
+    return json.loads(config_lib.Config().to_json()) | changes
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"batch_size": 8,', r"is not valid JSON: .* at line 1, column 18"),
+        ("[1, 2]", "must hold a JSON object"),
+        (
+            json.dumps(_saved(imagesize=64)),
+            r"unknown field\(s\) 'imagesize' \(did you mean 'image_size'\?\)",
+        ),
+        (
+            json.dumps(_saved(colour_space="rgb")),
+            "unknown field.*'colour_space'.*The fields of svae.config.Config: "
+            "dataset, ",
+        ),
+        (
+            json.dumps(_saved(image_size="64")),
+            "image_size must be an integer, got '64'",
+        ),
+        (json.dumps(_saved(learning_rate="fast")), "learning_rate must be a finite"),
+        (json.dumps(_saved(steps=True)), "steps must be an integer or None, got True"),
+        (json.dumps(_saved(batch_size=0)), "batch_size must be >= 1, got 0"),
+        ('{"dominance": NaN}', "dominance must be a finite number, got nan"),
+        (b'{"model": "\xff"}', "cannot be read"),
+    ],
+)
+def test_tampered_config_json_names_the_file_and_the_field(tmp_path, text, says):
+    with pytest.raises(ValueError, match=says) as error:
+        _load_tampered(tmp_path, text)
+    assert str(tmp_path / config_lib.CONFIG_FILE) in str(error.value)
+
+
+def test_config_json_without_newer_fields_still_loads(tmp_path):
+    old = _saved()
+    for name in config_lib.LEGACY_VALUES:
+        del old[name]
+    loaded = _load_tampered(tmp_path, json.dumps(old))
+    assert {n: getattr(loaded, n) for n in config_lib.LEGACY_VALUES} == (
+        config_lib.LEGACY_VALUES
+    )
+
+
+def test_train_on_a_tampered_run_is_a_value_error(tmp_path):
+    config = config_lib.Config(model_dir=str(tmp_path), image_size=16, steps=1)
+    (tmp_path / config_lib.CONFIG_FILE).write_text(json.dumps(_saved(image_size="16")))
+    with pytest.raises(ValueError, match="config.json.*image_size must be an int"):
+        training.train(config)
+
+
+# ------------------------------------------------------------------- flags
+
+
+def _flag_values(cls):
+    """A fresh FlagValues with an integer or float flag per numeric field."""
+    flag_values = flags.FlagValues()
+    for field in dataclasses.fields(cls):
+        default = field.default
+        if field.type in (int, int | None):
+            flags.DEFINE_integer(field.name, default, "?", flag_values=flag_values)
+        elif field.type in (float, float | None):
+            flags.DEFINE_float(field.name, default, "?", flag_values=flag_values)
+    cli.bound_flags(cls, flag_values=flag_values)
+    return flag_values
+
+
+def test_numeric_flags_are_bounded_by_their_fields():
+    flag_values = _flag_values(config_lib.Config)
+    assert flag_values(["train.py", "--batch_size=2", "--dominance=0.5"])
+    assert flag_values.steps is None  # An unset optional flag passes.
+    assert "Must be >= 1." in flag_values["batch_size"].help
+    for argv, says in [
+        (["--steps=0"], "flag --steps=0: must be >= 1, got 0"),
+        (["--batch_size=-1"], "flag --batch_size=-1: must be >= 1, got -1"),
+        (["--learning_rate=0"], "flag --learning_rate=0.0: must be > 0"),
+        (["--dominance=1"], r"flag --dominance=1.0: must be in \(0, 1\)"),
+        (["--checkpoint_every=0"], "flag --checkpoint_every=0: must be >= 1"),
+        (["--kernel_size=4"], "flag --kernel_size=4: must be one of 3, 5, 7"),
+    ]:
+        flag_values.unparse_flags()
+        with pytest.raises(flags.IllegalFlagValueError, match=says):
+            flag_values(["train.py", *argv])
+
+
+def test_eval_sample_and_export_flags_are_bounded():
+    for cls, argv in [
+        (evaluation.EvalConfig, "--num_samples=0"),
+        (evaluation.EvalConfig, "--max_images=0"),
+        (figures.SampleConfig, "--temperature=-1"),
+        (figures.SampleConfig, "--num=0"),
+    ]:
+        with pytest.raises(flags.IllegalFlagValueError, match=argv.split("=")[0]):
+            _flag_values(cls)(["prog", argv])
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer("version", None, "?", flag_values=flag_values)
+    cli.bound_flags(ranges={"version": config_lib.Range(ge=1)}, flag_values=flag_values)
+    with pytest.raises(flags.IllegalFlagValueError, match="--version=-3"):
+        flag_values(["export.py", "--version=-3"])
+
+
+def test_positional_arguments_are_a_usage_error(capsys):
+    flag_values = _flag_values(config_lib.Config)
+    assert cli.parse_flags(["train.py", "--steps=3"], flag_values) == ["train.py"]
+    flag_values.unparse_flags()
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_flags(["train.py", "foo", "steps=5"], flag_values)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "unexpected argument(s) 'foo' 'steps=5'" in err
+    assert "did you mean --steps=5?" in err and "train.py takes flags only" in err
+
+
+# ------------------------------------------------------ the scripts, end to end
+
+
+def _run(script, *args, env=None):
+    """Runs a script; returns (exit status, stderr)."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    environment.pop("TF_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        env=environment | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result.returncode, result.stderr
+
+
+def test_scripts_reject_bad_flags_and_stray_arguments_before_any_work(tmp_path):
+    run = tmp_path / "run"
+    status, err = _run("train.py", "--steps=0", "--batch_size=0", f"--model_dir={run}")
+    assert status == 1 and "FATAL Flags parsing error" in err
+    assert "--steps=0: must be >= 1" in err and "--batch_size=0: must be >= 1" in err
+    assert not run.exists()
+    status, err = _run("evaluate.py", f"--model_dir={run}", "stray")
+    assert status == 1 and "unexpected argument(s) 'stray'" in err
+    status, err = _run("sample.py", f"--model_dir={run}", "--num=0")
+    assert status == 1 and "--num=0: must be >= 1" in err
+    status, err = _run("export.py", f"--model_dir={run}", "--version=-3")
+    assert status == 1 and "--version=-3: must be >= 1" in err
+    assert not run.exists()
+
+
+def test_folder_of_non_images_is_one_clear_line_without_traceback(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"notes{index}.txt").write_text("not an image")
+        (folder / f"fake{index}.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    status, err = _run(
+        "train.py",
+        f"--dataset=folder:{folder}",
+        f"--model_dir={tmp_path / 'run'}",
+        f"--cache_dir={tmp_path / 'cache'}",
+        "--steps=1",
+        "--noprogress",
+        # TensorFlow's own warnings on: they printed the tracebacks.
+        env={"TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
+    assert status == 1
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("svae: error:")]
+    assert len(errors) == 1 and f"No image of folder:{folder}" in errors[0]
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,262 @@
+"""Tests of svae.runs: no silent restart, the newest readable checkpoint, the lock.
+
+Each test damages a copy of one tiny run the way issue 13 found runs lost:
+deleted or truncated checkpoint files, a garbage index, a deleted
+config.json, two trainers on one folder, a trainer killed with its lock.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from svae import config as config_lib
+from svae import evaluation, runs, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(model_dir, **kwargs):
+    """A tiny vae_diag run checkpointed every 2 steps."""
+    defaults = dict(
+        model="vae_diag",
+        model_dir=str(model_dir),
+        image_size=16,
+        latent_dim=4,
+        batch_size=8,
+        crops_per_photo=4,
+        steps=6,
+        checkpoint_every=2,
+        max_checkpoints=10,
+        progress=False,
+        export=False,
+    )
+    return config_lib.Config(**(defaults | kwargs))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run with checkpoints at steps 2, 4 and 6."""
+    model_dir = tmp_path_factory.mktemp("trained") / "run"
+    training.train(_config(model_dir))
+    return model_dir
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A private copy of `trained`, to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def _files(model_dir):
+    """`{relative path: (size, mtime)}` of every checkpoint file."""
+    folder = pathlib.Path(model_dir) / "checkpoints"
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.iterdir()
+        if p.name.startswith("ckpt-")
+    }
+
+
+def _resume(model_dir, steps=8):
+    """Resumes the run to `steps`; returns the first step it trained."""
+    first = []
+    training.train(
+        _config(model_dir, steps=steps),
+        callback=lambda step, _: first or first.append(step),
+    )
+    return first[0] if first else None
+
+
+def _truncate(path, size=10):
+    with open(path, "r+b") as file:
+        file.truncate(size)
+
+
+def test_checkpoint_steps_and_reading(trained):
+    folder = trained / "checkpoints"
+    assert runs.checkpoint_steps(folder) == [6, 4, 2]
+    assert runs.read_checkpoint(folder / "ckpt-6") is None
+    assert runs.good_checkpoint(folder) == str(folder / "ckpt-6")
+    assert (folder / config_lib.CONFIG_FILE).read_text() == (
+        trained / config_lib.CONFIG_FILE
+    ).read_text()
+
+
+def test_deleted_newest_checkpoint_resumes_from_the_one_before(run, capsys):
+    for path in (run / "checkpoints").glob("ckpt-6.*"):
+        path.unlink()
+    before = _files(run)
+    assert _resume(run) == 5
+    after = _files(run)
+    # ckpt-2 and ckpt-4 are the old files, untouched; 6 and 8 new.
+    for name in ("ckpt-2.index", "ckpt-4.index"):
+        assert after[name] == before[name]
+    assert runs.checkpoint_steps(run / "checkpoints") == [8, 6, 4, 2]
+    assert "resuming from step 4" in capsys.readouterr().out
+
+
+def test_garbage_index_is_repaired_and_resumed(run, capsys):
+    index = run / "checkpoints" / "checkpoint"
+    index.write_text("this is not a checkpoint state {{{")
+    assert _resume(run) == 7
+    assert 'model_checkpoint_path: "ckpt-8"' in index.read_text()
+    assert tf.train.latest_checkpoint(run / "checkpoints").endswith("ckpt-8")
+    # The index lists every checkpoint again, so max_checkpoints applies.
+    state = tf.train.get_checkpoint_state(str(run / "checkpoints"))
+    assert len(state.all_model_checkpoint_paths) == 4
+
+
+@pytest.mark.parametrize("part", ["index", "data"])
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning(run, part, capsys):
+    pattern = "ckpt-6.index" if part == "index" else "ckpt-6.data-*"
+    for path in (run / "checkpoints").glob(pattern):
+        _truncate(path)
+    config, _, step = evaluation.load_run(run)
+    assert step == 4
+    err = capsys.readouterr().err
+    assert "ckpt-6" in err and "Using ckpt-4" in err
+    assert _resume(run) == 5
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_restart(run):
+    for path in (run / "checkpoints").glob("ckpt-*.index"):
+        _truncate(path)
+    before = _files(run)
+    with pytest.raises(runs.RunError, match="No checkpoint .* can be read"):
+        training.train(_config(run, steps=8))
+    with pytest.raises(runs.RunError, match="No checkpoint .* can be read"):
+        evaluation.load_run(run)
+    assert _files(run) == before
+
+
+def test_missing_config_is_an_error_that_says_how_to_recover(run):
+    (run / config_lib.CONFIG_FILE).unlink()
+    before = _files(run)
+    with pytest.raises(runs.RunError, match="no config.json") as error:
+        training.train(_config(run, steps=8))
+    assert "cp " in str(error.value)
+    assert _files(run) == before
+    with pytest.raises(runs.RunError, match="no config.json"):
+        evaluation.load_run(run)
+    # Without the backup either: still an error, never a fresh run.
+    (run / "checkpoints" / config_lib.CONFIG_FILE).unlink()
+    with pytest.raises(runs.RunError, match="neither be resumed"):
+        training.train(_config(run, steps=8))
+    assert _files(run) == before
+
+
+def test_recovery_by_the_backup(run):
+    (run / config_lib.CONFIG_FILE).unlink()
+    shutil.copy(run / "checkpoints" / config_lib.CONFIG_FILE, run)
+    assert _resume(run) == 7
+
+
+def test_checkpoint_that_does_not_match_the_config(run):
+    saved = json.loads((run / config_lib.CONFIG_FILE).read_text())
+    saved["latent_dim"] = 5
+    (run / config_lib.CONFIG_FILE).write_text(json.dumps(saved))
+    with pytest.raises(runs.RunError, match="ckpt-6 does not match .*config.json"):
+        evaluation.load_run(run)
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("file", "is a file"),
+        ("under_file", "lies under"),
+        ("proc", "cannot be written"),
+    ],
+)
+def test_unusable_model_dir_fails_before_any_work(tmp_path, where, message):
+    regular = tmp_path / "regular"
+    regular.write_text("x")
+    path = {
+        "file": regular,
+        "under_file": regular / "run",
+        "proc": pathlib.Path("/proc/svae-run"),
+    }[where]
+    start = time.perf_counter()
+    with pytest.raises(runs.RunError, match=message):
+        training.train(_config(path))
+    assert time.perf_counter() - start < 5  # before the data loads
+
+
+def test_failed_start_leaves_no_folder(tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        training.train(_config(tmp_path / "new", batch_size=10_000))
+    assert not (tmp_path / "new").exists()
+
+
+def test_second_trainer_fails_naming_the_holder(run):
+    with runs.RunLock(run):
+        with pytest.raises(runs.RunError, match=f"pid {os.getpid()}"):
+            training.train(_config(run, steps=8))
+        info = json.loads((run / runs.LOCK_FILE).read_text())
+        assert info["pid"] == os.getpid()
+    assert not (run / runs.LOCK_FILE).exists()
+
+
+_HOLD = """
+import sys, time
+from svae import runs
+lock = runs.RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_lock_of_a_killed_trainer_is_taken_over(run, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunError, match=f"pid {holder.pid}"):
+            runs.RunLock(run).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run / runs.LOCK_FILE).exists()  # left behind by kill -9
+    assert _resume(run) == 7
+    assert f"left by pid {holder.pid}" in capsys.readouterr().err
+
+
+def test_strict_json():
+    value = {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}}
+    assert runs.strict(value) == {"a": None, "b": [1.0, None], "c": {"d": None}}
+
+
+def test_diverging_step_is_never_saved_as_good(tmp_path):
+    # Step 1's loss is finite, but its update takes the weights to ~1e6,
+    # where the loss is not: those weights must not become a checkpoint.
+    config = _config(tmp_path / "run", learning_rate=1e6, checkpoint_every=1)
+    with pytest.raises(training.NonFiniteLossError, match="weights after step 1"):
+        training.train(config)
+    assert runs.checkpoint_steps(tmp_path / "run" / "checkpoints") == []
+
+
+def test_evaluation_of_broken_weights_is_an_error_and_writes_nothing(run):
+    config, model, _ = evaluation.load_run(run)
+    weight = model.weights[0]
+    weight.assign(tf.fill(weight.shape, float("nan")))
+    step = tf.Variable(10, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, step=step).write(str(run / "checkpoints/ckpt-10"))
+    eval_config = evaluation.EvalConfig(
+        model_dir=str(run), num_samples=2, max_images=8, progress=False
+    )
+    with pytest.raises(evaluation.EvaluationError, match="non-finite nll on 8 of 8"):
+        evaluation.evaluate(eval_config)
+    assert not (run / evaluation.EVAL_DIR / "test.json").exists()

@@ -26,3 +26,15 @@ def test_readme_examples_run_and_print_the_shapes_they_state():
         printed = out.getvalue()
         for claim in re.findall(r"print\(.*\)\s+# (\(.*\))", program):
             assert claim in printed, f"README claims {claim}, printed:\n{printed}"
+
+
+def test_every_test_the_guarantees_name_exists():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## What svae guarantees", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", section))
+    defined = {
+        match
+        for path in README.parent.joinpath("tests").glob("test_*.py")
+        for match in re.findall(r"^def (test_\w+)\(", path.read_text(), re.M)
+    }
+    assert len(named) > 15 and named <= defined, named - defined

@@ -9,7 +9,52 @@ import os
 import pathlib
 import typing
 
-MODELS = ("vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured")
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What a model variant (`--model`) is, read wherever it matters.
+
+    Attributes:
+      name: the `--model` name.
+      y_likelihood: Y's likelihood: "spherical" (one global scale),
+        "diagonal" (a per-pixel scale head) or "structured" (the sparse
+        precision factor `L(z)`, eq. 9).
+      covariance_trunk: the covariance heads sit on a decoder trunk of
+        their own (SUPN), not on the mean's.
+      beta: the default weight of the KL term.
+      phases: the schedule's phases (`svae.training.schedule`), in order;
+        "pretrain" is `vae_sph`, "warmup" trains only the structured
+        branch, the last phase runs to the end.
+    """
+
+    name: str
+    y_likelihood: str
+    covariance_trunk: bool = False
+    beta: float = 1.0
+    phases: tuple = ("train",)
+
+    @property
+    def structured(self) -> bool:
+        """Whether Y has the sparse-precision likelihood."""
+        return self.y_likelihood == "structured"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("vae_sph", "spherical"),
+        Variant("vae_diag", "diagonal"),
+        Variant("beta_vae_diag", "diagonal", beta=5.0),
+        Variant(
+            "supn",
+            "structured",
+            covariance_trunk=True,
+            phases=("pretrain", "covariance"),
+        ),
+        Variant("structured", "structured", phases=("pretrain", "warmup", "joint")),
+    )
+}
+MODELS = tuple(VARIANTS)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # The precision factor's parameterisation (svae.models.PrecisionHead).
 FACTORS = ("product", "bounded", "free")
@@ -185,6 +230,26 @@ def check_fields(instance, error: type[Exception] = ValueError) -> None:
         object.__setattr__(instance, field.name, value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The sparsity pattern of a precision factor `L`, carried as one value.
+
+    Each pixel is linked to the raster-later half of its `kernel_size x
+    kernel_size` neighbourhood, dilated by `dilation` (`svae.linalg`). The
+    model (`VAE.structure`), the config (`Config.structure`) and the
+    likelihood helpers pass it whole, so that neither half can be forgotten.
+    """
+
+    kernel_size: int = 3
+    dilation: int = 1
+
+    @property
+    def kwargs(self) -> dict:
+        """`{"kernel_size", "dilation"}`: the keywords of `svae.linalg` and
+        `svae.distributions.SparsePrecisionGaussian`."""
+        return {"kernel_size": self.kernel_size, "dilation": self.dilation}
+
+
 @dataclasses.dataclass
 class Config:
     """Everything a run needs; `train.py` fills it from flags."""
@@ -271,13 +336,18 @@ class Config:
                 f"chroma_factor must divide image_size, leaving >= 4 chroma "
                 f"pixels a side, got {size} / {self.chroma_factor}."
             )
-        if self.model != "beta_vae_diag" and self.beta not in (None, 1.0):
+        if self.variant.beta == 1.0 and self.beta not in (None, 1.0):
             raise ValueError("beta other than 1 is for --model=beta_vae_diag.")
+
+    @property
+    def variant(self) -> Variant:
+        """The model variant's description."""
+        return VARIANTS[self.model]
 
     @property
     def structured_likelihood(self) -> bool:
         """Whether Y has the sparse-precision likelihood."""
-        return self.model in ("structured", "supn")
+        return self.variant.structured
 
     @property
     def resolved_alpha(self) -> float:
@@ -291,7 +361,7 @@ class Config:
         """`beta` on the KL term: 5 for `beta_vae_diag` (the paper's value), else 1."""
         if self.beta is not None:
             return self.beta
-        return 5.0 if self.model == "beta_vae_diag" else 1.0
+        return self.variant.beta
 
     @property
     def resolved_gamma(self) -> float:
@@ -306,9 +376,9 @@ class Config:
         return self.pretrain_epochs
 
     @property
-    def structure(self) -> dict:
-        """`kernel_size` and `dilation`: the keywords of `svae.likelihoods`."""
-        return {"kernel_size": self.kernel_size, "dilation": self.dilation}
+    def structure(self) -> "Structure":
+        """The sparsity pattern of `L` (`svae.likelihoods` takes it whole)."""
+        return Structure(self.kernel_size, self.dilation)
 
     def to_json(self) -> str:
         """Returns the config as indented JSON."""

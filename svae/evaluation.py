@@ -239,19 +239,17 @@ def _decode_samples(model, z):
     }
 
 
-def latent_log_likelihood(model, z, batch, kernel_size=3, dilation=1):
+def latent_log_likelihood(model, z, batch):
     """Returns `log p(x|z)` `[S, B]` of a batch for latents `[S, B, D]`.
 
     Args:
       model: a `VAE`.
       z: `[S, B, D]` latents, S per image.
       batch: a model-input batch dict of B images.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
     """
     observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
     outputs = _decode_samples(model, z)
-    return likelihoods.log_likelihood(outputs, observed, kernel_size, dilation)
+    return likelihoods.log_likelihood(outputs, observed, model.structure)
 
 
 class _BatchEvaluator:
@@ -277,7 +275,7 @@ class _BatchEvaluator:
     @tf.function(reduce_retracing=True)
     def log_likelihood(self, z, batch):
         """Returns `log p(x|z)` `[S, B]` for latents `[S, B, D]`."""
-        return latent_log_likelihood(self.model, z, batch, **self.structure)
+        return latent_log_likelihood(self.model, z, batch)
 
     def __call__(self, batch, noise, sample_chunk):
         """Returns `{metric: [B] numpy}` for a batch and its `[K, B, D]` noise."""

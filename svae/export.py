@@ -210,7 +210,7 @@ def _endpoints(model, config):
 
     def sample(z, seed):
         outputs = model.decode(spec["z"].check(z))
-        drawn = likelihoods.sample(outputs, spec["seed"].check(seed), **structure)
+        drawn = likelihoods.sample(outputs, spec["seed"].check(seed), structure)
         return {
             "sample_rgb": likelihoods.to_rgb(drawn, factor),
             "sample_y": drawn["y"],
@@ -221,7 +221,7 @@ def _endpoints(model, config):
         batch = model_inputs(rgb)
         z_mean, _ = model.encode(batch["y"], batch.get("cbcr"))
         outputs = model.decode(z_mean)
-        drawn = likelihoods.sample(outputs, tf.constant([0, 0]), **structure)
+        drawn = likelihoods.sample(outputs, tf.constant([0, 0]), structure)
         return {
             "mean_rgb": mean_rgb(outputs),
             "z_mean": z_mean,
@@ -242,7 +242,7 @@ def _endpoints(model, config):
         posterior = likelihoods.posterior(z_mean, z_log_scale)
         z = posterior.sample(num_samples, seed=tf.constant([0, 0]))
         result = evaluation.importance_weighted_bound(
-            lambda z: evaluation.latent_log_likelihood(model, z, batch, **structure),
+            lambda z: evaluation.latent_log_likelihood(model, z, batch),
             posterior,
             likelihoods.prior(config.latent_dim),
             z,

@@ -154,8 +154,7 @@ def y_std(outputs, config, method="exact", seed=(0, 0)):
         outputs["y_mean"],
         outputs["log_diag"],
         outputs["off_diag"],
-        kernel_size=config.kernel_size,
-        dilation=config.dilation,
+        **config.structure.kwargs,
     )
     variance = dist.marginal_variance(method=method, seed=seed)
     return np.sqrt(variance.numpy())
@@ -216,7 +215,7 @@ def _draw(model, config, z, seed, temperature):
     """Decodes `z`; returns the outputs, RGB mean, RGB sample and Y residual."""
     outputs = model.decode(z)
     structure = config.structure
-    drawn = likelihoods.sample(outputs, tf.constant(seed, tf.int32), **structure)
+    drawn = likelihoods.sample(outputs, tf.constant(seed, tf.int32), structure)
     mean = likelihoods.means(outputs)
     full = _tempered(mean, drawn, temperature)
     factor = config.chroma_factor
@@ -359,7 +358,7 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
     structure = config.structure
     observed = {name: batch[name] for name in masks}
     mean, drawn = likelihoods.conditional(
-        outputs, observed, masks, tf.constant([seed, 4], tf.int32), **structure
+        outputs, observed, masks, tf.constant([seed, 4], tf.int32), structure
     )
     full = _tempered(mean, drawn, temperature)
     recon = likelihoods.means(outputs)

@@ -62,6 +62,6 @@ def model_flops(config, with_likelihood=False):
         outputs = model(batch)
         if not with_likelihood:
             return outputs
-        return likelihoods.log_likelihood(outputs, batch, **config.structure)
+        return likelihoods.log_likelihood(outputs, batch, config.structure)
 
     return count_flops(forward, specs)

@@ -175,14 +175,14 @@ def spread(sampled, actual):
 def _residuals(outputs, seed, structure):
     """Returns `(means, sampled residuals)` of one draw of `p(x|z)`, numpy dicts."""
     mean = likelihoods.means(outputs)
-    drawn = likelihoods.sample(outputs, seed, **structure)
+    drawn = likelihoods.sample(outputs, seed, structure)
     residual = {name: (drawn[name] - mean[name]).numpy() for name in mean}
     return {name: value.numpy() for name, value in mean.items()}, residual
 
 
 def _off_diagonal_share(outputs, structure):
     """Returns the share of pixels where `L` is not diagonally dominant, or None."""
-    y = likelihoods.likelihood(outputs, **structure)["y"]
+    y = likelihoods.likelihood(outputs, structure)["y"]
     if not isinstance(y, SparsePrecisionGaussian):
         return None
     return float(np.mean(y.off_diagonal_ratio().numpy() > 1.0))

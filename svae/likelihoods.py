@@ -66,7 +66,26 @@ def kl_divergence(z_mean, z_log_scale):
     return tfd.kl_divergence(q, prior(z_mean.shape[-1], z_mean.dtype))
 
 
-def likelihood(outputs, kernel_size=3, dilation=1):
+def is_structured(outputs):
+    """Whether a model's outputs give Y the structured likelihood (eq. 9).
+
+    The one test of the likelihood's kind: `log_diag` and `off_diag` (the
+    structured models after pretraining) or `y_log_scale` (factorised).
+    """
+    return "off_diag" in outputs
+
+
+def _required(structure):
+    """Returns `structure`, which a structured likelihood cannot do without."""
+    if structure is None:
+        raise ValueError(
+            "The outputs hold a structured Y (off_diag): pass the factor's "
+            "structure (config.structure or model.structure)."
+        )
+    return structure
+
+
+def likelihood(outputs, structure=None):
     """Returns `p(x|z)` as a dict of distributions, one per channel group.
 
     Y has the structured likelihood (eq. 9) when `outputs` hold `log_diag`
@@ -75,20 +94,19 @@ def likelihood(outputs, kernel_size=3, dilation=1):
 
     Args:
       outputs: a model's output dict, see `svae.models.VAE.decode`.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `{"y": distribution over [H, W]}`, plus `"cbcr"` over `[H/f, W/f, 2]`
       with colour; batch shape `[batch]`.
     """
-    if "off_diag" in outputs:
+    if is_structured(outputs):
         y = SparsePrecisionGaussian(
             outputs["y_mean"],
             outputs["log_diag"],
             outputs["off_diag"],
-            kernel_size=kernel_size,
-            dilation=dilation,
+            **_required(structure).kwargs,
         )
     else:
         y = tfd.Independent(
@@ -102,35 +120,35 @@ def likelihood(outputs, kernel_size=3, dilation=1):
     return parts
 
 
-def log_likelihood(outputs, batch, kernel_size=3, dilation=1):
+def log_likelihood(outputs, batch, structure=None):
     """Returns `log p(x|z)` of eq. 8, the sum over the channel groups.
 
     Args:
       outputs: a model's output dict.
       batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `[batch]` log-likelihoods in nats.
     """
-    parts = log_likelihood_parts(outputs, batch, kernel_size, dilation)
+    parts = log_likelihood_parts(outputs, batch, structure)
     return tf.add_n(list(parts.values()))
 
 
-def log_likelihood_parts(outputs, batch, kernel_size=3, dilation=1):
+def log_likelihood_parts(outputs, batch, structure=None):
     """Returns eq. 8's factors: `{group: log p(x_group|z)}`, `[batch]` each.
 
     Args:
       outputs: a model's output dict.
       batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `{"y": [batch]}`, plus `"cbcr"` with colour, in nats.
     """
-    parts = likelihood(outputs, kernel_size, dilation)
+    parts = likelihood(outputs, structure)
     return {name: dist.log_prob(batch[name]) for name, dist in parts.items()}
 
 
@@ -162,7 +180,7 @@ def squared_error(outputs, batch):
     return error
 
 
-def sampled_variance(outputs, noise, kernel_size=3, dilation=1):
+def sampled_variance(outputs, noise, structure=None):
     """Returns the model's variance `||sigma(z)^2||_1 = tr Sigma(z)`, eq. 12.
 
     Eq. 12's variance term as the paper writes it, before its empirical
@@ -176,15 +194,18 @@ def sampled_variance(outputs, noise, kernel_size=3, dilation=1):
       outputs: a model's output dict.
       noise: `[..., H, W]` standard normal draws for Y (unused when Y is
         factorised).
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `[...]` variances summed over Y and (downsampled) CbCr.
     """
-    if "off_diag" in outputs:
+    if is_structured(outputs):
         residual = linalg.factor_transpose_solve(
-            outputs["log_diag"], outputs["off_diag"], noise, kernel_size, dilation
+            outputs["log_diag"],
+            outputs["off_diag"],
+            noise,
+            **_required(structure).kwargs,
         )
         variance = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
     else:
@@ -196,7 +217,7 @@ def sampled_variance(outputs, noise, kernel_size=3, dilation=1):
     return variance
 
 
-def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1, log_probs=None):
+def whitened_square_sums(outputs, batch, structure=None, log_probs=None):
     """Returns `||w||^2` per image and channel group, `w` the whitened residual.
 
     `w = L^T (x - mu)` for the structured Y, `(x - mu) / sigma` for a
@@ -210,15 +231,15 @@ def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1, log_probs=No
     Args:
       outputs: a model's output dict.
       batch: the input batch dict.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
       log_probs: `log_likelihood_parts(outputs, batch, ...)` when the caller
         has it; None computes it.
 
     Returns:
       `{"y": [batch]}`, plus `"cbcr"` with colour.
     """
-    parts = likelihood(outputs, kernel_size, dilation)
+    parts = likelihood(outputs, structure)
     if log_probs is None:
         log_probs = {name: dist.log_prob(batch[name]) for name, dist in parts.items()}
     return {
@@ -227,22 +248,24 @@ def whitened_square_sums(outputs, batch, kernel_size=3, dilation=1, log_probs=No
     }
 
 
-def off_diag_l1(outputs, kernel_size=3, dilation=1):
+def off_diag_l1(outputs, structure=None):
     """Returns `sum |L_ij|, i != j` over the entries inside the image (eq. 12).
 
     Args:
       outputs: a model's output dict with `off_diag` `[batch, H, W, K]`.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `[batch]` L1 norms; zeros when the model has no off-diagonals.
     """
-    if "off_diag" not in outputs:
+    if not is_structured(outputs):
         return tf.zeros_like(outputs["y_mean"][:, 0, 0])
     off_diag = outputs["off_diag"]
     height, width = off_diag.shape[1], off_diag.shape[2]
-    mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
+    mask = off_diag_mask(
+        height, width, **_required(structure).kwargs, dtype=off_diag.dtype
+    )
     return _masked_l1(off_diag, mask)
 
 
@@ -268,19 +291,19 @@ def _masked_l1_grad(upstream, off_diag, mask):
     return upstream[:, None, None, None] * tf.sign(off_diag) * mask
 
 
-def sample(outputs, seed, kernel_size=3, dilation=1):
+def sample(outputs, seed, structure=None):
     """Draws one image per batch element from `p(x|z)` with a stateless seed.
 
     Args:
       outputs: a model's output dict.
       seed: int32 `[2]` stateless seed.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       A dict like the input batch: `y` `[batch, H, W]`, `cbcr` with colour.
     """
-    parts = likelihood(outputs, kernel_size, dilation)
+    parts = likelihood(outputs, structure)
     seeds = tfp.random.split_seed(seed, n=len(parts))
     return {
         name: dist.sample(seed=part_seed)
@@ -288,7 +311,7 @@ def sample(outputs, seed, kernel_size=3, dilation=1):
     }
 
 
-def conditional(outputs, observed, masks, seed, kernel_size=3, dilation=1):
+def conditional(outputs, observed, masks, seed, structure=None):
     """Mean and one sample of `p(x|z)` given the observed pixels of `x`.
 
     Y's structured likelihood is conditioned exactly
@@ -302,14 +325,14 @@ def conditional(outputs, observed, masks, seed, kernel_size=3, dilation=1):
         values.
       masks: a dict like `observed` of booleans, True where observed.
       seed: int32 `[2]` stateless seed.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
+      structure: the `svae.config.Structure` of `L` (`config.structure`,
+        `model.structure`); required when Y is structured.
 
     Returns:
       `(mean, sample)`: dicts like `observed`, full images in which observed
       pixels keep their values.
     """
-    parts = likelihood(outputs, kernel_size, dilation)
+    parts = likelihood(outputs, structure)
     seeds = tfp.random.split_seed(seed, n=len(parts))
     mean, drawn = {}, {}
     for (name, dist), part_seed in zip(parts.items(), seeds, strict=True):

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from svae import color, xla
+from svae.config import VARIANTS, Structure
 from svae.linalg import neighbour_offsets, num_off_diagonals
 
 __all__ = [
@@ -366,6 +367,8 @@ class VAE(keras.Model):
     ):
         super().__init__(**kwargs)
         self.model_name = model
+        self.variant = VARIANTS[model]
+        self.structure = Structure(kernel_size, dilation)
         self.use_chroma = color == "ycbcr"
         self.image_size = image_size
         self.chroma_size = image_size // chroma_factor
@@ -381,13 +384,13 @@ class VAE(keras.Model):
                 shape=(), initializer="zeros", name="cbcr_log_scale"
             )
         self.uncertainty_layers = []
-        if model in ("vae_diag", "beta_vae_diag"):
+        if self.variant.y_likelihood == "diagonal":
             # Zeros, offset by y_log_scale: starts as the spherical likelihood.
             self.y_scale_head = _conv(1, "y_scale", "zeros")
-        if model == "supn":
+        if self.variant.covariance_trunk:
             self.covariance_trunk = Trunk(image_size, filters)
             self.uncertainty_layers.append(self.covariance_trunk)
-        if model in ("structured", "supn"):
+        if self.variant.structured:
             self.precision_head = PrecisionHead(
                 kernel_size, num_basis, factor, dominance, dilation
             )
@@ -415,7 +418,8 @@ class VAE(keras.Model):
           `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
         """
         features = self.trunk(z)
-        model = "vae_sph" if spherical else self.model_name
+        variant = VARIANTS["vae_sph"] if spherical else self.variant
+        kind, separate = variant.y_likelihood, variant.covariance_trunk
         size, low = self.image_size, self.chroma_size
         # The heads on the same features run as one convolution (`_pointwise`),
         # their constant offsets added with its bias.
@@ -424,10 +428,10 @@ class VAE(keras.Model):
         if self.use_chroma:
             cbcr_heads, cbcr_shift = [self.cbcr_mean_head], [0.5, 0.5]
         splits = None
-        if model in ("vae_diag", "beta_vae_diag"):
+        if kind == "diagonal":
             y_heads.append(self.y_scale_head)
             y_shift.append(self.y_log_scale)
-        elif model == "structured":
+        elif kind == "structured" and not separate:
             head = self.precision_head
             y_heads.append(head.weights_conv)
             splits = [1] + head.splits
@@ -442,7 +446,7 @@ class VAE(keras.Model):
             outputs["cbcr_mean"], *cbcr_scale = _pointwise(
                 features[low], cbcr_heads, None, cbcr_shift
             )
-        if model == "supn":
+        if separate:
             features = self.covariance_trunk(z)
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
@@ -452,11 +456,11 @@ class VAE(keras.Model):
                     None,
                     [self.cbcr_log_scale] * 2,
                 )
-        if model == "vae_sph":
+        if kind == "spherical":
             outputs["y_log_scale"] = tf.broadcast_to(
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
-        elif model in ("vae_diag", "beta_vae_diag"):
+        elif kind == "diagonal":
             outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(

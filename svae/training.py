@@ -70,19 +70,16 @@ def schedule(config, steps_per_epoch, total_steps):
     Returns:
       A list of `Phase`s (empty ones dropped).
     """
-    if not config.structured_likelihood:
-        bounds = [("train", total_steps)]
-    else:
-        pretrain = min(config.num_pretrain_epochs * steps_per_epoch, total_steps)
-        if config.model == "supn":
-            bounds = [("pretrain", pretrain), ("covariance", total_steps)]
-        else:
-            warmup = config.structured_warmup_epochs * steps_per_epoch
-            bounds = [
-                ("pretrain", pretrain),
-                ("warmup", min(pretrain + warmup, total_steps)),
-                ("joint", total_steps),
-            ]
+    epochs = {
+        "pretrain": config.num_pretrain_epochs,
+        "warmup": config.structured_warmup_epochs,
+    }
+    *leading, last = config.variant.phases
+    bounds, end = [], 0
+    for name in leading:
+        end = min(end + epochs[name] * steps_per_epoch, total_steps)
+        bounds.append((name, end))
+    bounds.append((last, total_steps))
     phases, start = [], 0
     for name, end in bounds:
         if end > start:
@@ -213,17 +210,17 @@ def loss_terms(
     z = z_mean + tf.exp(z_log_scale) * noise
     outputs = model.decode(z, spherical=spherical)
     structure = config.structure
-    log_probs = likelihoods.log_likelihood_parts(outputs, batch, **structure)
+    log_probs = likelihoods.log_likelihood_parts(outputs, batch, structure)
     terms = {
         "nll": -tf.add_n(list(log_probs.values())),
         "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
         "mse": likelihoods.squared_error(outputs, batch),
-        "l1": likelihoods.off_diag_l1(outputs, **structure),
+        "l1": likelihoods.off_diag_l1(outputs, structure),
     }
     variance = terms["mse"]
     if config.variance_term == "sampled":
         variance = terms["var"] = likelihoods.sampled_variance(
-            outputs, variance_noise, **structure
+            outputs, variance_noise, structure
         )
     terms["loss"] = (
         terms["nll"]
@@ -233,7 +230,7 @@ def loss_terms(
     )
     if calibrated:
         white = likelihoods.whitened_square_sums(
-            outputs, batch, **structure, log_probs=log_probs
+            outputs, batch, structure, log_probs=log_probs
         )
         terms.update({f"w2_{g}": tf.stop_gradient(white[g]) for g in calibrated})
     return terms
@@ -388,7 +385,7 @@ def _image_summaries(model, batch, config, phase, step):
     seed = tf.constant([config.seed, step], tf.int32)
     noise = tf.random.stateless_normal([8, config.latent_dim], seed=seed)
     prior_outputs = model.decode(noise, spherical=phase.spherical)
-    drawn = likelihoods.sample(prior_outputs, seed, **structure)
+    drawn = likelihoods.sample(prior_outputs, seed, structure)
     residual = drawn["y"] - prior_outputs["y_mean"]
     scale = tf.reduce_max(tf.abs(residual), axis=[1, 2], keepdims=True) + 1e-6
     factor = config.chroma_factor

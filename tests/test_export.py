@@ -163,7 +163,7 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
         "serving_default",
     ]
     config, model, _ = evaluation.load_run(str(tiny_run))
-    structure = dict(kernel_size=config.kernel_size, dilation=config.dilation)
+    structure = config.structure
     for batch_size in (1, 3):
         served = np.load(f"{base / 'out'}_{batch_size}.npz")
         assert result[f"reproducible_{batch_size}"]
@@ -176,7 +176,7 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
             np.testing.assert_allclose(
                 served["decoded_" + name], outputs[name], rtol=1e-4, atol=1e-5
             )
-        drawn = likelihoods.sample(outputs, tf.constant([7, 8]), **structure)
+        drawn = likelihoods.sample(outputs, tf.constant([7, 8]), structure)
         np.testing.assert_allclose(
             served["sample_sample_y"], drawn["y"], rtol=1e-3, atol=1e-4
         )
@@ -333,9 +333,7 @@ def test_log_prob_chunks_k_as_evaluate_does(exported, tiny_run):
     z = posterior.sample(CHUNKED_SAMPLES, seed=tf.constant([0, 0]))
     for chunk in (export.SERVED_SAMPLE_CHUNK, None):
         bound = evaluation.importance_weighted_bound(
-            lambda z: evaluation.latent_log_likelihood(
-                model, z, batch, **config.structure
-            ),
+            lambda z: evaluation.latent_log_likelihood(model, z, batch),
             posterior,
             likelihoods.prior(config.latent_dim),
             z,

@@ -8,6 +8,7 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
+from svae import config as config_lib
 from svae import likelihoods, xla
 
 
@@ -34,7 +35,9 @@ def test_ycbcr_log_likelihood_matches_dense_gaussian_and_scipy(kernel_size, dila
         "y": tf.constant(rng.uniform(0, 1, (2, 5, 5))),
         "cbcr": tf.constant(rng.uniform(0, 1, (2, 2, 2, 2))),
     }
-    got = likelihoods.log_likelihood(outputs, batch, kernel_size, dilation).numpy()
+    got = likelihoods.log_likelihood(
+        outputs, batch, config_lib.Structure(kernel_size, dilation)
+    ).numpy()
     factor = dense_reference.dense_factor(
         outputs["log_diag"], outputs["off_diag"], kernel_size, dilation
     ).numpy()
@@ -77,7 +80,9 @@ def test_off_diag_l1_counts_only_entries_inside_the_image(kernel_size, dilation)
     entries = dense_reference.factor_entries(6, 6, kernel_size, dilation)
     off = np.abs(outputs["off_diag"].numpy())
     want = [sum(off[b, i, j, m] for _, _, i, j, m in entries) for b in range(2)]
-    got = likelihoods.off_diag_l1(outputs, kernel_size, dilation).numpy()
+    got = likelihoods.off_diag_l1(
+        outputs, config_lib.Structure(kernel_size, dilation)
+    ).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert len(entries) < 6 * 6 * off.shape[-1]
 
@@ -94,7 +99,9 @@ def test_off_diag_l1_gradient_is_the_sign_on_entries_inside_the_image(
     mode = contextlib.nullcontext() if compiled else xla.portable()
     with mode, tf.GradientTape() as tape:
         tape.watch(off_diag)
-        l1 = likelihoods.off_diag_l1(outputs, kernel_size, dilation)
+        l1 = likelihoods.off_diag_l1(
+            outputs, config_lib.Structure(kernel_size, dilation)
+        )
         total = tf.reduce_sum(weights * l1)
     want = np.zeros(off_diag.shape)
     for _, _, i, j, m in dense_reference.factor_entries(6, 6, kernel_size, dilation):
@@ -116,9 +123,16 @@ def test_squared_error_sums_y_and_chroma():
 def test_sample_is_seeded_and_has_the_batch_structure():
     rng = np.random.default_rng(5)
     outputs = _outputs(rng, 2, 8, 2, 3)
-    first = likelihoods.sample(outputs, tf.constant([1, 2]))
-    second = likelihoods.sample(outputs, tf.constant([1, 2]))
+    structure = config_lib.Structure()
+    first = likelihoods.sample(outputs, tf.constant([1, 2]), structure)
+    second = likelihoods.sample(outputs, tf.constant([1, 2]), structure)
     assert first["y"].shape == (2, 8, 8) and first["cbcr"].shape == (2, 2, 2, 2)
     np.testing.assert_array_equal(first["y"], second["y"])
     rgb = likelihoods.to_rgb(first, chroma_factor=4)
     assert rgb.shape == (2, 8, 8, 3)
+
+
+def test_structured_outputs_without_their_structure_are_an_error():
+    outputs = _outputs(np.random.default_rng(6), 2, 8, 2, 3)
+    with pytest.raises(ValueError, match="structure"):
+        likelihoods.sample(outputs, tf.constant([1, 2]))

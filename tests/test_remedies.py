@@ -17,6 +17,9 @@ from svae import config as config_lib
 from svae import health, likelihoods, models, training
 from svae.distributions import SparsePrecisionGaussian
 
+# The 3x3, undilated pattern of the small tests below.
+STRUCTURE = config_lib.Structure(3, 1)
+
 
 def _bounded_params(seed, shape, kernel_size, scale=3.0, dominance=0.99):
     """Random `log_diag` and bounded `off_diag` of `shape = [..., H, W]`."""
@@ -142,7 +145,7 @@ def test_sampled_variance_is_an_unbiased_trace_of_the_covariance():
         "off_diag": tf.constant(off_diag),
     }
     noise = tf.random.stateless_normal([n, 2, 5, 6], [3, 4], dtype=tf.float64)
-    estimates = likelihoods.sampled_variance(outputs, noise).numpy()
+    estimates = likelihoods.sampled_variance(outputs, noise, STRUCTURE).numpy()
     assert estimates.shape == (n, 2)
     error = 4.0 * estimates.std(axis=0) / np.sqrt(n)
     assert np.all(np.abs(estimates.mean(axis=0) - exact) < error)
@@ -165,7 +168,9 @@ def test_sampled_variance_gradient_matches_the_exact_trace_gradient():
             "log_diag": log_diag,
             "off_diag": off_diag,
         }
-        estimate = tf.reduce_mean(likelihoods.sampled_variance(outputs, noise))
+        estimate = tf.reduce_mean(
+            likelihoods.sampled_variance(outputs, noise, STRUCTURE)
+        )
         dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1)
         exact = tf.linalg.trace(tf.linalg.inv(dense @ tf.transpose(dense)))
     for variable in (log_diag, off_diag):
@@ -197,7 +202,7 @@ def test_whitened_square_sums_match_the_definition():
         "cbcr_mean": cbcr_mean,
         "cbcr_log_scale": np.full([2, 2, 2, 2], -1.0),
     }
-    sums = likelihoods.whitened_square_sums(outputs, {"y": x, "cbcr": cbcr})
+    sums = likelihoods.whitened_square_sums(outputs, {"y": x, "cbcr": cbcr}, STRUCTURE)
     dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1).numpy()
     r = (x - mean).reshape(2, -1)
     want_y = [np.sum((f.T @ v) ** 2) for f, v in zip(dense, r, strict=True)]

@@ -26,6 +26,8 @@ __all__ = [
     "Phase",
     "schedule",
     "loss_terms",
+    "phase_variables",
+    "train_step",
     "terms_of",
     "calibrated_scales",
     "calibration_shift",
@@ -158,7 +160,7 @@ def _scale_variable(model, group):
     return model.y_log_scale if group == "y" else model.cbcr_log_scale
 
 
-def _phase_variables(model, phase, config):
+def phase_variables(model, phase, config):
     """Returns the variables a phase trains (calibrated scales excluded)."""
     if phase.name == "pretrain":
         variables = model.mean_variables()
@@ -233,6 +235,51 @@ def loss_terms(
             outputs, batch, structure, log_probs=log_probs
         )
         terms.update({f"w2_{g}": tf.stop_gradient(white[g]) for g in calibrated})
+    return terms
+
+
+def train_step(
+    model,
+    optimizer,
+    variables,
+    batch,
+    config,
+    phase,
+    noise,
+    variance_noise=None,
+    calibrated=(),
+    global_batch=None,
+):
+    """One gradient step of eq. 12 on `batch`; returns its per-image terms.
+
+    The loss is the sum of the per-image `loss` over `global_batch` (the
+    batch of all replicas; default this batch), so that replicas' gradients
+    add up to the global mean's.
+
+    Args:
+      model: an `svae.models.VAE`.
+      optimizer: a Keras optimizer, built for `variables`.
+      variables: the phase's trained variables (`phase_variables`).
+      batch: a batch dict.
+      config: the run's `Config`.
+      phase: a `Phase`.
+      noise, variance_noise, calibrated: as for `loss_terms`.
+      global_batch: the divisor of the summed loss; None for this batch's size.
+
+    Returns:
+      `loss_terms`' dict of `[batch]` tensors.
+    """
+    if global_batch is None:
+        global_batch = tf.shape(batch["y"])[0]
+    with tf.GradientTape() as tape:
+        terms = loss_terms(
+            model, batch, config, phase.spherical, noise, variance_noise, calibrated
+        )
+        loss = tf.reduce_sum(terms["loss"]) / tf.cast(global_batch, tf.float32)
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(
+        [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+    )
     return terms
 
 
@@ -491,7 +538,7 @@ class _Trainer:
         if phase.name in self._step_fns:
             return self._step_fns[phase.name]
         config, model, strategy = self.config, self.model, self.strategy
-        variables = _phase_variables(model, phase, config)
+        variables = phase_variables(model, phase, config)
         calibrated = calibrated_scales(config, phase)
         global_batch = config.batch_size
         size = config.image_size
@@ -516,22 +563,18 @@ class _Trainer:
                     seed=tf.random.experimental.stateless_fold_in(seed, 1),
                     alg="philox",
                 )[start : start + local_batch]
-            with tf.GradientTape() as tape:
-                terms = loss_terms(
-                    model,
-                    batch,
-                    config,
-                    phase.spherical,
-                    noise,
-                    variance_noise,
-                    calibrated,
-                )
-                loss = tf.reduce_sum(terms["loss"]) / global_batch
-            grads = tape.gradient(loss, variables)
-            pairs = [
-                (g, v) for g, v in zip(grads, variables, strict=True) if g is not None
-            ]
-            self.optimizer.apply_gradients(pairs)
+            terms = train_step(
+                model,
+                self.optimizer,
+                variables,
+                batch,
+                config,
+                phase,
+                noise,
+                variance_noise,
+                calibrated,
+                global_batch,
+            )
             return {name: tf.reduce_sum(value) for name, value in terms.items()}
 
         # No Python control flow depends on tensors here: AutoGraph not needed.
@@ -567,6 +610,86 @@ def _last_good(last_saved, model_dir):
         f"{model_dir / runs.CHECKPOINTS} (README, The NaN policy, says how "
         "to go on from it)"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepState:
+    """What the loop's hooks see after a step."""
+
+    step: int  # Steps done (1-based number of the step just taken).
+    phase: Phase
+    values: dict  # The step's mean loss terms.
+    rate: float  # Images per second since the loop started.
+    boundary: bool  # The end of an epoch, a phase or the run.
+
+
+class _Scalars:
+    """Writes the loss terms, learning rate and rate to TensorBoard."""
+
+    def __init__(self, config, optimizer, total_steps):
+        self.every, self.total = config.summary_every, total_steps
+        self.optimizer = optimizer
+
+    def __call__(self, state):
+        if state.step % self.every and state.step != self.total:
+            return
+        for name, value in state.values.items():
+            _scalar(f"loss/{name}", value, state.step)
+        learning_rate = float(self.optimizer.learning_rate.numpy())
+        _scalar("learning_rate", learning_rate, state.step)
+        _scalar("images_per_second", state.rate, state.step)
+
+
+class _Images:
+    """Writes inputs, means and samples to TensorBoard (`_image_summaries`)."""
+
+    def __init__(self, config, model, preview, total_steps):
+        self.config, self.model, self.preview = config, model, preview
+        self.every, self.total = config.image_summary_every, total_steps
+
+    def __call__(self, state):
+        if state.step % self.every == 0 or state.step == self.total:
+            _image_summaries(
+                self.model, self.preview, self.config, state.phase, state.step
+            )
+
+
+class _Checkpoints:
+    """Saves every `checkpoint_every` steps and at boundaries, good weights only.
+
+    `last_saved` is the step of the newest checkpoint written (or found on
+    resuming), for the NaN policy's messages.
+    """
+
+    def __init__(self, trainer, preview, last_saved):
+        self.trainer, self.preview, self.last_saved = trainer, preview, last_saved
+        self.every = trainer.config.checkpoint_every
+
+    def __call__(self, state):
+        if state.step % self.every and not state.boundary:
+            return
+        if not self.trainer.healthy(self.preview, state.phase):
+            raise NonFiniteLossError(
+                f"The weights after step {state.step} are not finite or give "
+                "a non-finite loss (training diverged in that step, whose own "
+                "loss was finite); they were not saved. Training stopped; "
+                f"{_last_good(self.last_saved, self.trainer.model_dir)}."
+            )
+        self.trainer.save(state.step)
+        self.last_saved = state.step
+
+
+class _ProgressBar:
+    """Shows the loss terms and images per second (`svae.progress`)."""
+
+    def __init__(self, config, total_steps, step):
+        self.progress = Progress(total_steps, metrics=terms_of(config) + ("img/s",))
+        self.progress.update(step)
+
+    def __call__(self, state):
+        self.progress.update(
+            state.step, list(state.values.items()) + [("img/s", state.rate)]
+        )
 
 
 def _check_finite(values, step, last_saved, model_dir):
@@ -651,11 +774,13 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
         if is_chief
         else tf.summary.create_noop_writer()
     )
-    progress = None
+    checkpoints = _Checkpoints(trainer, dataset.preview, step if step else None)
+    hooks = [_Scalars(config, trainer.optimizer, total_steps)]
+    if is_chief:
+        hooks.append(_Images(config, trainer.model, dataset.preview, total_steps))
+    hooks.append(checkpoints)
     if is_chief and config.progress:
-        progress = Progress(total_steps, metrics=terms_of(config) + ("img/s",))
-        progress.update(step)
-    last_saved = step if resuming and step else None
+        hooks.append(_ProgressBar(config, total_steps, step))
     values = {}
     start_time, start_step = time.perf_counter(), step
     with writer.as_default():
@@ -668,39 +793,20 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
             while step < end:
                 result = step_fn(iterator, tf.constant(step, tf.int64))
                 values = {name: float(result[name]) for name in terms_of(config)}
-                _check_finite(values, step, last_saved, model_dir)
+                _check_finite(values, step, checkpoints.last_saved, model_dir)
                 step += 1
                 if callback is not None:
                     callback(step, trainer.model)
-                rate = (
-                    (step - start_step)
-                    * config.batch_size
-                    / (time.perf_counter() - start_time)
+                seconds = time.perf_counter() - start_time
+                state = _StepState(
+                    step,
+                    phase,
+                    values,
+                    (step - start_step) * config.batch_size / seconds,
+                    step in (end, total_steps),
                 )
-                if step % config.summary_every == 0 or step == total_steps:
-                    for name, value in values.items():
-                        _scalar(f"loss/{name}", value, step)
-                    learning_rate = float(trainer.optimizer.learning_rate.numpy())
-                    _scalar("learning_rate", learning_rate, step)
-                    _scalar("images_per_second", rate, step)
-                if is_chief and (
-                    step % config.image_summary_every == 0 or step == total_steps
-                ):
-                    _image_summaries(
-                        trainer.model, dataset.preview, config, phase, step
-                    )
-                if step % config.checkpoint_every == 0 or step in (end, total_steps):
-                    if not trainer.healthy(dataset.preview, phase):
-                        raise NonFiniteLossError(
-                            f"The weights after step {step} are not finite or give "
-                            "a non-finite loss (training diverged in that step, "
-                            "whose own loss was finite); they were not saved. "
-                            f"Training stopped; {_last_good(last_saved, model_dir)}."
-                        )
-                    trainer.save(step)
-                    last_saved = step
-                if progress is not None:
-                    progress.update(step, list(values.items()) + [("img/s", rate)])
+                for hook in hooks:
+                    hook(state)
     writer.flush()
     result = {"model_dir": str(model_dir), "step": step, **values}
     if is_chief:

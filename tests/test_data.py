@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from svae import color, data
+from svae.data import decode, registry, sample_photos, source
 
 SIZE = 32
 
@@ -63,8 +64,8 @@ def test_sample_photos_loads_without_network(monkeypatch):
         raise AssertionError("sample_photos tried to use the network")
 
     monkeypatch.setattr(socket, "socket", no_network)
-    data._sample_photo_arrays.cache_clear()
-    photos = data._sample_photo_arrays()
+    sample_photos.photo_arrays.cache_clear()
+    photos = sample_photos.photo_arrays()
     assert set(photos) == set(sum(data.SAMPLE_PHOTOS.values(), ()))
     for photo in photos.values():
         assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3
@@ -96,7 +97,7 @@ def test_sample_photos_split_by_photograph(photos):
     assert not train & test
     assert {"motorcycle_left", "motorcycle_right"} <= train
     assert not _digests(photos["train"]) & _digests(photos["test"])
-    arrays = data._sample_photo_arrays()
+    arrays = sample_photos.photo_arrays()
     assert len({arrays[n].tobytes() for n in train | test}) == len(train | test)
 
 
@@ -494,6 +495,41 @@ def test_unknown_name_and_split_list_the_valid_ones():
     assert issubclass(data.DatasetError, ValueError)
 
 
+def test_registry_resolves_names_paths_and_a_new_source(tmp_path, monkeypatch):
+    """Names and folder paths resolve; a new source is one open_split and a line."""
+    assert registry.resolve("celeb_a") is data.celeb_a.open_split
+    assert registry.resolve(f"folder:{tmp_path / 'nope'}") is data.folder.open_split
+    assert registry.resolve(str(tmp_path)) is data.folder.open_split
+    rng = np.random.default_rng(5)
+    encoded = {
+        f"{index}.png".encode(): fx.encode(fx.smooth_image(rng, 40, 50), "PNG")
+        for index in range(3)
+    }
+    encoded[b"bad.png"] = b"not an image"
+
+    def open_split(request):
+        """A source of four in-memory files, one of them bad."""
+        source.check_split(request.name, request.split, ("train",))
+        dataset, skip_log = decode.decoded_dataset(
+            list(encoded),
+            encoded.__getitem__,
+            lambda value: decode.resize_center_crop(value, request.image_size),
+            (request.image_size, request.image_size, 3),
+            "tiny",
+        )
+        identity = {"name": "tiny", "split": "train", "image_size": SIZE}
+        return source.Source(dataset, 4, skip_log, "tiny", identity, list)
+
+    monkeypatch.setitem(registry.SOURCES, "tiny", open_split)
+    decoded = data.load("tiny", "train", image_size=SIZE)
+    cached = data.load("tiny", "train", image_size=SIZE, cache_dir=tmp_path)
+    np.testing.assert_array_equal(_images(cached), _images(decoded))
+    assert data.prepared_size(cached) == 3 and data.size_hint(decoded) == 4
+    assert list(data.skipped_files(cached)) == ["bad.png"]
+    with pytest.raises(data.DatasetError, match="has splits train; got 'test'"):
+        data.load("tiny", "test")
+
+
 # ------------------------------------------------------------ training pipeline
 
 
@@ -632,3 +668,21 @@ def test_size_hint_is_exact_or_the_number_of_files(lsun_dir):
     assert data.size_hint(train.take(3)) is None  # Not a data set of load().
     sample = data.load("sample_photos", "test", image_size=SIZE, crops_per_photo=2)
     assert data.size_hint(sample) == len(_images(sample)) == 8
+
+
+def test_what_load_knows_survives_map(lsun_dir):
+    """size_hint, skipped_files, prepared_size: kept by map, lost by take/batch."""
+    lsun_dir, _ = lsun_dir
+    train = data.load("lsun_church", "train", data_dir=lsun_dir, image_size=SIZE)
+    mapped = train.map(lambda image: 1.0 - image).prefetch(2).cache()
+    assert len(_images(mapped)) == 8
+    assert data.split_info(mapped) is data.split_info(train)
+    assert data.size_hint(mapped) == 9 and data.prepared_size(mapped) is None
+    assert list(data.skipped_files(mapped)) == [fx.lsun_key(4).decode()]
+    assert data.size_hint(mapped.batch(2)) is None
+    assert data.skipped_files(mapped.filter(lambda image: True)) == {}
+    sample = data.load("sample_photos", "test", image_size=SIZE, crops_per_photo=2)
+    options = tf.data.Options()
+    options.deterministic = True
+    flipped = sample.map(tf.image.flip_left_right).with_options(options)
+    assert data.prepared_size(flipped) == data.size_hint(flipped) == 8

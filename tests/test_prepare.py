@@ -3,6 +3,7 @@
 import logging
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from svae import config as config_lib
 from svae import data, evaluation
+from svae.data import decode, prepare
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -62,15 +64,24 @@ def _load(name, data_dir, cache_dir, **kwargs):
 
 def _count_decodes(monkeypatch) -> list:
     """Counts the images Pillow opens from now on."""
-    calls, original = [], data._open_image
+    calls, original = [], decode.open_image
 
     def counting(encoded):
         """Records one decode and decodes."""
         calls.append(1)
         return original(encoded)
 
-    monkeypatch.setattr(data, "_open_image", counting)
+    monkeypatch.setattr(decode, "open_image", counting)
     return calls
+
+
+def _run(command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Runs a command line of svae; asserts that it succeeds."""
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
 
 
 def _cache_files(cache_dir: pathlib.Path) -> list[str]:
@@ -140,7 +151,7 @@ def test_failed_or_killed_preparation_leaves_no_cache_that_is_used(
     """An exception mid-way leaves nothing; a dead writer's temp file goes."""
     name = _folder(tmp_path / "data", count=12)
     cache = tmp_path / "cache"
-    original, calls = data._open_image, []
+    original, calls = decode.open_image, []
 
     def failing(encoded):
         """Decodes a few images, then fails like a crash would."""
@@ -149,11 +160,11 @@ def test_failed_or_killed_preparation_leaves_no_cache_that_is_used(
             raise RuntimeError("simulated crash")
         return original(encoded)
 
-    monkeypatch.setattr(data, "_open_image", failing)
+    monkeypatch.setattr(decode, "open_image", failing)
     with pytest.raises(tf.errors.OpError, match="simulated crash"):
         _load(name, None, cache)
     assert _cache_files(cache) == []
-    monkeypatch.setattr(data, "_open_image", original)
+    monkeypatch.setattr(decode, "open_image", original)
     # A writer killed before its rename leaves a temp file; a live one's stays.
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -201,7 +212,7 @@ def test_unwritable_cache_dir_warns_and_decodes(tmp_path, monkeypatch, caplog):
     assert "--cache_dir" in message and "SVAE_CACHE_DIR" in message
     caplog.clear()
     monkeypatch.setattr(
-        data.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10})
+        shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10})
     )
     with caplog.at_level(logging.WARNING):
         dataset = _load(name, None, tmp_path / "full")
@@ -274,27 +285,48 @@ def test_train_py_prepares_once_then_reuses_the_cache(tmp_path):
         "--noexport",
         f"--model_dir={tmp_path / 'run'}",
     ]
-    first = subprocess.run(
-        [*command, "--steps=2", f"--cache_dir={cache}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    first = _run([*command, "--steps=2", f"--cache_dir={cache}"], env)
     assert "svae: preparing folder:" in first.stdout
     assert "Skipped 1 of 17 files" in first.stderr
     stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert len(stamps) == 2
-    second = subprocess.run(  # The default cache_dir: $SVAE_CACHE_DIR.
-        [*command, "--steps=4"],
-        env=env | {"SVAE_CACHE_DIR": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    # The default cache_dir: $SVAE_CACHE_DIR.
+    second = _run([*command, "--steps=4"], env | {"SVAE_CACHE_DIR": str(cache)})
     assert "svae: preparing" not in second.stdout
     assert "svae: resuming from step 2" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
     assert config_lib.load(tmp_path / "run").cache_dir == str(cache)
+
+
+def test_prepare_command_prepares_what_train_py_reads(tmp_path, monkeypatch):
+    """`python -m svae.data.prepare`: the caches load_split then reads as is."""
+    name = _folder(tmp_path / "data", count=4)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "svae.data.prepare", f"--dataset={name}"]
+    flags = [f"--cache_dir={cache}", "--split=train,test", f"--image_size={SIZE}"]
+    result = _run([*command, *flags, "--noprogress"], env)
+    assert "svae: preparing folder:" in result.stdout
+    assert f"{name} train: 4 images in {cache}" in result.stdout
+    assert f"{name} test: 2 images" in result.stdout
+    assert "1 files skipped" in result.stdout and "Skipped 1 of 5" in result.stderr
+    assert len(_cache_files(cache)) == 4
+    calls = _count_decodes(monkeypatch)
+    config = config_lib.Config(dataset=name, image_size=SIZE, cache_dir=str(cache))
+    assert data.prepared_size(data.load_split(config, "train")) == 4
+    assert data.prepared_size(data.load_split(config, "test")) == 2
+    assert not calls
+
+
+def test_prepare_refuses_what_it_cannot_prepare(tmp_path, capsys):
+    """In-memory data, no cache_dir, an unwritable one: an error, exit status 1."""
+    name = _folder(tmp_path / "data", count=2)
+    (tmp_path / "a_file").write_text("x")
+    for flags, message in (
+        (["--dataset=sample_photos", f"--image_size={SIZE}"], "nothing to prepare"),
+        ([f"--dataset={name}", "--cache_dir="], "needs a cache_dir"),
+        ([f"--dataset={name}", f"--cache_dir={tmp_path / 'a_file'}"], "warning"),
+        ([f"--dataset={name}", "--split=validation"], "has splits train, test"),
+    ):
+        assert prepare.main([*flags, "--noprogress"]) == 1
+        assert message in capsys.readouterr().err

@@ -1,8 +1,15 @@
 # The two commands of the README: `make demo` and `make test`. Both create
-# .venv with Python 3.11 on first use and install the exact versions pinned in
-# constraints.txt.
+# .venv on first use, with a supported Python (3.11, 3.12 or 3.13, as
+# TensorFlow 2.21), and install the exact versions pinned in constraints.txt.
 
-PYTHON ?= python3.11
+# The first of these that runs and is 3.11-3.13 (a pyenv shim of a version
+# that is not installed fails); `make PYTHON=/path/to/python3.12 ...` chooses.
+PYTHON_CANDIDATES := python3.11 python3.12 python3.13 python3
+SUPPORTED_PYTHON := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+supported = $(shell $(1) -c '$(SUPPORTED_PYTHON)' >/dev/null 2>&1 && echo $(1))
+ifndef PYTHON
+PYTHON := $(firstword $(foreach python,$(PYTHON_CANDIDATES),$(call supported,$(python))))
+endif
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check --quiet
@@ -12,8 +19,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: demo test lint format lock bench clean
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null || { \
-	  echo "error: $(PYTHON) not found. Install Python 3.11, or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
+	@test -n "$(PYTHON)" || { \
+	  echo "error: no Python 3.11, 3.12 or 3.13 found (tried $(PYTHON_CANDIDATES)). Install one, or run 'make PYTHON=/path/to/python3.12 ...'." >&2; exit 1; }
+	@$(PYTHON) -c '$(SUPPORTED_PYTHON)' 2>/dev/null || { \
+	  echo "error: PYTHON=$(PYTHON) is not a Python 3.11, 3.12 or 3.13 that runs. Pass another, e.g. 'make PYTHON=/path/to/python3.12 ...'." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
 
@@ -42,7 +51,7 @@ format: $(VENV)/.installed-test
 
 # Re-pin constraints.txt to what the current setup.py resolves to today.
 lock: $(BIN)/python
-	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	rm -rf $(VENV)/lock && $(BIN)/python -m venv $(VENV)/lock
 	$(VENV)/lock/bin/pip install $(PIP_FLAGS) ".[test]"
 	{ echo "# Exact versions that CI tests (pip install -c constraints.txt ...)."; \
 	  echo "# Regenerate with \`make lock\` after changing setup.py."; \

@@ -17,8 +17,11 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.14",
+    # Only `svae` (with its subpackages) at the top level of site-packages.
+    # train.py, evaluate.py, sample.py and export.py are wrappers to run in a
+    # clone (python train.py); installed, the console scripts below run the
+    # same code (svae.cli).
     packages=setuptools.find_packages(include=["svae", "svae.*"]),
-    py_modules=["train", "evaluate", "sample", "export"],
     install_requires=[
         "absl-py>=2.1",
         "keras>=3.10,<4",
@@ -44,10 +47,10 @@ setuptools.setup(
     },
     entry_points={
         "console_scripts": [
-            "svae-train=train:run",
-            "svae-evaluate=evaluate:run",
-            "svae-sample=sample:run",
-            "svae-export=export:run",
+            "svae-train=svae.cli.train:run",
+            "svae-evaluate=svae.cli.evaluate:run",
+            "svae-sample=svae.cli.sample:run",
+            "svae-export=svae.cli.export:run",
         ],
     },
     classifiers=[

@@ -2,10 +2,13 @@
 
 Reference implementation of Dorta, Vicente, Agapito, Campbell and Simpson,
 "Training VAEs Under Structured Residuals" (2018).
+
+The names below are imported on first use, so that `import svae.cli.train`
+(a console script) can quiet TensorFlow's C++ logging before TensorFlow is
+imported (`svae.cli`).
 """
 
-from svae import color, data, distributions, linalg
-from svae.distributions import SparsePrecisionGaussian, neighbour_offsets
+import importlib
 
 __version__ = "0.1.0"
 
@@ -17,3 +20,19 @@ __all__ = [
     "linalg",
     "neighbour_offsets",
 ]
+
+_SUBMODULES = frozenset({"color", "data", "distributions", "linalg"})
+_FROM_DISTRIBUTIONS = frozenset({"SparsePrecisionGaussian", "neighbour_offsets"})
+
+
+def __getattr__(name):
+    """Imports the submodules and names of `__all__` when first used."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"svae.{name}")
+    if name in _FROM_DISTRIBUTIONS:
+        return getattr(importlib.import_module("svae.distributions"), name)
+    raise AttributeError(f"module 'svae' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -16,8 +16,9 @@ import pathlib
 import sys
 import time
 
+# cli comes first: importing it quiets TensorFlow's start-up lines.
+from svae import cli, evaluation, figures, runs, training  # noqa: F401
 from svae import config as config_lib
-from svae import evaluation, figures, training
 
 MODELS = ("vae_sph", "vae_diag", "structured")
 
@@ -76,7 +77,7 @@ def _comparison_figures(demo, run_dirs, output_dir):
     """Writes reconstructions and prior samples of both models side by side."""
     recon_rows, recon_labels, prior_rows, prior_labels = [], [], [], []
     for model, run_dir in run_dirs.items():
-        config, net, _ = evaluation.load_run(run_dir)
+        config, net, _ = runs.load_run(run_dir)
         batch = figures.load_images(config, "test", demo.num_figure_images)
         recon = figures.reconstructions(net, config, batch, demo.seed)
         if not recon_rows:

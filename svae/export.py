@@ -429,7 +429,7 @@ def export(model_dir, export_dir=None, version=None):
     target = base / str(version)
     if target.exists():
         raise ValueError(f"{target} exists: pick another --version.")
-    config, model, _ = evaluation.load_run(model_dir)
+    config, model, _ = runs.load_run(model_dir)
     archive = keras.export.ExportArchive()
     archive.track(model)
     endpoints = _endpoints(model, config)

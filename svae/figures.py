@@ -22,7 +22,7 @@ import pathlib
 import sys
 
 from svae import config as config_lib
-from svae import evaluation, health, runs
+from svae import health, runs
 from svae.data import load_batch as load_images  # Re-exported: figures' images.
 from svae.drawing import (  # Re-exported: the drawing helpers.
     colormap,
@@ -104,11 +104,11 @@ def write_figures(sample_config):
       `"inpainting"`): the paths written.
 
     Raises:
-      svae.evaluation.EvaluationError: see `svae.evaluation.load_run`.
+      svae.runs.RunError: see `svae.runs.load_run`.
       svae.data.DatasetError: an unknown data set or split.
     """
     sc = sample_config
-    config, model, step = evaluation.load_run(
+    config, model, step = runs.load_run(
         sc.model_dir, sc.dataset, sc.data_dir, sc.cache_dir
     )
     output_dir = pathlib.Path(sc.output_dir or pathlib.Path(sc.model_dir) / "samples")

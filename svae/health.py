@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from svae import data, likelihoods
+from svae import data, likelihoods, runs
 from svae.distributions import SparsePrecisionGaussian
 
 __all__ = [
@@ -255,16 +255,13 @@ def run_health(run, split="test", num_images=NUM_IMAGES, num_prior=NUM_PRIOR, se
       `sample_health`'s dict, with `split`.
 
     Raises:
-      svae.evaluation.EvaluationError: see `svae.evaluation.load_run`.
+      svae.runs.RunError: see `svae.runs.load_run`.
       svae.data.DatasetError: an unknown data set or split.
     """
     if isinstance(run, tuple):
         config, model = run
     else:
-        # svae.evaluation imports this module.
-        from svae import evaluation
-
-        config, model, _ = evaluation.load_run(run)
+        config, model, _ = runs.load_run(run)
     batch = data.load_batch(config, split, num_images)
     return {"split": split} | sample_health(model, config, batch, num_prior, seed)
 

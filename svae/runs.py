@@ -17,6 +17,8 @@ one place that decides what such a folder holds:
   kernel when its process dies, so a lock left by `kill -9` is taken over).
 - `load_run`: a run's config and model from its newest good checkpoint, for
   evaluation, sampling and export.
+- `newest_run`: the newest finished run under `runs/`, which `evaluate.py`,
+  `sample.py` and `export.py` use without `--model_dir`.
 - `write_json`: strict (no `NaN`) JSON, written atomically.
 """
 
@@ -46,6 +48,7 @@ __all__ = [
     "fresh_model_dir",
     "good_checkpoint",
     "load_run",
+    "newest_run",
     "read_checkpoint",
     "repair_index",
     "run_state",
@@ -438,3 +441,73 @@ def restore(checkpoint, prefix, model_dir, partial=False) -> None:
         ) from e
     if partial:
         status.expect_partial()
+
+
+# ---------------------------------------------------------------- finding runs
+
+
+def newest_run(root="runs") -> pathlib.Path:
+    """Returns the newest finished run directory directly under `root`.
+
+    What `evaluate.py`, `sample.py` and `export.py` use without `--model_dir`
+    (`train.py` without one makes `runs/<model>-<dataset>-<time>/`). A folder
+    of `root` is a finished run when
+
+    - its `config.json` is valid (`run_state`);
+    - it holds no `svae.lock` (`LOCK_FILE`): `RunLock` removes the file when
+      its trainer exits, a running trainer holds it and a killed one leaves
+      it behind (the folder is not probed for a live lock, which could make a
+      trainer starting at that moment fail);
+    - it holds a readable checkpoint (`good_checkpoint`), and with a fixed
+      `steps` that checkpoint is of the last step (training always saves
+      it). A run of `--epochs` stopped by an exception or Ctrl-C (its trainer
+      exited) cannot be told from a finished one without its data set.
+
+    The newest is the one whose checkpoint was written last (the run that
+    finished last), not the one started last.
+
+    Raises:
+      RunError: no finished run under `root`; the message names each run
+        skipped and why.
+    """
+    base = pathlib.Path(root)
+    if not base.is_dir():
+        raise RunError(
+            f"No folder {base.absolute()}/ to take the newest finished run "
+            "from: pass --model_dir=DIR, a run directory of train.py."
+        )
+    skipped, candidates = [], []
+    for path in sorted(p for p in base.iterdir() if p.is_dir()):
+        if not (path / config_lib.CONFIG_FILE).is_file():
+            continue  # Not a run.
+        steps = checkpoint_steps(path / CHECKPOINTS)
+        if (path / LOCK_FILE).exists():
+            skipped.append(f"{path}: being trained, or its trainer was killed")
+        elif not steps:
+            skipped.append(f"{path}: no checkpoint")
+        else:
+            written = max(
+                (path / CHECKPOINTS / f"ckpt-{s}.index").stat().st_mtime for s in steps
+            )
+            candidates.append((written, str(path)))
+    for _, name in sorted(candidates, reverse=True):
+        path = pathlib.Path(name)
+        try:
+            config = run_state(path)
+            prefix = good_checkpoint(path / CHECKPOINTS, quiet=True)
+        except RunError as e:
+            skipped.append(f"{path}: {e}")
+            continue
+        if config is None or prefix is None:
+            continue  # Removed since it was listed.
+        step = int(prefix.rsplit("-", 1)[1])
+        if config.steps is not None and step != config.steps:
+            skipped.append(f"{path}: stopped at step {step} of {config.steps}")
+            continue
+        return path
+    why = f" Skipped: {'; '.join(skipped)}." if skipped else ""
+    raise RunError(
+        f"No finished run under {root}/ (a folder with config.json and a "
+        f"readable checkpoint, whose trainer has exited).{why} Pass "
+        "--model_dir=DIR, or train one first (python train.py)."
+    )

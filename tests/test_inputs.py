@@ -14,6 +14,10 @@ from absl import flags
 
 from svae import cli, evaluation, figures, training
 from svae import config as config_lib
+from svae.cli import evaluate as evaluate_cli
+from svae.cli import export as export_cli
+from svae.cli import sample as sample_cli
+from svae.cli import train as train_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -162,21 +166,15 @@ def test_train_on_a_tampered_run_is_a_value_error(tmp_path):
 # ------------------------------------------------------------------- flags
 
 
-def _flag_values(cls):
-    """A fresh FlagValues with an integer or float flag per numeric field."""
+def _flag_values(script):
+    """A fresh FlagValues with the flags of a script (`svae.cli.train`, ...)."""
     flag_values = flags.FlagValues()
-    for field in dataclasses.fields(cls):
-        default = field.default
-        if field.type in (int, int | None):
-            flags.DEFINE_integer(field.name, default, "?", flag_values=flag_values)
-        elif field.type in (float, float | None):
-            flags.DEFINE_float(field.name, default, "?", flag_values=flag_values)
-    cli.bound_flags(cls, flag_values=flag_values)
+    script.define_flags(flag_values)
     return flag_values
 
 
 def test_numeric_flags_are_bounded_by_their_fields():
-    flag_values = _flag_values(config_lib.Config)
+    flag_values = _flag_values(train_cli)
     assert flag_values(["train.py", "--batch_size=2", "--dominance=0.5"])
     assert flag_values.steps is None  # An unset optional flag passes.
     assert "Must be >= 1." in flag_values["batch_size"].help
@@ -194,14 +192,16 @@ def test_numeric_flags_are_bounded_by_their_fields():
 
 
 def test_eval_sample_and_export_flags_are_bounded():
-    for cls, argv in [
-        (evaluation.EvalConfig, "--num_samples=0"),
-        (evaluation.EvalConfig, "--max_images=0"),
-        (figures.SampleConfig, "--temperature=-1"),
-        (figures.SampleConfig, "--num=0"),
+    for script, argv in [
+        (evaluate_cli, "--num_samples=0"),
+        (evaluate_cli, "--max_images=0"),
+        (sample_cli, "--temperature=-1"),
+        (sample_cli, "--num=0"),
+        (export_cli, "--version=-3"),
     ]:
-        with pytest.raises(flags.IllegalFlagValueError, match=argv.split("=")[0]):
-            _flag_values(cls)(["prog", argv])
+        with pytest.raises(flags.IllegalFlagValueError, match=argv):
+            _flag_values(script)(["prog", argv])
+    # bound_flags on flags that are no field.
     flag_values = flags.FlagValues()
     flags.DEFINE_integer("version", None, "?", flag_values=flag_values)
     cli.bound_flags(ranges={"version": config_lib.Range(ge=1)}, flag_values=flag_values)
@@ -210,7 +210,7 @@ def test_eval_sample_and_export_flags_are_bounded():
 
 
 def test_positional_arguments_are_a_usage_error(capsys):
-    flag_values = _flag_values(config_lib.Config)
+    flag_values = _flag_values(train_cli)
     assert cli.parse_flags(["train.py", "--steps=3"], flag_values) == ["train.py"]
     flag_values.unparse_flags()
     with pytest.raises(SystemExit) as exit_:

@@ -1,0 +1,117 @@
+"""Trains a model of the paper (README: Training).
+
+`svae-train [flags]` or `python train.py [flags]`: without --model_dir the
+run goes to a fresh runs/<model>-<dataset>-<time>/; a run directory that
+holds a run is resumed.
+"""
+
+from absl import flags, logging
+
+from svae import config as config_lib
+from svae import data, training
+from svae.cli import common
+
+FLAGS = flags.FLAGS
+
+# One flag per field of svae.config.Config, with its default and range.
+HELPS = {
+    "dataset": "Data set name (README: Data sets).",
+    "data_dir": "Folder with the data set's files.",
+    "cache_dir": (
+        "Folder of prepared (decoded once) file-based data sets, default "
+        "$SVAE_CACHE_DIR or ~/.cache/svae; empty: decode at every start."
+    ),
+    "model": "Model variant.",
+    "model_dir": "Run directory (default: a fresh one).",
+    "epochs": "Epochs of the run, all phases.",
+    "steps": "Steps of the run (overrides --epochs).",
+    "batch_size": "Global batch size.",
+    "learning_rate": "Adam learning rate.",
+    "latent_dim": "Latent dimensions.",
+    "color": "Colour model.",
+    "image_size": "Image side (power of 2).",
+    "chroma_factor": "CbCr downsampling.",
+    "crops_per_photo": "sample_photos crops per photo.",
+    "seed": "Seed of weights, data order, noise.",
+    "flip": "Random left-right flips.",
+    "shuffle_buffer": "Shuffle buffer (0: keep the order).",
+    "strategy": "tf.distribute strategy.",
+    "filters": "Width of the first conv layer.",
+    "kernel_size": "Neighbourhood of L.",
+    "dilation": "Dilation of L's pattern.",
+    "num_basis": "Basis size (0: no basis).",
+    "factor": (
+        "L's parameterisation: product or bounded (samples cannot explode), free "
+        "(the paper's)."
+    ),
+    "dominance": "Off-diagonal mass bound of L's factors, < 1.",
+    "scales": (
+        "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
+    ),
+    "variance_term": (
+        "Eq. 12's alpha term: empirical ||x - mu||^2 (the paper's) or sampled tr Sigma."
+    ),
+    "alpha": "Weight of the variance term (default 10 / 0).",
+    "gamma": "Weight of the L1 on off_diag.",
+    "beta": "KL weight (beta_vae_diag only; default 5).",
+    "init_from": "A vae_sph run to initialise from.",
+    "pretrain_epochs": "vae_sph pretraining epochs.",
+    "structured_warmup_epochs": "Epochs training only the structured branch.",
+    "checkpoint_every": "Steps between checkpoints.",
+    "summary_every": "Steps per scalars.",
+    "image_summary_every": "Steps per images.",
+    "max_checkpoints": "Checkpoints kept.",
+    "progress": "Show a progress bar.",
+    "export": "Export a SavedModel to MODEL_DIR/export/<n>/ when training ends.",
+}
+ENUMS = {
+    "model": config_lib.MODELS,
+    "color": ("ycbcr", "gray"),
+    "strategy": config_lib.STRATEGIES,
+    "factor": config_lib.FACTORS,
+    "scales": config_lib.SCALES,
+    "variance_term": config_lib.VARIANCE_TERMS,
+}
+
+
+def define_flags(flag_values=FLAGS) -> None:
+    """Defines the flags: --preset and one per `Config` field."""
+    flags.DEFINE_enum(
+        "preset",
+        None,
+        list(config_lib.PRESETS),
+        "Defaults for several flags at once (flags given explicitly win): paper = "
+        "the paper literally (--filters=6 --factor=free --scales=learned).",
+        flag_values=flag_values,
+    )
+    common.define_flags(
+        config_lib.Config,
+        HELPS,
+        enums=ENUMS,
+        # The command line uses the prepared cache and exports; library
+        # callers of svae.training.train opt in.
+        defaults={"cache_dir": data.default_cache_dir(), "export": True},
+        flag_values=flag_values,
+    )
+
+
+def main() -> int:
+    """Builds the config from the flags and trains."""
+    # TF logs every checkpoint save at INFO, which would break the progress bar.
+    logging.set_verbosity(logging.WARNING)
+    values = {name: FLAGS[name].value for name in HELPS}
+    preset = config_lib.PRESETS.get(FLAGS.preset, {})
+    values.update(
+        {name: value for name, value in preset.items() if not FLAGS[name].present}
+    )
+    training.train(config_lib.Config(**values))
+    return 0
+
+
+def run() -> None:
+    """The entry point of `svae-train` and `python train.py`."""
+    common.run(main, define_flags, errors=(ValueError, training.NonFiniteLossError))
+
+
+if __name__ == "__main__":
+    run()

@@ -73,7 +73,7 @@ MAX_INT32 = 2**31 - 1
 # Named sets of field values; train.py's --preset applies one beneath the
 # flags given explicitly. "paper": the paper taken literally: the width that
 # matches its FLOPs column, its free factor, Adam-learned scales and the
-# empirical variance term (README, "Likelihood: what the paper's gives").
+# empirical variance term (docs/training.md, "The likelihood").
 PRESETS = {
     "paper": {
         "filters": 6,

@@ -391,7 +391,7 @@ def evaluate(eval_config):
             + ", ".join(f"{name} on {n} of {seen} images" for name, n in broken.items())
             + ": its weights are broken (did training diverge?). Nothing was "
             "written. Evaluate an earlier checkpoint by moving the newer ckpt-* "
-            "files out of checkpoints/ (README, The NaN policy)."
+            "files out of checkpoints/ (docs/training.md, The NaN policy)."
         )
     held_out = {
         name: tf.concat([b[name] for b in health_batches], 0)[: ec.health_images]

@@ -328,7 +328,7 @@ def divergence_warning(health):
             f"mass at {share:.0%} of the pixels "
             "(SparsePrecisionGaussian.off_diagonal_ratio() > 1), so L^-T eps "
             "grows along the solve. The paper's --factor=free allows it; "
-            "--factor=product (the default) or bounded bound the solve (README, "
-            "'The likelihood')."
+            "--factor=product (the default) or bounded bound the solve "
+            "(docs/training.md, 'The likelihood')."
         )
     return message

@@ -607,7 +607,7 @@ def _last_good(last_saved, model_dir):
         return "no checkpoint was written yet"
     return (
         f"the last good checkpoint is step {last_saved} in "
-        f"{model_dir / runs.CHECKPOINTS} (README, The NaN policy, says how "
+        f"{model_dir / runs.CHECKPOINTS} (docs/training.md, The NaN policy, says how "
         "to go on from it)"
     )
 

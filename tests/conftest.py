@@ -3,8 +3,8 @@
 import os
 
 import pytest
+import tiny
 
-from svae import config as config_lib
 from svae import training
 
 
@@ -21,18 +21,14 @@ def scratch_data_cache(tmp_path_factory):
 def tiny_run(tmp_path_factory):
     """A tiny structured colour run (16x16), trained for a few steps."""
     model_dir = tmp_path_factory.mktemp("run")
-    config = config_lib.Config(
+    config = tiny.config(
+        model_dir,
         model="structured",
-        model_dir=str(model_dir),
-        image_size=16,
         latent_dim=4,
-        batch_size=8,
-        crops_per_photo=4,
         steps=36,
         learning_rate=3e-3,
         pretrain_epochs=1,
         structured_warmup_epochs=1,
-        progress=False,
     )
     training.train(config)
     return model_dir

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+import tiny
 from scipy import stats
 
 from svae import config as config_lib
@@ -266,7 +266,7 @@ def test_bad_inputs_raise_errors_that_say_what_to_do(tiny_run, tmp_path):
 
 
 def test_cli_evaluates_and_compares(tiny_run, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     script = [sys.executable, str(ROOT / "evaluate.py")]
     done = subprocess.run(
         script
@@ -294,16 +294,8 @@ def test_cli_evaluates_and_compares(tiny_run, tmp_path):
 
 
 def test_gray_beta_vae_is_scored_without_beta(tmp_path):
-    config = config_lib.Config(
-        model="beta_vae_diag",
-        model_dir=str(tmp_path / "run"),
-        color="gray",
-        image_size=16,
-        latent_dim=4,
-        batch_size=8,
-        crops_per_photo=4,
-        steps=6,
-        progress=False,
+    config = tiny.config(
+        tmp_path / "run", model="beta_vae_diag", color="gray", latent_dim=4, steps=6
     )
     training.train(config)
     first = _evaluate(tmp_path / "run", max_images=4, output_dir=str(tmp_path / "a"))

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 from tensorflow.core.protobuf import saved_model_pb2
 
 from svae import data, evaluation, export, likelihoods
@@ -430,7 +431,7 @@ def test_every_variant_exports_at_the_end_of_training(model, color, tmp_path):
 
 
 def test_export_command_line(tiny_run, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     script = [sys.executable, str(ROOT / "export.py")]
     done = subprocess.run(
         script + [f"--model_dir={tiny_run}", f"--export_dir={tmp_path}"],

@@ -1,7 +1,6 @@
 """Tests of svae.figures and sample.py: sizes, ranges, seeds, temperature."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.stats
+import tiny
 from PIL import Image
 
 from svae import data, evaluation, figures, health
@@ -107,7 +107,7 @@ def test_y_std_of_the_structured_model_is_exact(tiny_run):
 
 
 def test_cli_writes_the_figures_and_bad_splits_fail(tiny_run, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     script = [sys.executable, str(ROOT / "sample.py")]
     done = subprocess.run(
         script
@@ -165,7 +165,7 @@ def test_inpainting_masks_random_and_from_an_image(tmp_path):
 
 
 def test_cli_inpaints_with_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     outputs = []
     for run in ("a", "b"):
         done = subprocess.run(

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tiny
 from absl import flags
 
 from svae import cli, evaluation, figures, training
@@ -226,8 +227,7 @@ def test_positional_arguments_are_a_usage_error(capsys):
 
 def _run(script, *args, env=None):
     """Runs a script; returns (exit status, stderr)."""
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    environment.pop("TF_CONFIG", None)
+    environment = tiny.script_env()
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         env=environment | (env or {}),

@@ -1,11 +1,11 @@
 """Past 64x64 (paper, section 4.3): training, evaluation and figures at 128x128."""
 
-import os
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
+import tiny
 from PIL import Image
 
 from svae import evaluation, figures
@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_128x128_trains_evaluates_and_draws_from_the_command_line(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     run_dir = tmp_path / "run"
     train = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"--model_dir={run_dir}"]

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 
-from svae import config as config_lib
 from svae import data, models, training
 
 SIZE = 16
@@ -15,8 +15,7 @@ SIZE = 16
 
 def _config(**kwargs):
     """A tiny config: 16x16 images, 8 latents."""
-    defaults = dict(image_size=SIZE, latent_dim=8, batch_size=8, crops_per_photo=4)
-    return config_lib.Config(**(defaults | kwargs))
+    return tiny.config(image_size=SIZE, **kwargs)
 
 
 def _batch(color="ycbcr", n=8):

@@ -12,6 +12,7 @@ import data_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 
 from svae import config as config_lib
 from svae import data, evaluation
@@ -271,8 +272,7 @@ def test_train_py_prepares_once_then_reuses_the_cache(tmp_path):
     """train.py on a folder: the first run prepares, a resumed run reads it."""
     name = _folder(tmp_path / "data", count=16)
     cache = tmp_path / "cache"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    env.pop("TF_CONFIG", None)
+    env = tiny.script_env()
     command = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -302,7 +302,7 @@ def test_prepare_command_prepares_what_train_py_reads(tmp_path, monkeypatch):
     """`python -m svae.data.prepare`: the caches load_split then reads as is."""
     name = _folder(tmp_path / "data", count=4)
     cache = tmp_path / "cache"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    env = tiny.script_env()
     command = [sys.executable, "-m", "svae.data.prepare", f"--dataset={name}"]
     flags = [f"--cache_dir={cache}", "--split=train,test", f"--image_size={SIZE}"]
     result = _run([*command, *flags, "--noprogress"], env)

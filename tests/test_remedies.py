@@ -1,7 +1,6 @@
 """Issue 12's remedies: the bounded factor, the sampled variance, calibrated scales."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 from scipy import optimize
 
 from svae import config as config_lib
@@ -214,17 +214,13 @@ def test_whitened_square_sums_match_the_definition():
 def _tiny(tmp_path, **kwargs):
     """A tiny run's config."""
     defaults = dict(
-        model_dir=str(tmp_path),
-        image_size=16,
-        latent_dim=8,
         batch_size=16,
         crops_per_photo=16,
-        progress=False,
         pretrain_epochs=1,
         structured_warmup_epochs=1,
         learning_rate=2e-3,
     )
-    return config_lib.Config(**(defaults | kwargs))
+    return tiny.config(tmp_path, **(defaults | kwargs))
 
 
 def test_calibration_sets_each_scale_to_its_batch_optimum(tmp_path):
@@ -378,8 +374,7 @@ def test_bad_remedy_options_are_clear_errors(field, value):
 
 def test_paper_preset_sets_defaults_beneath_explicit_flags(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(root))
-    env.pop("TF_CONFIG", None)
+    env = tiny.script_env()
     flags = ["--image_size=16", "--latent_dim=4", "--batch_size=8"]
     flags += ["--crops_per_photo=2", "--steps=1", "--noprogress", "--noexport"]
     result = subprocess.run(

@@ -16,6 +16,7 @@ import time
 
 import pytest
 import tensorflow as tf
+import tiny
 
 from svae import config as config_lib
 from svae import evaluation, runs, training
@@ -27,18 +28,13 @@ def _config(model_dir, **kwargs):
     """A tiny vae_diag run checkpointed every 2 steps."""
     defaults = dict(
         model="vae_diag",
-        model_dir=str(model_dir),
-        image_size=16,
         latent_dim=4,
-        batch_size=8,
-        crops_per_photo=4,
         steps=6,
         checkpoint_every=2,
         max_checkpoints=10,
-        progress=False,
         export=False,
     )
-    return config_lib.Config(**(defaults | kwargs))
+    return tiny.config(model_dir, **(defaults | kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +216,7 @@ def test_lock_of_a_killed_trainer_is_taken_over(run, capsys):
         [sys.executable, "-c", _HOLD, str(run)],
         stdout=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"),
+        env=tiny.script_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

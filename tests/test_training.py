@@ -1,7 +1,6 @@
 """Tests of svae.training: schedule, resume after SIGKILL, NaN policy, strategies."""
 
 import json
-import os
 import pathlib
 import signal
 import socket
@@ -13,6 +12,7 @@ import data_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 from PIL import Image
 
 from svae import config as config_lib
@@ -30,22 +30,12 @@ TINY = [
 
 def _config(tmp_path, **kwargs):
     """A tiny structured run in tmp_path."""
-    defaults = dict(
-        model_dir=str(tmp_path),
-        image_size=16,
-        latent_dim=8,
-        batch_size=8,
-        crops_per_photo=4,
-        progress=False,
-    )
-    return config_lib.Config(**(defaults | kwargs))
+    return tiny.config(tmp_path, **kwargs)
 
 
 def _env(**extra):
     """Environment of a training subprocess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    env.pop("TF_CONFIG", None)
-    return env | extra
+    return tiny.script_env(**extra)
 
 
 def _train_cli(args, env=None, **kwargs):

@@ -1,4 +1,4 @@
-"""IW-bound NLL, ELBO, KL, MSE, FLOPs, sample health (README: Evaluation).
+"""IW-bound NLL, ELBO, KL, MSE, FLOPs, sample health (docs/evaluation.md).
 
 `svae-evaluate [flags]` or `python evaluate.py [flags]`: evaluates
 --model_dir, by default the newest finished run under runs/;

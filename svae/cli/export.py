@@ -1,4 +1,4 @@
-"""Exports a trained run as a SavedModel for TF Serving (README: Serving).
+"""Exports a trained run as a SavedModel for TF Serving (docs/serving.md).
 
 `svae-export [flags]` or `python export.py [flags]`: exports the newest
 good checkpoint of --model_dir, by default the newest finished run under

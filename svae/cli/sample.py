@@ -1,4 +1,4 @@
-"""Samples, reconstructions, Y's std, inpainting, health (README: Sampling).
+"""Samples, reconstructions, Y's std, inpainting, health (docs/evaluation.md).
 
 `svae-sample [flags]` or `python sample.py [flags]`: writes the figures of
 --model_dir, by default the newest finished run under runs/.

@@ -1,4 +1,4 @@
-"""Trains a model of the paper (README: Training).
+"""Trains a model of the paper (docs/training.md).
 
 `svae-train [flags]` or `python train.py [flags]`: without --model_dir the
 run goes to a fresh runs/<model>-<dataset>-<time>/; a run directory that
@@ -15,7 +15,7 @@ FLAGS = flags.FLAGS
 
 # One flag per field of svae.config.Config, with its default and range.
 HELPS = {
-    "dataset": "Data set name (README: Data sets).",
+    "dataset": "Data set name (docs/data.md).",
     "data_dir": "Folder with the data set's files.",
     "cache_dir": (
         "Folder of prepared (decoded once) file-based data sets, default "

@@ -128,6 +128,7 @@ def _env(**extra):
     return env | {"PYTHONPATH": str(ROOT)} | extra
 
 
+@pytest.mark.slow
 def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_path):
     # Without the evaluation other tests may have written into tiny_run.
     shutil.copytree(
@@ -151,6 +152,7 @@ def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_p
     assert (tmp_path / "runs" / "structured-x" / "eval" / "test.json").exists()
 
 
+@pytest.mark.slow
 def test_scripts_start_without_tensorflow_banners(tmp_path):
     missing = tmp_path / "nope"
     for env, banners in [(_env(), False), (_env(TF_CPP_MIN_LOG_LEVEL="0"), True)]:

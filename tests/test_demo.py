@@ -4,11 +4,13 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from svae import demo
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
     config = demo.DemoConfig(
         output_dir=str(tmp_path),

@@ -204,6 +204,7 @@ def test_iw_bound_beats_the_elbo_and_grows_with_k(tiny_run, tmp_path):
     assert nll[1] > nll[16] > nll[256]
 
 
+@pytest.mark.slow
 def test_chunks_and_batches_do_not_change_per_image_values(tiny_run, tmp_path):
     first = _evaluate(
         tiny_run, sample_chunk=3, batch_size=5, output_dir=str(tmp_path / "a")
@@ -265,6 +266,7 @@ def test_bad_inputs_raise_errors_that_say_what_to_do(tiny_run, tmp_path):
         evaluation.EvalConfig(model_dir=str(tiny_run), num_samples=0)
 
 
+@pytest.mark.slow
 def test_cli_evaluates_and_compares(tiny_run, tmp_path):
     env = tiny.script_env()
     script = [sys.executable, str(ROOT / "evaluate.py")]

@@ -392,6 +392,7 @@ def test_export_dir_that_cannot_be_made_is_an_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("color", ["ycbcr", "gray"])
 @pytest.mark.parametrize(
     "model", ["vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured"]
@@ -430,6 +431,7 @@ def test_every_variant_exports_at_the_end_of_training(model, color, tmp_path):
     assert sampled["sample_rgb"].shape == (2, SIZE, SIZE, 3)
 
 
+@pytest.mark.slow
 def test_export_command_line(tiny_run, tmp_path):
     env = tiny.script_env()
     script = [sys.executable, str(ROOT / "export.py")]

@@ -106,6 +106,7 @@ def test_y_std_of_the_structured_model_is_exact(tiny_run):
     np.testing.assert_allclose(sampled, exact, rtol=0.15)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_figures_and_bad_splits_fail(tiny_run, tmp_path):
     env = tiny.script_env()
     script = [sys.executable, str(ROOT / "sample.py")]
@@ -164,6 +165,7 @@ def test_inpainting_masks_random_and_from_an_image(tmp_path):
         figures.inpainting_mask(str(tmp_path / "missing.png"), 1, SIZE)
 
 
+@pytest.mark.slow
 def test_cli_inpaints_with_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     env = tiny.script_env()
     outputs = []

@@ -238,6 +238,7 @@ def _run(script, *args, env=None):
     return result.returncode, result.stderr
 
 
+@pytest.mark.slow
 def test_scripts_reject_bad_flags_and_stray_arguments_before_any_work(tmp_path):
     run = tmp_path / "run"
     status, err = _run("train.py", "--steps=0", "--batch_size=0", f"--model_dir={run}")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tiny
 from PIL import Image
 
@@ -13,6 +14,7 @@ from svae import evaluation, figures
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_128x128_trains_evaluates_and_draws_from_the_command_line(tmp_path):
     env = tiny.script_env()
     run_dir = tmp_path / "run"

@@ -268,6 +268,7 @@ def test_evaluation_load_split_uses_the_runs_cache_dir(tmp_path):
     assert "cache_dir" in config_lib.RESUMABLE_FIELDS
 
 
+@pytest.mark.slow
 def test_train_py_prepares_once_then_reuses_the_cache(tmp_path):
     """train.py on a folder: the first run prepares, a resumed run reads it."""
     name = _folder(tmp_path / "data", count=16)

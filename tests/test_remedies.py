@@ -268,6 +268,7 @@ def test_calibration_shift_minimises_the_scaled_loss(penalty):
         np.testing.assert_allclose(got, 0.5 * np.log(square / count), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_calibrated_structured_scale_does_not_drift_under_the_l1_term(tmp_path):
     # The L1 term pulls L down; were the offset calibrated without it, the
     # head and the offset would drift together without end (SUPN's
@@ -308,6 +309,7 @@ def test_which_scales_are_calibrated(model, factor, groups):
     assert training.calibrated_scales(learned, joint) == ()
 
 
+@pytest.mark.slow
 def test_vae_sph_does_not_collapse_with_calibrated_scales(tmp_path):
     # With the paper's learned scales sigma stays near 1 for this long and
     # the KL goes to zero; calibrated, the posterior carries information.
@@ -372,6 +374,7 @@ def test_bad_remedy_options_are_clear_errors(field, value):
         config_lib.Config(**{field: value})
 
 
+@pytest.mark.slow
 def test_paper_preset_sets_defaults_beneath_explicit_flags(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     env = tiny.script_env()

@@ -146,6 +146,7 @@ def test_init_from_a_vae_sph_run(tmp_path):
     np.testing.assert_array_equal(seen[1].y_log_scale, sph_model.y_log_scale)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     flags = ["--model=structured", "--steps=240", "--checkpoint_every=20"]
     flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2"]
@@ -244,6 +245,7 @@ print("RESULT", result["loss"], result["kl"])
 """
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     single = _config(tmp_path / "single", model="structured", steps=8, flip=False)
     single = config_lib.Config(**(single.__dict__ | dict(pretrain_epochs=0)))
@@ -283,6 +285,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
     # Distinct images: a wrong gradient scale or a wrong shard would show.
     single_data, workers_data = _sharded_image_folders(tmp_path / "images")
@@ -322,6 +325,7 @@ def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
     assert not (tmp_path / "mw" / "worker1_tmp").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model,layout",
     [

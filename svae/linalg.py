@@ -21,11 +21,10 @@ level `t = (r + 1) * (i // d) + (j // d)`, `r = (kernel_size - 1) // 2`,
 `d = dilation`, so all pixels of one level are solved at once. The image is
 rearranged (pads, reshapes and transposes; no gathers) into a skewed
 `[levels, lanes]` layout (`svae.wavefront`) with about `W / (d * (r + 1))`
-lane blocks, in which
-every neighbour sits at a level and lane shift that depend only on the level
-modulo `r + 1`, and one `tf.while_loop` of ordinary TF ops walks the
-`~(r + 1) * H / d + W / d` levels: it runs on CPU, GPU and TPU, under XLA,
-with gradients.
+lane blocks, in which every neighbour sits at a level and lane shift that
+depend only on the level modulo `r + 1`, and one `tf.while_loop` of ordinary
+TF ops walks the `~(r + 1) * H / d + W / d` levels: it runs on CPU, GPU and
+TPU, under XLA, with gradients.
 """
 
 import functools

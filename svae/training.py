@@ -1,4 +1,4 @@
-"""Training: the loss of eq. 12, the schedule of section 5, the step and the loop.
+"""Training: the schedule of section 5, the gradient step and the loop.
 
 `train(config)` is the one entry point (`train.py` calls it). It runs under any
 `tf.distribute` strategy with a custom loop (`strategy.run`), checkpoints with
@@ -15,13 +15,20 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from svae import config as config_lib
-from svae import data, likelihoods, models, runs
-from svae.progress import Progress
+from svae import data, hooks, likelihoods, models, objective, runs
+from svae.objective import (  # Re-exported: the objective's names.
+    TERMS,
+    NonFiniteLossError,
+    calibrated_scales,
+    calibration_shift,
+    loss_terms,
+    terms_of,
+)
 
 __all__ = [
+    "TERMS",
     "NonFiniteLossError",
     "Phase",
     "schedule",
@@ -34,12 +41,6 @@ __all__ = [
     "make_strategy",
     "train",
 ]
-
-TERMS = ("loss", "nll", "kl", "mse", "l1")
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; training stopped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,76 +91,6 @@ def schedule(config, steps_per_epoch, total_steps):
     return phases
 
 
-def calibrated_scales(config, phase):
-    """Returns the channel groups whose global log scale a phase calibrates.
-
-    With `config.scales == "calibrated"`, the offset `c` of a group's log
-    scales (`y_log_scale`, `cbcr_log_scale`) is not trained by gradients:
-    after each step it takes its analytic optimum on the batch,
-    `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
-    (`likelihoods.whitened_square_sums`; with the L1 term on `L`'s entries
-    see `calibration_shift`), wherever the group's likelihood is
-    a scale family in `c` (scaling all of its standard deviations by `e^c`):
-    always for Cb, Cr and the factorised Y, and for the structured Y with a
-    bounded or product factor, whose off-diagonals scale with the diagonal;
-    none with the sampled variance term, which depends on every scale. The
-    optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
-    a step, where Adam at the paper's learning rate moves a log scale by
-    about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
-
-    Args:
-      config: the run's `Config`.
-      phase: a `Phase`.
-
-    Returns:
-      A tuple of group names (`"y"`, `"cbcr"`), possibly empty.
-    """
-    if config.scales != "calibrated":
-        return ()
-    if config.variance_term == "sampled" and config.resolved_alpha:
-        # alpha tr Sigma(z) depends on every scale: they stay learned.
-        return ()
-    groups = ()
-    if phase.spherical or not config.structured_likelihood or config.factor != "free":
-        groups += ("y",)
-    if config.color == "ycbcr":
-        groups += ("cbcr",)
-    return groups
-
-
-def calibration_shift(square, count, penalty=0.0):
-    """Returns the change of a group's log scale `c` that minimises the loss.
-
-    Scaling the group's standard deviations by `e^delta` (`L` by `t =
-    e^-delta`) turns its part of the loss, per image, into
-    `-count log t + 0.5 t^2 square + penalty t` (plus constants): `square`
-    the sum of squared whitened residuals and `penalty` the L1 term
-    (`gamma * sum |off_diag|`), both at `t = 1`. Its minimum is at
-    `t = 2 count / (penalty + sqrt(penalty^2 + 4 square count))` (the
-    positive root, in a form without cancellation); without the penalty,
-    `delta = 0.5 log(square / count)`, the log RMS of the whitened residual.
-    The penalty matters: left out, the L1 term's pull on `L` would be undone
-    by the offset after every step, and the head's output would drift down
-    and the offset with it, without end.
-
-    Args:
-      square: mean over the batch of `||w||^2` per image, a scalar tensor.
-      count: values per image in the group, a Python int.
-      penalty: mean over the batch of the L1 term per image (0 for groups
-        without off-diagonals).
-
-    Returns:
-      `delta`, a scalar tensor; non-finite for a degenerate batch.
-    """
-    root = tf.sqrt(penalty**2 + 4.0 * square * count)
-    return -tf.math.log(2.0 * count / (penalty + root))
-
-
-def _scale_variable(model, group):
-    """Returns the global log-scale variable of a channel group."""
-    return model.y_log_scale if group == "y" else model.cbcr_log_scale
-
-
 def phase_variables(model, phase, config):
     """Returns the variables a phase trains (calibrated scales excluded)."""
     if phase.name == "pretrain":
@@ -169,73 +100,9 @@ def phase_variables(model, phase, config):
     else:
         variables = list(model.trainable_weights)
     calibrated = {
-        id(_scale_variable(model, g)) for g in calibrated_scales(config, phase)
+        id(objective.scale_variable(model, g)) for g in calibrated_scales(config, phase)
     }
     return [v for v in variables if id(v) not in calibrated]
-
-
-def terms_of(config):
-    """Returns the names of the loss terms a run logs, `TERMS` and maybe `var`."""
-    if config.variance_term == "sampled":
-        return TERMS + ("var",)
-    return TERMS
-
-
-def loss_terms(
-    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
-):
-    """Returns the terms of eq. 12 per image, with one reparameterised `z`.
-
-    `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
-    `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `l1` the masked
-    `sum |off_diag|` and `variance` eq. 12's `||sigma(z)^2||_1`: the paper's
-    empirical `mse = ||x - mu||^2` (`config.variance_term="empirical"`), or
-    the model's own, `var`, sampled (`likelihoods.sampled_variance`). `mse`
-    is always reported.
-
-    Args:
-      model: an `svae.models.VAE`.
-      batch: a batch dict (`y`, `cbcr` with colour).
-      config: the run's `Config`.
-      spherical: use the spherical likelihood (pretraining).
-      noise: `[batch, latent_dim]` standard normal draws for `z`.
-      variance_noise: `[batch, H, W]` standard normal draws for the sampled
-        variance term; needed with `variance_term="sampled"`.
-      calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
-        (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
-
-    Returns:
-      A dict of `[batch]` tensors named as `terms_of(config)`, plus the
-      `w2_<group>` of `calibrated`.
-    """
-    z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
-    z = z_mean + tf.exp(z_log_scale) * noise
-    outputs = model.decode(z, spherical=spherical)
-    structure = config.structure
-    log_probs = likelihoods.log_likelihood_parts(outputs, batch, structure)
-    terms = {
-        "nll": -tf.add_n(list(log_probs.values())),
-        "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
-        "mse": likelihoods.squared_error(outputs, batch),
-        "l1": likelihoods.off_diag_l1(outputs, structure),
-    }
-    variance = terms["mse"]
-    if config.variance_term == "sampled":
-        variance = terms["var"] = likelihoods.sampled_variance(
-            outputs, variance_noise, structure
-        )
-    terms["loss"] = (
-        terms["nll"]
-        + config.resolved_beta * terms["kl"]
-        + config.resolved_alpha * variance
-        + config.resolved_gamma * terms["l1"]
-    )
-    if calibrated:
-        white = likelihoods.whitened_square_sums(
-            outputs, batch, structure, log_probs=log_probs
-        )
-        terms.update({f"w2_{g}": tf.stop_gradient(white[g]) for g in calibrated})
-    return terms
 
 
 def train_step(
@@ -401,50 +268,6 @@ class _Data:
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
 
-def _metadata(plugin_name):
-    """Returns serialised summary metadata for a TensorBoard plugin."""
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name)
-    ).SerializeToString()
-
-
-def _scalar(name, value, step):
-    """Writes a TensorBoard scalar (TF core only: no tensorboard package needed)."""
-    tf.summary.write(name, tf.constant(value, tf.float32), step, _metadata("scalars"))
-
-
-def _images(name, images, step):
-    """Writes `[n, H, W, C]` images in [0, 1] as TensorBoard PNG images."""
-    images = tf.image.convert_image_dtype(
-        tf.clip_by_value(images, 0.0, 1.0), tf.uint8, saturate=True
-    )
-    height, width = images.shape[1], images.shape[2]
-    encoded = [tf.io.encode_png(image) for image in images]
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height))] + encoded)
-    tf.summary.write(name, tensor, step, _metadata("images"))
-
-
-def _image_summaries(model, batch, config, phase, step):
-    """Writes inputs, means, samples and residual samples to TensorBoard."""
-    structure = config.structure
-    batch = {k: v[:8] for k, v in batch.items()}
-    outputs = model(batch, spherical=phase.spherical)
-    seed = tf.constant([config.seed, step], tf.int32)
-    noise = tf.random.stateless_normal([8, config.latent_dim], seed=seed)
-    prior_outputs = model.decode(noise, spherical=phase.spherical)
-    drawn = likelihoods.sample(prior_outputs, seed, structure)
-    residual = drawn["y"] - prior_outputs["y_mean"]
-    scale = tf.reduce_max(tf.abs(residual), axis=[1, 2], keepdims=True) + 1e-6
-    factor = config.chroma_factor
-    recon = likelihoods.means(outputs)
-    _images("inputs", batch["rgb"], step)
-    _images("reconstruction_means", likelihoods.to_rgb(recon, factor), step)
-    sample_means = likelihoods.means(prior_outputs)
-    _images("sample_means", likelihoods.to_rgb(sample_means, factor), step)
-    _images("samples", likelihoods.to_rgb(drawn, factor), step)
-    _images("residual_samples", (residual / scale * 0.5 + 0.5)[..., None], step)
-
-
 class _Trainer:
     """Holds the strategy, model, optimizer, checkpoints and step functions."""
 
@@ -592,117 +415,13 @@ class _Trainer:
                 shift = calibration_shift(
                     means.pop(f"w2_{group}"), group_dims[group], penalty
                 )
-                variable = _scale_variable(model, group)
+                variable = objective.scale_variable(model, group)
                 ok = tf.math.is_finite(shift)
                 variable.assign_add(tf.where(ok, shift, tf.zeros_like(shift)))
             return means
 
         self._step_fns[phase.name] = distributed_step
         return distributed_step
-
-
-def _last_good(last_saved, model_dir):
-    """Names the last good checkpoint for a `NonFiniteLossError`."""
-    if last_saved is None:
-        return "no checkpoint was written yet"
-    return (
-        f"the last good checkpoint is step {last_saved} in "
-        f"{model_dir / runs.CHECKPOINTS} (docs/training.md, The NaN policy, says how "
-        "to go on from it)"
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _StepState:
-    """What the loop's hooks see after a step."""
-
-    step: int  # Steps done (1-based number of the step just taken).
-    phase: Phase
-    values: dict  # The step's mean loss terms.
-    rate: float  # Images per second since the loop started.
-    boundary: bool  # The end of an epoch, a phase or the run.
-
-
-class _Scalars:
-    """Writes the loss terms, learning rate and rate to TensorBoard."""
-
-    def __init__(self, config, optimizer, total_steps):
-        self.every, self.total = config.summary_every, total_steps
-        self.optimizer = optimizer
-
-    def __call__(self, state):
-        if state.step % self.every and state.step != self.total:
-            return
-        for name, value in state.values.items():
-            _scalar(f"loss/{name}", value, state.step)
-        learning_rate = float(self.optimizer.learning_rate.numpy())
-        _scalar("learning_rate", learning_rate, state.step)
-        _scalar("images_per_second", state.rate, state.step)
-
-
-class _Images:
-    """Writes inputs, means and samples to TensorBoard (`_image_summaries`)."""
-
-    def __init__(self, config, model, preview, total_steps):
-        self.config, self.model, self.preview = config, model, preview
-        self.every, self.total = config.image_summary_every, total_steps
-
-    def __call__(self, state):
-        if state.step % self.every == 0 or state.step == self.total:
-            _image_summaries(
-                self.model, self.preview, self.config, state.phase, state.step
-            )
-
-
-class _Checkpoints:
-    """Saves every `checkpoint_every` steps and at boundaries, good weights only.
-
-    `last_saved` is the step of the newest checkpoint written (or found on
-    resuming), for the NaN policy's messages.
-    """
-
-    def __init__(self, trainer, preview, last_saved):
-        self.trainer, self.preview, self.last_saved = trainer, preview, last_saved
-        self.every = trainer.config.checkpoint_every
-
-    def __call__(self, state):
-        if state.step % self.every and not state.boundary:
-            return
-        if not self.trainer.healthy(self.preview, state.phase):
-            raise NonFiniteLossError(
-                f"The weights after step {state.step} are not finite or give "
-                "a non-finite loss (training diverged in that step, whose own "
-                "loss was finite); they were not saved. Training stopped; "
-                f"{_last_good(self.last_saved, self.trainer.model_dir)}."
-            )
-        self.trainer.save(state.step)
-        self.last_saved = state.step
-
-
-class _ProgressBar:
-    """Shows the loss terms and images per second (`svae.progress`)."""
-
-    def __init__(self, config, total_steps, step):
-        self.progress = Progress(total_steps, metrics=terms_of(config) + ("img/s",))
-        self.progress.update(step)
-
-    def __call__(self, state):
-        self.progress.update(
-            state.step, list(state.values.items()) + [("img/s", state.rate)]
-        )
-
-
-def _check_finite(values, step, last_saved, model_dir):
-    """Raises `NonFiniteLossError` naming the first non-finite term."""
-    names = tuple(values)
-    # The parts before their sum, so the message names the culprit.
-    for name in names[1:] + names[:1]:
-        if not np.isfinite(values[name]):
-            raise NonFiniteLossError(
-                f"Non-finite loss at step {step + 1}: the term '{name}' is "
-                f"{values[name]} ({', '.join(f'{k}={values[k]:.4g}' for k in names)})."
-                f" Training stopped; {_last_good(last_saved, model_dir)}."
-            )
 
 
 def train(config, strategy=None, callback=None):
@@ -774,13 +493,15 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
         if is_chief
         else tf.summary.create_noop_writer()
     )
-    checkpoints = _Checkpoints(trainer, dataset.preview, step if step else None)
-    hooks = [_Scalars(config, trainer.optimizer, total_steps)]
+    checkpoints = hooks.Checkpoints(trainer, dataset.preview, step if step else None)
+    after_step = [hooks.Scalars(config, trainer.optimizer, total_steps)]
     if is_chief:
-        hooks.append(_Images(config, trainer.model, dataset.preview, total_steps))
-    hooks.append(checkpoints)
+        after_step.append(
+            hooks.Images(config, trainer.model, dataset.preview, total_steps)
+        )
+    after_step.append(checkpoints)
     if is_chief and config.progress:
-        hooks.append(_ProgressBar(config, total_steps, step))
+        after_step.append(hooks.ProgressBar(config, total_steps, step))
     values = {}
     start_time, start_step = time.perf_counter(), step
     with writer.as_default():
@@ -793,19 +514,19 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
             while step < end:
                 result = step_fn(iterator, tf.constant(step, tf.int64))
                 values = {name: float(result[name]) for name in terms_of(config)}
-                _check_finite(values, step, checkpoints.last_saved, model_dir)
+                hooks.check_finite(values, step, checkpoints.last_saved, model_dir)
                 step += 1
                 if callback is not None:
                     callback(step, trainer.model)
                 seconds = time.perf_counter() - start_time
-                state = _StepState(
+                state = hooks.StepState(
                     step,
                     phase,
                     values,
                     (step - start_step) * config.batch_size / seconds,
                     step in (end, total_steps),
                 )
-                for hook in hooks:
+                for hook in after_step:
                     hook(state)
     writer.flush()
     result = {"model_dir": str(model_dir), "step": step, **values}

@@ -1,0 +1,161 @@
+"""The objective of eq. 12: its terms, and the calibrated global scales.
+
+`loss = nll + beta * kl + alpha * variance + gamma * l1` per image
+(`loss_terms`), with the global log scales of Y and CbCr either learned or
+set to their closed-form optimum after each step (`calibrated_scales`,
+`calibration_shift`). `svae.training` takes gradient steps on it.
+"""
+
+import tensorflow as tf
+
+from svae import likelihoods
+
+__all__ = [
+    "TERMS",
+    "NonFiniteLossError",
+    "calibrated_scales",
+    "calibration_shift",
+    "loss_terms",
+    "scale_variable",
+    "terms_of",
+]
+
+TERMS = ("loss", "nll", "kl", "mse", "l1")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; training stopped."""
+
+
+def calibrated_scales(config, phase):
+    """Returns the channel groups whose global log scale a phase calibrates.
+
+    With `config.scales == "calibrated"`, the offset `c` of a group's log
+    scales (`y_log_scale`, `cbcr_log_scale`) is not trained by gradients:
+    after each step it takes its analytic optimum on the batch,
+    `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
+    (`likelihoods.whitened_square_sums`; with the L1 term on `L`'s entries
+    see `calibration_shift`), wherever the group's likelihood is
+    a scale family in `c` (scaling all of its standard deviations by `e^c`):
+    always for Cb, Cr and the factorised Y, and for the structured Y with a
+    bounded or product factor, whose off-diagonals scale with the diagonal;
+    none with the sampled variance term, which depends on every scale. The
+    optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
+    a step, where Adam at the paper's learning rate moves a log scale by
+    about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
+
+    Args:
+      config: the run's `Config`.
+      phase: a `Phase`.
+
+    Returns:
+      A tuple of group names (`"y"`, `"cbcr"`), possibly empty.
+    """
+    if config.scales != "calibrated":
+        return ()
+    if config.variance_term == "sampled" and config.resolved_alpha:
+        # alpha tr Sigma(z) depends on every scale: they stay learned.
+        return ()
+    groups = ()
+    if phase.spherical or not config.structured_likelihood or config.factor != "free":
+        groups += ("y",)
+    if config.color == "ycbcr":
+        groups += ("cbcr",)
+    return groups
+
+
+def calibration_shift(square, count, penalty=0.0):
+    """Returns the change of a group's log scale `c` that minimises the loss.
+
+    Scaling the group's standard deviations by `e^delta` (`L` by `t =
+    e^-delta`) turns its part of the loss, per image, into
+    `-count log t + 0.5 t^2 square + penalty t` (plus constants): `square`
+    the sum of squared whitened residuals and `penalty` the L1 term
+    (`gamma * sum |off_diag|`), both at `t = 1`. Its minimum is at
+    `t = 2 count / (penalty + sqrt(penalty^2 + 4 square count))` (the
+    positive root, in a form without cancellation); without the penalty,
+    `delta = 0.5 log(square / count)`, the log RMS of the whitened residual.
+    The penalty matters: left out, the L1 term's pull on `L` would be undone
+    by the offset after every step, and the head's output would drift down
+    and the offset with it, without end.
+
+    Args:
+      square: mean over the batch of `||w||^2` per image, a scalar tensor.
+      count: values per image in the group, a Python int.
+      penalty: mean over the batch of the L1 term per image (0 for groups
+        without off-diagonals).
+
+    Returns:
+      `delta`, a scalar tensor; non-finite for a degenerate batch.
+    """
+    root = tf.sqrt(penalty**2 + 4.0 * square * count)
+    return -tf.math.log(2.0 * count / (penalty + root))
+
+
+def scale_variable(model, group):
+    """Returns the global log-scale variable of a channel group."""
+    return model.y_log_scale if group == "y" else model.cbcr_log_scale
+
+
+def terms_of(config):
+    """Returns the names of the loss terms a run logs, `TERMS` and maybe `var`."""
+    if config.variance_term == "sampled":
+        return TERMS + ("var",)
+    return TERMS
+
+
+def loss_terms(
+    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
+):
+    """Returns the terms of eq. 12 per image, with one reparameterised `z`.
+
+    `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
+    `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `l1` the masked
+    `sum |off_diag|` and `variance` eq. 12's `||sigma(z)^2||_1`: the paper's
+    empirical `mse = ||x - mu||^2` (`config.variance_term="empirical"`), or
+    the model's own, `var`, sampled (`likelihoods.sampled_variance`). `mse`
+    is always reported.
+
+    Args:
+      model: an `svae.models.VAE`.
+      batch: a batch dict (`y`, `cbcr` with colour).
+      config: the run's `Config`.
+      spherical: use the spherical likelihood (pretraining).
+      noise: `[batch, latent_dim]` standard normal draws for `z`.
+      variance_noise: `[batch, H, W]` standard normal draws for the sampled
+        variance term; needed with `variance_term="sampled"`.
+      calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
+        (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
+
+    Returns:
+      A dict of `[batch]` tensors named as `terms_of(config)`, plus the
+      `w2_<group>` of `calibrated`.
+    """
+    z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
+    z = z_mean + tf.exp(z_log_scale) * noise
+    outputs = model.decode(z, spherical=spherical)
+    structure = config.structure
+    log_probs = likelihoods.log_likelihood_parts(outputs, batch, structure)
+    terms = {
+        "nll": -tf.add_n(list(log_probs.values())),
+        "kl": likelihoods.kl_divergence(z_mean, z_log_scale),
+        "mse": likelihoods.squared_error(outputs, batch),
+        "l1": likelihoods.off_diag_l1(outputs, structure),
+    }
+    variance = terms["mse"]
+    if config.variance_term == "sampled":
+        variance = terms["var"] = likelihoods.sampled_variance(
+            outputs, variance_noise, structure
+        )
+    terms["loss"] = (
+        terms["nll"]
+        + config.resolved_beta * terms["kl"]
+        + config.resolved_alpha * variance
+        + config.resolved_gamma * terms["l1"]
+    )
+    if calibrated:
+        white = likelihoods.whitened_square_sums(
+            outputs, batch, structure, log_probs=log_probs
+        )
+        terms.update({f"w2_{g}": tf.stop_gradient(white[g]) for g in calibrated})
+    return terms

@@ -50,24 +50,19 @@ class DemoConfig:
 def _train(demo, model, steps, init_from=None):
     """Trains (or finds finished) one model of the demo; returns its run dir."""
     model_dir = pathlib.Path(demo.output_dir) / model
+    shared = ("image_size", "latent_dim", "filters", "crops_per_photo")
+    shared += ("batch_size", "learning_rate", "seed", "progress")
     config = config_lib.Config(
         model=model,
         model_dir=str(model_dir),
         dataset="sample_photos",
-        image_size=demo.image_size,
-        latent_dim=demo.latent_dim,
-        filters=demo.filters,
-        crops_per_photo=demo.crops_per_photo,
-        batch_size=demo.batch_size,
-        learning_rate=demo.learning_rate,
+        **{name: getattr(demo, name) for name in shared},
         steps=steps,
         init_from=init_from and str(init_from),
         structured_warmup_epochs=1,
-        seed=demo.seed,
         checkpoint_every=steps,
         summary_every=100,
         image_summary_every=steps,
-        progress=demo.progress,
     )
     training.train(config)
     return model_dir

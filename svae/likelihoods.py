@@ -121,16 +121,9 @@ def likelihood(outputs, structure=None):
 
 
 def log_likelihood(outputs, batch, structure=None):
-    """Returns `log p(x|z)` of eq. 8, the sum over the channel groups.
+    """Returns `log p(x|z)` of eq. 8, `[batch]` in nats: the sum over the groups.
 
-    Args:
-      outputs: a model's output dict.
-      batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
-        `model.structure`); required when Y is structured.
-
-    Returns:
-      `[batch]` log-likelihoods in nats.
+    The arguments are `log_likelihood_parts`'.
     """
     parts = log_likelihood_parts(outputs, batch, structure)
     return tf.add_n(list(parts.values()))

@@ -378,16 +378,8 @@ def factor_transpose_solve(log_diag, off_diag, rhs, kernel_size=3, dilation=1):
 def factor_solve(log_diag, off_diag, rhs, kernel_size=3, dilation=1):
     """Returns `L^{-1} rhs` by a wavefront forward substitution.
 
-    Args:
-      log_diag: `[..., H, W]` log of the diagonal of `L`.
-      off_diag: `[..., H, W, K]` off-diagonal entries.
-      rhs: `[..., H, W]` right-hand sides; batch dimensions broadcast with the
-        parameters'.
-      kernel_size: odd neighbourhood size, >= 3.
-      dilation: spacing between linked pixels, >= 1.
-
-    Returns:
-      `[..., H, W]` tensor `u` with `L u = rhs`.
+    The arguments are `factor_transpose_solve`'s; returns the `[..., H, W]`
+    tensor `u` with `L u = rhs`.
     """
     return _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose=False)
 
@@ -432,16 +424,8 @@ def precision_diag(log_diag, off_diag, kernel_size=3, dilation=1):
     """Returns the diagonal of `Lambda = L L^T` as `[..., H, W]` images.
 
     `Lambda[q, q]` is the squared norm of row `q` of `L`: its diagonal entry
-    and the entries `off_diag[q - o_m, m]` of the pixels linked to it.
-
-    Args:
-      log_diag: `[..., H, W]` log of the diagonal of `L`.
-      off_diag: `[..., H, W, K]` off-diagonal entries.
-      kernel_size: odd neighbourhood size, >= 3.
-      dilation: spacing between linked pixels, >= 1.
-
-    Returns:
-      `[..., H, W]` tensor.
+    and the entries `off_diag[q - o_m, m]` of the pixels linked to it. The
+    arguments are the factor's, as for `dense_factor`; returns `[..., H, W]`.
     """
     rows = _row_entries(off_diag, kernel_size, dilation)
     return tf.exp(2.0 * log_diag) + tf.reduce_sum(tf.square(rows), axis=-1)

@@ -503,6 +503,22 @@ class VAE(keras.Model):
         return [v for v in self.trainable_weights if id(v) not in branch]
 
 
+# The Config fields that are VAE arguments of the same name.
+_VAE_FIELDS = (
+    "model",
+    "latent_dim",
+    "image_size",
+    "filters",
+    "color",
+    "chroma_factor",
+    "kernel_size",
+    "num_basis",
+    "factor",
+    "dominance",
+    "dilation",
+)
+
+
 def build_model(config):
     """Builds and initialises the model a config describes.
 
@@ -512,19 +528,7 @@ def build_model(config):
     Returns:
       A built `VAE`.
     """
-    model = VAE(
-        model=config.model,
-        latent_dim=config.latent_dim,
-        image_size=config.image_size,
-        filters=config.filters,
-        color=config.color,
-        chroma_factor=config.chroma_factor,
-        kernel_size=config.kernel_size,
-        num_basis=config.num_basis,
-        factor=config.factor,
-        dominance=config.dominance,
-        dilation=config.dilation,
-    )
+    model = VAE(**{name: getattr(config, name) for name in _VAE_FIELDS})
     size, low = config.image_size, config.image_size // config.chroma_factor
     inputs = {"y": tf.zeros([1, size, size])}
     if config.color == "ycbcr":

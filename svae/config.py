@@ -462,3 +462,91 @@ def load(model_dir) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} cannot be read: {e}") from e
     return Config.from_json(text, source=str(path))
+
+
+# Held-out images and prior samples of the sample health (svae.health).
+HEALTH_IMAGES = 64
+HEALTH_PRIOR = 64
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What `evaluate` needs; `evaluate.py` fills it from flags.
+
+    `dataset`, `data_dir` and `cache_dir` default to the run's own (an
+    empty `cache_dir` turns the prepared cache off); `max_images=None`
+    evaluates the whole split. The sample health (`svae.health`) is measured
+    on the first `health_images` evaluated images and `num_prior` prior
+    samples.
+    """
+
+    model_dir: str
+    split: str = "test"
+    num_samples: int = ranged(500, ge=1)
+    sample_chunk: int = ranged(100, ge=1)
+    batch_size: int = ranged(8, ge=1)
+    max_images: int | None = ranged(None, ge=1)
+    dataset: str | None = None
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    seed: int = ranged(0, ge=0, le=MAX_INT32)
+    output_dir: str | None = None
+    progress: bool = True
+    health_images: int = ranged(HEALTH_IMAGES, ge=1)
+    num_prior: int = ranged(HEALTH_PRIOR, ge=1)
+
+    def __post_init__(self):
+        """Checks the values that can be checked without the run."""
+        check_fields(self)
+
+
+@dataclasses.dataclass
+class SampleConfig:
+    """What `write_figures` needs; `sample.py` fills it from flags."""
+
+    model_dir: str
+    num: int = ranged(8, ge=1)
+    seed: int = ranged(0, ge=0, le=MAX_INT32)
+    temperature: float = ranged(1.0, ge=0)
+    output_dir: str | None = None
+    split: str = "test"
+    dataset: str | None = None
+    data_dir: str | None = None
+    # None: the run's prepared-data folder; "": none (svae.data).
+    cache_dir: str | None = None
+    std_method: str = "exact"
+    scale: int = ranged(2, ge=1)
+    inpaint: bool = False
+    mask: str = "center"
+
+    def __post_init__(self):
+        """Checks the values."""
+        check_fields(self)
+        if self.std_method not in ("exact", "sample"):
+            raise ValueError(
+                f'std_method must be "exact" or "sample", got {self.std_method!r}.'
+            )
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """The demo's budget; the defaults fit in 10 minutes on 2 CPU cores."""
+
+    output_dir: str = "demo_output"
+    image_size: int = 64
+    latent_dim: int = 100
+    # train.py's default width: at the demo's length wider nets bought no
+    # NLL (benchmarks/RESULTS.md, bench_remedies) for 3-6x the step time.
+    filters: int = Config.filters
+    crops_per_photo: int = 512
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    # vae_sph and vae_diag; structured starts from the vae_sph run and
+    # trains structured_steps more (one epoch of them the branch alone).
+    vae_steps: int = 1500
+    structured_steps: int = 1000
+    num_images: int = 128
+    num_samples: int = 500
+    num_figure_images: int = 6
+    seed: int = 0
+    progress: bool = True

@@ -11,7 +11,6 @@ samples, prior samples).
 """
 
 import argparse
-import dataclasses
 import pathlib
 import sys
 import time
@@ -19,32 +18,9 @@ import time
 # cli comes first: importing it quiets TensorFlow's start-up lines.
 from svae import cli, evaluation, figures, runs, training  # noqa: F401
 from svae import config as config_lib
+from svae.config import DemoConfig  # Re-exported: the demo's budget.
 
 MODELS = ("vae_sph", "vae_diag", "structured")
-
-
-@dataclasses.dataclass
-class DemoConfig:
-    """The demo's budget; the defaults fit in 10 minutes on 2 CPU cores."""
-
-    output_dir: str = "demo_output"
-    image_size: int = 64
-    latent_dim: int = 100
-    # train.py's default width: at the demo's length wider nets bought no
-    # NLL (benchmarks/RESULTS.md, bench_remedies) for 3-6x the step time.
-    filters: int = config_lib.Config.filters
-    crops_per_photo: int = 512
-    batch_size: int = 64
-    learning_rate: float = 5e-4
-    # vae_sph and vae_diag; structured starts from the vae_sph run and
-    # trains structured_steps more (one epoch of them the branch alone).
-    vae_steps: int = 1500
-    structured_steps: int = 1000
-    num_images: int = 128
-    num_samples: int = 500
-    num_figure_images: int = 6
-    seed: int = 0
-    progress: bool = True
 
 
 def _train(demo, model, steps, init_from=None):

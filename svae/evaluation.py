@@ -16,7 +16,6 @@ first evaluated images.
 """
 
 import csv
-import dataclasses
 import json
 import math
 import pathlib
@@ -25,8 +24,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from svae import config as config_lib
 from svae import data, flops, health, likelihoods, runs
+from svae.config import EvalConfig  # Re-exported: evaluate's config.
 from svae.data import load_split  # Re-exported: evaluation's images.
 from svae.likelihoods import modelled_dims  # Re-exported: the NLL's units.
 from svae.progress import Progress
@@ -53,37 +52,6 @@ EVAL_DIR = "eval"
 # A run directory, split or saved result that cannot be evaluated: the same
 # error as any unusable run directory (svae.runs), so that callers catch one.
 EvaluationError = runs.RunError
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    """What `evaluate` needs; `evaluate.py` fills it from flags.
-
-    `dataset`, `data_dir` and `cache_dir` default to the run's own (an
-    empty `cache_dir` turns the prepared cache off); `max_images=None`
-    evaluates the whole split. The sample health (`svae.health`) is measured
-    on the first `health_images` evaluated images and `num_prior` prior
-    samples.
-    """
-
-    model_dir: str
-    split: str = "test"
-    num_samples: int = config_lib.ranged(500, ge=1)
-    sample_chunk: int = config_lib.ranged(100, ge=1)
-    batch_size: int = config_lib.ranged(8, ge=1)
-    max_images: int | None = config_lib.ranged(None, ge=1)
-    dataset: str | None = None
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    seed: int = config_lib.ranged(0, ge=0, le=config_lib.MAX_INT32)
-    output_dir: str | None = None
-    progress: bool = True
-    health_images: int = config_lib.ranged(health.NUM_IMAGES, ge=1)
-    num_prior: int = config_lib.ranged(health.NUM_PRIOR, ge=1)
-
-    def __post_init__(self):
-        """Checks the values that can be checked without the run."""
-        config_lib.check_fields(self, EvaluationError)
 
 
 @tf.function(reduce_retracing=True)

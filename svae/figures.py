@@ -17,12 +17,11 @@ samples diverge. Every random draw uses a stateless seed: the same seed
 writes the same bytes.
 """
 
-import dataclasses
 import pathlib
 import sys
 
-from svae import config as config_lib
 from svae import health, runs
+from svae.config import SampleConfig  # Re-exported: sample.py's config.
 from svae.data import load_batch as load_images  # Re-exported: figures' images.
 from svae.drawing import (  # Re-exported: the drawing helpers.
     colormap,
@@ -53,34 +52,6 @@ __all__ = [
     "write_figures",
     "y_std",
 ]
-
-
-@dataclasses.dataclass
-class SampleConfig:
-    """What `write_figures` needs; `sample.py` fills it from flags."""
-
-    model_dir: str
-    num: int = config_lib.ranged(8, ge=1)
-    seed: int = config_lib.ranged(0, ge=0, le=config_lib.MAX_INT32)
-    temperature: float = config_lib.ranged(1.0, ge=0)
-    output_dir: str | None = None
-    split: str = "test"
-    dataset: str | None = None
-    data_dir: str | None = None
-    # None: the run's prepared-data folder; "": none (svae.data).
-    cache_dir: str | None = None
-    std_method: str = "exact"
-    scale: int = config_lib.ranged(2, ge=1)
-    inpaint: bool = False
-    mask: str = "center"
-
-    def __post_init__(self):
-        """Checks the values."""
-        config_lib.check_fields(self)
-        if self.std_method not in ("exact", "sample"):
-            raise ValueError(
-                f'std_method must be "exact" or "sample", got {self.std_method!r}.'
-            )
 
 
 def write_figures(sample_config):

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from svae import config as config_lib
 from svae import data, likelihoods, runs
 from svae.distributions import SparsePrecisionGaussian
 
@@ -56,8 +57,8 @@ DIVERGED_LIMIT = 1.0
 # limit: 4 of 4,096 pixels at 64x64 are tolerated as tails, 5 are not.
 DIVERGED_SHARE = 0.001
 # Prior samples and held-out images measured by default.
-NUM_PRIOR = 64
-NUM_IMAGES = 64
+NUM_PRIOR = config_lib.HEALTH_PRIOR
+NUM_IMAGES = config_lib.HEALTH_IMAGES
 
 
 def _number(value):

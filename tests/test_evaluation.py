@@ -262,7 +262,7 @@ def test_bad_inputs_raise_errors_that_say_what_to_do(tiny_run, tmp_path):
         _evaluate(tiny_run, split="validation")
     with pytest.raises(evaluation.EvaluationError, match="evaluate.py"):
         evaluation.compare([str(no_checkpoint)])
-    with pytest.raises(evaluation.EvaluationError, match="num_samples"):
+    with pytest.raises(ValueError, match="num_samples"):
         evaluation.EvalConfig(model_dir=str(tiny_run), num_samples=0)
 
 

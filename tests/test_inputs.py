@@ -76,11 +76,11 @@ def test_every_numeric_field_has_a_range(cls):
 
 
 def test_eval_and_sample_configs_check_their_ranges():
-    with pytest.raises(evaluation.EvaluationError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
         evaluation.EvalConfig(model_dir="run", num_samples=0)
-    with pytest.raises(evaluation.EvaluationError, match="max_images must be >= 1"):
+    with pytest.raises(ValueError, match="max_images must be >= 1"):
         evaluation.EvalConfig(model_dir="run", max_images=0)
-    with pytest.raises(evaluation.EvaluationError, match="seed must be in"):
+    with pytest.raises(ValueError, match="seed must be in"):
         evaluation.EvalConfig(model_dir="run", seed=2**31)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         figures.SampleConfig(model_dir="run", temperature=-0.5)

@@ -60,9 +60,7 @@ def main() -> int:
 
 def run() -> None:
     """The entry point of `svae-evaluate` and `python evaluate.py`."""
-    common.run(
-        main, define_flags, errors=(evaluation.EvaluationError, data.DatasetError)
-    )
+    common.run(main, define_flags, errors=(ValueError, data.DatasetError))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def y_std(outputs, config, method="exact", seed=(0, 0)):
     Returns:
       `[n, H, W]` numpy standard deviations.
     """
-    if "off_diag" not in outputs:
+    if not likelihoods.is_structured(outputs):
         return np.exp(outputs["y_log_scale"].numpy())
     dist = SparsePrecisionGaussian(
         outputs["y_mean"],

@@ -44,6 +44,7 @@ __all__ = [
     "RunError",
     "RunLock",
     "check_model_dir",
+    "check_resumable",
     "checkpoint_steps",
     "fresh_model_dir",
     "good_checkpoint",
@@ -287,6 +288,20 @@ def run_state(model_dir):
         f"{config_lib.CONFIG_FILE}, so it can neither be resumed nor started "
         f"afresh without overwriting it. To resume: {how}."
     )
+
+
+def check_resumable(config, saved, model_dir):
+    """Raises if the run `saved` in `model_dir` cannot be resumed with `config`."""
+    changed = config.incompatible_fields(saved)
+    if changed:
+        details = ", ".join(
+            f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
+            for name in changed
+        )
+        raise RunError(
+            f"{model_dir} holds a run with a different configuration ({details}). "
+            "Use the same flags to resume it, or another --model_dir."
+        )
 
 
 # ----------------------------------------------------------------------- lock

@@ -199,20 +199,6 @@ def _worker_role(strategy):
     return is_chief, task_id
 
 
-def _check_resume(config, saved, model_dir):
-    """Raises if the run `saved` in `model_dir` cannot be resumed with `config`."""
-    changed = config.incompatible_fields(saved)
-    if changed:
-        details = ", ".join(
-            f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-            for name in changed
-        )
-        raise ValueError(
-            f"{model_dir} holds a run with a different configuration ({details}). "
-            "Use the same flags to resume it, or another --model_dir."
-        )
-
-
 class _Data:
     """The training images, cached once as uint8, and their batches per epoch."""
 
@@ -466,7 +452,7 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     if is_chief:
         saved = runs.run_state(model_dir)
         if saved is not None:
-            _check_resume(config, saved, model_dir)
+            runs.check_resumable(config, saved, model_dir)
         # Before the data loads: unreadable checkpoints fail here, at once.
         latest = runs.good_checkpoint(checkpoints) if saved is not None else None
         print(f"svae: training {config.model} on {config.dataset} in {model_dir}")

@@ -72,6 +72,7 @@ def test_sample_photos_loads_without_network(monkeypatch):
         assert min(photo.shape[:2]) >= 256
 
 
+@pytest.mark.slow
 def test_sample_photos_shapes_sizes_and_determinism(photos):
     """Thousands of train crops by default; a seed fixes them, another differs."""
     per_photo = data.SAMPLE_CROPS_PER_PHOTO

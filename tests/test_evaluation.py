@@ -189,6 +189,7 @@ def _csv(path):
     return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
+@pytest.mark.slow
 def test_iw_bound_beats_the_elbo_and_grows_with_k(tiny_run, tmp_path):
     nll = {}
     for k in (1, 16, 256):
@@ -218,6 +219,7 @@ def test_chunks_and_batches_do_not_change_per_image_values(tiny_run, tmp_path):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_report_summarises_the_csv_and_counts_dims(tiny_run, tmp_path):
     report = _evaluate(tiny_run, max_images=6, output_dir=str(tmp_path))
     saved = json.loads(pathlib.Path(report["json"]).read_text())
@@ -235,6 +237,7 @@ def test_report_summarises_the_csv_and_counts_dims(tiny_run, tmp_path):
     assert saved["kl"]["mean"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_run, tmp_path):
     runs = [
         _evaluate(tiny_run, seed=s, max_images=4, output_dir=str(tmp_path / str(i)))
@@ -295,6 +298,7 @@ def test_cli_evaluates_and_compares(tiny_run, tmp_path):
     assert bad.returncode == 1 and "config.json" in bad.stderr
 
 
+@pytest.mark.slow
 def test_gray_beta_vae_is_scored_without_beta(tmp_path):
     config = tiny.config(
         tmp_path / "run", model="beta_vae_diag", color="gray", latent_dim=4, steps=6
@@ -347,6 +351,7 @@ def test_progress_bar_has_a_target_for_a_folder_of_images(
     assert targets and targets[0] is not None and targets[0] >= report["num_images"]
 
 
+@pytest.mark.slow
 def test_cache_dir_overrides_the_runs_and_empty_turns_it_off(tiny_run, tmp_path):
     from PIL import Image
 

@@ -120,6 +120,9 @@ out["errors"] = errors
 print(json.dumps(out))
 """
 
+# Every test here exports or loads a SavedModel: seconds each.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):

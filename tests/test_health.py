@@ -211,6 +211,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert first["prior_cbcr_spread"] != third["prior_cbcr_spread"]
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
     report = evaluation.evaluate(
         evaluation.EvalConfig(

@@ -254,6 +254,7 @@ def test_scripts_reject_bad_flags_and_stray_arguments_before_any_work(tmp_path):
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_folder_of_non_images_is_one_clear_line_without_traceback(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

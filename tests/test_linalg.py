@@ -137,6 +137,7 @@ def test_solve_gradients_match_dense_solve(transpose):
         )
 
 
+@pytest.mark.slow
 def test_solve_compiles_with_xla_and_agrees_with_graph_mode():
     rng = np.random.default_rng(4)
     log_diag, off_diag = _random_factor(rng, (2,), 9, 11, 3, np.float32)

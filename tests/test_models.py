@@ -86,6 +86,7 @@ def test_structured_branch_starts_at_the_spherical_likelihood():
     np.testing.assert_allclose(outputs["off_diag"], 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, phase, extra",
     [
@@ -135,6 +136,7 @@ def _gradient_trained_means(model):
     return [v for v in model.mean_variables() if id(v) not in scales]
 
 
+@pytest.mark.slow
 def test_warmup_trains_only_the_structured_branch(tmp_path):
     config = _config(
         model_dir=str(tmp_path),
@@ -174,6 +176,7 @@ def test_warmup_trains_only_the_structured_branch(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_supn_freezes_the_mean_vae_and_trains_its_covariance_decoder(tmp_path):
     config = _config(model="supn", model_dir=str(tmp_path), epochs=2, pretrain_epochs=1)
     snapshots = {}

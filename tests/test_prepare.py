@@ -299,6 +299,7 @@ def test_train_py_prepares_once_then_reuses_the_cache(tmp_path):
     assert config_lib.load(tmp_path / "run").cache_dir == str(cache)
 
 
+@pytest.mark.slow
 def test_prepare_command_prepares_what_train_py_reads(tmp_path, monkeypatch):
     """`python -m svae.data.prepare`: the caches load_split then reads as is."""
     name = _folder(tmp_path / "data", count=4)
@@ -319,6 +320,7 @@ def test_prepare_command_prepares_what_train_py_reads(tmp_path, monkeypatch):
     assert not calls
 
 
+@pytest.mark.slow
 def test_prepare_refuses_what_it_cannot_prepare(tmp_path, capsys):
     """In-memory data, no cache_dir, an unwritable one: an error, exit status 1."""
     name = _folder(tmp_path / "data", count=2)

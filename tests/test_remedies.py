@@ -328,6 +328,7 @@ def test_vae_sph_does_not_collapse_with_calibrated_scales(tmp_path):
     assert results["calibrated"]["mse"] < results["learned"]["mse"]
 
 
+@pytest.mark.slow
 def test_short_structured_training_keeps_samples_bounded(tmp_path):
     config = _tiny(tmp_path, model="structured", steps=60)
     training.train(config)

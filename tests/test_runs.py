@@ -88,6 +88,7 @@ def test_checkpoint_steps_and_reading(trained):
     ).read_text()
 
 
+@pytest.mark.slow
 def test_deleted_newest_checkpoint_resumes_from_the_one_before(run, capsys):
     for path in (run / "checkpoints").glob("ckpt-6.*"):
         path.unlink()
@@ -101,6 +102,7 @@ def test_deleted_newest_checkpoint_resumes_from_the_one_before(run, capsys):
     assert "resuming from step 4" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_garbage_index_is_repaired_and_resumed(run, capsys):
     index = run / "checkpoints" / "checkpoint"
     index.write_text("this is not a checkpoint state {{{")
@@ -112,6 +114,7 @@ def test_garbage_index_is_repaired_and_resumed(run, capsys):
     assert len(state.all_model_checkpoint_paths) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", ["index", "data"])
 def test_truncated_newest_checkpoint_is_skipped_with_a_warning(run, part, capsys):
     pattern = "ckpt-6.index" if part == "index" else "ckpt-6.data-*"
@@ -211,6 +214,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_trainer_is_taken_over(run, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(run)],

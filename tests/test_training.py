@@ -100,6 +100,7 @@ def test_config_json_round_trip_and_defaults():
         config_lib.Config(model="vae_sph", beta=2.0)
 
 
+@pytest.mark.slow
 def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
     config = _config(tmp_path, model="vae_sph", color="gray", steps=2)
     training.train(config)
@@ -119,6 +120,7 @@ def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
     assert expected <= tags
 
 
+@pytest.mark.slow
 def test_init_from_a_vae_sph_run(tmp_path):
     sph = _config(tmp_path / "sph", model="vae_sph", steps=3)
     training.train(sph)
@@ -177,6 +179,7 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_planted_nan_stops_training_and_keeps_a_loadable_checkpoint(tmp_path):
     config = _config(tmp_path, model="vae_diag", steps=12, checkpoint_every=2)
 
@@ -385,6 +388,7 @@ def test_missing_data_leaves_no_run_directory(tmp_path):
     assert not model_dir.exists()
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):
     process = _train_cli(["--model=vae_sph", "--beta=2", f"--model_dir={tmp_path}"])
     output = process.communicate(timeout=120)[0]

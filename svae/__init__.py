@@ -17,11 +17,15 @@ __all__ = [
     "color",
     "data",
     "distributions",
+    "layers",
     "linalg",
+    "losses",
     "neighbour_offsets",
 ]
 
-_SUBMODULES = frozenset({"color", "data", "distributions", "linalg"})
+_SUBMODULES = frozenset(
+    {"color", "data", "distributions", "layers", "linalg", "losses"}
+)
 _FROM_DISTRIBUTIONS = frozenset({"SparsePrecisionGaussian", "neighbour_offsets"})
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "VAE",
     "bounded_off_diag",
     "build_model",
+    "pointwise",
     "product_off_diag",
 ]
 
@@ -38,7 +39,7 @@ def _conv(channels, name, initializer="glorot_uniform"):
     return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
 
 
-def _pointwise(features, heads, splits=None, shift=None):
+def pointwise(features, heads, splits=None, shift=None):
     """Applies 1x1 convolution heads to the same features as one convolution.
 
     One convolution over the features for all heads and one split of its
@@ -191,13 +192,31 @@ class PrecisionHead(keras.layers.Layer):
                 name="basis",
             )
 
+    def build(self, input_shape):
+        """Builds `weights_conv` on features of `input_shape`, once.
+
+        The VAE's `pointwise` may have built it with the other heads already.
+        """
+        if not self.weights_conv.built:
+            self.weights_conv.build(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "num_basis": self.num_basis,
+            "factor": self.factor,
+            "dominance": self.dominance,
+            "dilation": self.dilation,
+        }
+
     @property
     def splits(self):
         """Channel counts of `weights_conv`'s output parts, see `call`."""
         return [self.num_basis] if self.num_basis else [1, self.num_off]
 
     def shift(self, log_scale):
-        """Offsets of `weights_conv`'s output channels, for `_pointwise`.
+        """Offsets of `weights_conv`'s output channels, for `pointwise`.
 
         `-log_scale` on `log_diag`: the convolution starts at zero, so the
         branch starts as the spherical likelihood of scale `exp(log_scale)`
@@ -213,7 +232,7 @@ class PrecisionHead(keras.layers.Layer):
 
         Args:
           features: `[batch, height, width, C]` trunk features.
-          parts: `_pointwise` output for `weights_conv` with `self.splits`
+          parts: `pointwise` output for `weights_conv` with `self.splits`
             and `self.shift(log_scale)` when the caller has computed it (with
             other heads), else None.
           log_scale: log of the spherical scale `L` starts from.
@@ -223,7 +242,7 @@ class PrecisionHead(keras.layers.Layer):
           `[batch, height, width, K]`.
         """
         if parts is None:
-            parts = _pointwise(
+            parts = pointwise(
                 features, [self.weights_conv], self.splits, self.shift(log_scale)
             )
         if self.num_basis:
@@ -421,7 +440,7 @@ class VAE(keras.Model):
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
         size, low = self.image_size, self.chroma_size
-        # The heads on the same features run as one convolution (`_pointwise`),
+        # The heads on the same features run as one convolution (`pointwise`),
         # their constant offsets added with its bias.
         y_heads, y_shift = [self.y_mean_head], [0.5]
         cbcr_heads, cbcr_shift = [], []
@@ -439,18 +458,18 @@ class VAE(keras.Model):
             if self.use_chroma:
                 cbcr_heads.append(self.cbcr_scale_head)
                 cbcr_shift += [self.cbcr_log_scale] * 2
-        y_mean, *y_scale = _pointwise(features[size], y_heads, splits, y_shift)
+        y_mean, *y_scale = pointwise(features[size], y_heads, splits, y_shift)
         outputs = {"y_mean": tf.squeeze(y_mean, -1)}
         cbcr_scale = []
         if self.use_chroma:
-            outputs["cbcr_mean"], *cbcr_scale = _pointwise(
+            outputs["cbcr_mean"], *cbcr_scale = pointwise(
                 features[low], cbcr_heads, None, cbcr_shift
             )
         if separate:
             features = self.covariance_trunk(z)
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
-                cbcr_scale = _pointwise(
+                cbcr_scale = pointwise(
                     features[low],
                     [self.cbcr_scale_head],
                     None,

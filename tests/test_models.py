@@ -60,7 +60,7 @@ def test_pointwise_heads_match_each_convolution():
     heads = [
         keras.layers.Conv2D(n, 1, bias_initializer="glorot_uniform") for n in (1, 4)
     ]
-    fused = models._pointwise(features, heads)
+    fused = models.pointwise(features, heads)
     for head, output in zip(heads, fused, strict=True):
         np.testing.assert_allclose(output, head(features), rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,288 @@
+"""A Keras 3 head that predicts a `SparsePrecisionGaussian` for any image model.
+
+Keras 3 layers pass tensors, not `tfd.Distribution` objects (`tfp.layers` is
+not ported to Keras 3), so the head outputs one tensor that packs the
+distribution's parameters along the channel axis, `[batch, H, W, 2 + K]`:
+
+```none
+params[..., 0]   loc        the mean image
+params[..., 1]   log_diag   log of the diagonal of the precision factor L
+params[..., 2:]  off_diag   the K = (kernel_size**2 - 1) // 2 off-diagonals of L
+```
+
+`svae.losses.SparsePrecisionNLL` builds the distribution from that tensor and
+returns `-log_prob`; `to_distribution` turns it into the
+`SparsePrecisionGaussian` for sampling, `conditional(...)` and
+`marginal_variance()`. The precision factor is `svae.models.PrecisionHead`'s
+(section 4.3's learned basis with `num_basis > 0`, the `factor` maps): one
+implementation for the paper's VAEs and this head.
+"""
+
+import keras
+import tensorflow as tf
+
+from svae import models
+from svae.config import FACTORS, Structure
+from svae.distributions import SparsePrecisionGaussian
+from svae.linalg import neighbour_offsets, num_off_diagonals
+
+__all__ = [
+    "SparsePrecisionGaussianHead",
+    "as_images",
+    "params_size",
+    "serving_outputs",
+    "to_distribution",
+    "unpack",
+]
+
+
+def _structure(kernel_size, dilation):
+    """`(kernel_size, dilation)` from ints or an `svae.config.Structure`."""
+    if isinstance(kernel_size, Structure):
+        return kernel_size.kernel_size, kernel_size.dilation
+    return kernel_size, dilation
+
+
+def params_size(kernel_size=3):
+    """Channels of the head's output: `2 + K` (loc, log_diag, K off-diagonals).
+
+    Args:
+      kernel_size: odd neighbourhood size, >= 3, or an `svae.config.Structure`.
+
+    Returns:
+      A Python int.
+    """
+    kernel_size, _ = _structure(kernel_size, 1)
+    neighbour_offsets(kernel_size, 1)  # Validates it.
+    return 2 + num_off_diagonals(kernel_size)
+
+
+def unpack(params):
+    """Splits the head's `[..., H, W, 2 + K]` output into its parameters.
+
+    Args:
+      params: `[..., H, W, 2 + K]` tensor.
+
+    Returns:
+      `(loc, log_diag, off_diag)`: `[..., H, W]`, `[..., H, W]`,
+      `[..., H, W, K]`.
+    """
+    params = tf.convert_to_tensor(params)
+    loc = params[..., 0]
+    log_diag = params[..., 1]
+    off_diag = params[..., 2:]
+    return loc, log_diag, off_diag
+
+
+def to_distribution(params, kernel_size=3, dilation=1, validate_args=False):
+    """Returns the `SparsePrecisionGaussian` that the head's output describes.
+
+    Args:
+      params: `[..., H, W, 2 + K]`, `SparsePrecisionGaussianHead`'s output.
+      kernel_size: the head's `kernel_size`, or an `svae.config.Structure`
+        (then `dilation` is ignored).
+      dilation: the head's `dilation`.
+      validate_args: passed to the distribution.
+
+    Returns:
+      A `SparsePrecisionGaussian` with batch shape `[...]`, event `[H, W]`.
+
+    Raises:
+      ValueError: if the channel count is not `params_size(kernel_size)`.
+    """
+    kernel_size, dilation = _structure(kernel_size, dilation)
+    params = tf.convert_to_tensor(params)
+    expected = params_size(kernel_size)
+    channels = params.shape[-1]
+    if channels is not None and channels != expected:
+        raise ValueError(
+            f"params must have {expected} channels (loc, log_diag and "
+            f"{expected - 2} off-diagonals) for kernel_size={kernel_size}; got "
+            f"shape {params.shape}."
+        )
+    loc, log_diag, off_diag = unpack(params)
+    return SparsePrecisionGaussian(
+        loc,
+        log_diag,
+        off_diag,
+        kernel_size=kernel_size,
+        dilation=dilation,
+        validate_args=validate_args,
+    )
+
+
+def serving_outputs(params, images, seed, kernel_size=3, dilation=1):
+    """The tensors an exported signature returns, from the head's output.
+
+    Args:
+      params: `[batch, H, W, 2 + K]`, the head's output.
+      images: `[batch, H, W]` (or `[batch, H, W, 1]`) images to score.
+      seed: int32 `[2]` stateless seed of the sample (same seed, same sample).
+      kernel_size: the head's `kernel_size`, or an `svae.config.Structure`.
+      dilation: the head's `dilation`.
+
+    Returns:
+      A dict: `mean` and `sample` `[batch, H, W]`, `log_prob` `[batch]`
+      (nats, of `images`).
+    """
+    dist = to_distribution(params, kernel_size, dilation)
+    return {
+        "mean": dist.mean(),
+        "sample": dist.sample(seed=seed),
+        "log_prob": dist.log_prob(as_images(images, dist.dtype)),
+    }
+
+
+def as_images(images, dtype):
+    """`[..., H, W]` from `[..., H, W]` or `[..., H, W, 1]` (static rank 4)."""
+    images = tf.convert_to_tensor(images, dtype=dtype)
+    if images.shape.rank == 4:
+        images = tf.squeeze(images, -1)
+    return images
+
+
+@keras.saving.register_keras_serializable(package="svae")
+class SparsePrecisionGaussianHead(keras.layers.Layer):
+    """Maps features `[batch, H, W, C]` to a sparse-precision Gaussian's parameters.
+
+    A 1x1 convolution predicts the mean, and `svae.models.PrecisionHead` the
+    precision factor `L` (sections 4 and 4.3): `log_diag` and the `K`
+    off-diagonals, directly or, with `num_basis > 0`, through a learned basis
+    `B` (`[K + 1, num_basis]`) shared by all pixels; the off-diagonals pass
+    through `factor`'s map ("product": `L^T = D (I + R)(I + V)` with both
+    factors diagonally dominant, so sampling is stable whatever the input;
+    "bounded": one dominant factor; "free": unconstrained, the paper's). The
+    precision branch starts at zero, i.e. as the spherical Gaussian of scale
+    `exp(log_scale)`.
+
+    The output is one tensor, `[batch, H, W, params_size(kernel_size)]`,
+    packed as `unpack` reads it: give it to `svae.losses.SparsePrecisionNLL`
+    in `compile(loss=...)`, and to `to_distribution` (or `self.distribution`)
+    for `sample`, `log_prob`, `conditional` and `marginal_variance`.
+
+    Example:
+
+    ```none
+    inputs = keras.Input([32, 32, 3])
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    params = SparsePrecisionGaussianHead(kernel_size=3)(h)   # [b, 32, 32, 6]
+    model = keras.Model(inputs, params)
+    model.compile("adam", loss=svae.losses.SparsePrecisionNLL(kernel_size=3))
+    ```
+    """
+
+    def __init__(
+        self,
+        kernel_size=3,
+        dilation=1,
+        num_basis=0,
+        factor="product",
+        dominance=0.99,
+        log_scale=0.0,
+        **kwargs,
+    ):
+        """Creates the head.
+
+        Args:
+          kernel_size: odd neighbourhood size of `L`, >= 3.
+          dilation: spacing of the neighbourhood, >= 1.
+          num_basis: 0 predicts `L`'s `K + 1` entries per pixel directly;
+            `> 0` predicts `num_basis` weights per pixel, mapped to them by a
+            learned basis (section 4.3).
+          factor: "product" (default), "bounded" or "free", see
+            `svae.models.PrecisionHead`.
+          dominance: bound of the off-diagonal mass relative to the
+            diagonal for "product" and "bounded", in (0, 1).
+          log_scale: log of the standard deviation the head starts from
+            (`log_diag` starts at `-log_scale`).
+          **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...).
+
+        Raises:
+          ValueError: for an invalid structure, factor or dominance.
+        """
+        super().__init__(**kwargs)
+        neighbour_offsets(kernel_size, dilation)  # Validates both.
+        if factor not in FACTORS:
+            raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}.")
+        if not 0 < dominance < 1:
+            raise ValueError(f"dominance must be in (0, 1), got {dominance!r}.")
+        if (
+            isinstance(num_basis, bool)
+            or not isinstance(num_basis, int)
+            or num_basis < 0
+        ):
+            raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
+        self.kernel_size = int(kernel_size)
+        self.dilation = int(dilation)
+        self.num_basis = num_basis
+        self.factor = factor
+        self.dominance = float(dominance)
+        self.log_scale = float(log_scale)
+        self.loc_conv = keras.layers.Conv2D(1, 1, name="loc")
+        self.precision = models.PrecisionHead(
+            self.kernel_size,
+            num_basis,
+            factor,
+            self.dominance,
+            self.dilation,
+            name="precision",
+        )
+
+    @staticmethod
+    def params_size(kernel_size=3):
+        """Channels of the output for `kernel_size`: `2 + K`."""
+        return params_size(kernel_size)
+
+    @staticmethod
+    def unpack(params):
+        """`(loc, log_diag, off_diag)` from the output; see `svae.layers.unpack`."""
+        return unpack(params)
+
+    @property
+    def structure(self):
+        """The `svae.config.Structure` of `L`."""
+        return Structure(self.kernel_size, self.dilation)
+
+    def distribution(self, params):
+        """Returns the `SparsePrecisionGaussian` of this head's output `params`."""
+        return to_distribution(params, self.kernel_size, self.dilation)
+
+    def build(self, input_shape):
+        """Builds the two 1x1 convolutions (and so every variable)."""
+        self.loc_conv.build(input_shape)
+        self.precision.build(input_shape)
+
+    def call(self, features):
+        """Returns the packed parameters.
+
+        Args:
+          features: `[batch, H, W, C]`, H and W known statically.
+
+        Returns:
+          `[batch, H, W, 2 + K]`: loc, log_diag, off_diag (see `unpack`).
+        """
+        head = self.precision
+        # One convolution for both heads, as svae.models.VAE does.
+        loc, *parts = models.pointwise(
+            features,
+            [self.loc_conv, head.weights_conv],
+            [1, *head.splits],
+            [0.0, *head.shift(self.log_scale)],
+        )
+        log_diag, off_diag = head(features, parts, log_scale=self.log_scale)
+        return tf.concat([loc, log_diag[..., None], off_diag], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], params_size(self.kernel_size))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            dilation=self.dilation,
+            num_basis=self.num_basis,
+            factor=self.factor,
+            dominance=self.dominance,
+            log_scale=self.log_scale,
+        )
+        return config

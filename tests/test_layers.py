@@ -1,0 +1,238 @@
+"""svae.layers and svae.losses: the Keras 3 head and loss for any image model."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tiny
+from tensorflow.core.protobuf import saved_model_pb2
+
+from svae import layers, linalg, losses, models, xla
+from svae.config import Structure
+from svae.distributions import SparsePrecisionGaussian
+
+tfd = tfp.distributions
+
+SIZE = 8
+
+
+def _model(kernel_size=3, dilation=1, num_basis=0, factor="product", seed=0):
+    """A tiny Functional model: two convolutions, then the head."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input([SIZE, SIZE, 1])
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    params = layers.SparsePrecisionGaussianHead(
+        kernel_size=kernel_size, dilation=dilation, num_basis=num_basis, factor=factor
+    )(h)
+    return keras.Model(inputs, params)
+
+
+def _images(count=16, seed=0):
+    """Smooth random images `[count, SIZE, SIZE, 1]` in [0, 1]: correlated pixels."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((count, SIZE + 2, SIZE + 2)).astype("float32")
+    smooth = sum(
+        noise[:, i : i + SIZE, j : j + SIZE] for i in range(3) for j in range(3)
+    )
+    return (smooth / 9.0)[..., None]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """`(model, images, losses per epoch)`: the tiny model after a few fit steps."""
+    model = _model()
+    model.compile(keras.optimizers.Adam(1e-2), loss=losses.SparsePrecisionNLL())
+    x = _images()
+    history = model.fit(x, x, batch_size=4, epochs=4, verbose=0, shuffle=False)
+    return model, x, history.history["loss"]
+
+
+def test_params_size_and_unpack():
+    assert layers.params_size(3) == 6
+    assert layers.params_size(5) == 14
+    assert layers.params_size(Structure(7, 2)) == 2 + 24
+    assert layers.SparsePrecisionGaussianHead.params_size(5) == 14
+    params = tf.reshape(tf.range(2 * 4 * 4 * 6, dtype=tf.float32), [2, 4, 4, 6])
+    loc, log_diag, off_diag = layers.SparsePrecisionGaussianHead.unpack(params)
+    assert loc.shape == log_diag.shape == (2, 4, 4)
+    assert off_diag.shape == (2, 4, 4, 4)
+    np.testing.assert_array_equal(
+        tf.concat([loc[..., None], log_diag[..., None], off_diag], -1), params
+    )
+    with pytest.raises(ValueError, match="kernel_size"):
+        layers.params_size(4)
+    with pytest.raises(ValueError, match="6 channels"):
+        layers.to_distribution(tf.zeros([1, 4, 4, 7]))
+    with pytest.raises(ValueError, match="factor"):
+        layers.SparsePrecisionGaussianHead(factor="dense")
+
+
+@pytest.mark.parametrize("num_basis", [0, 3])
+@pytest.mark.parametrize("factor", ["product", "bounded", "free"])
+def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
+    features = tf.random.stateless_normal([2, SIZE, SIZE, 5], seed=[1, 2])
+    head = layers.SparsePrecisionGaussianHead(
+        kernel_size=5, dilation=2, num_basis=num_basis, factor=factor, log_scale=-1.0
+    )
+    params = head(features)
+    assert params.shape == (2, SIZE, SIZE, layers.params_size(5))
+    # At initialisation the precision branch is the spherical likelihood.
+    loc, log_diag, off_diag = layers.unpack(params)
+    np.testing.assert_allclose(log_diag, 1.0, atol=1e-6)
+    np.testing.assert_allclose(off_diag, 0.0, atol=1e-6)
+    # With random weights: svae.models.PrecisionHead's maps, to the letter.
+    for weight in head.precision.weights:
+        weight.assign(tf.random.stateless_normal(weight.shape, seed=[3, 4]))
+    loc, log_diag, off_diag = layers.unpack(head(features))
+    expected = head.precision(features, log_scale=-1.0)
+    np.testing.assert_allclose(log_diag, expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(off_diag, expected[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loc[..., None], head.loc_conv(features), atol=1e-5)
+    dist = head.distribution(head(features))
+    assert dist.kernel_size == 5 and dist.dilation == 2
+    if factor == "bounded":
+        assert np.all(dist.off_diagonal_ratio().numpy() < 0.99 + 1e-6)
+    assert isinstance(head.precision, models.PrecisionHead)
+
+
+def test_loss_is_minus_log_prob_and_matches_tfps_dense_gaussian():
+    height = width = 4
+    params = tf.random.stateless_normal(
+        [3, height, width, 6], seed=[5, 6], dtype=tf.float64
+    )
+    params *= tf.constant([1.0, 0.3, 0.4, 0.4, 0.4, 0.4], tf.float64)
+    x = tf.random.stateless_normal([3, height, width], seed=[7, 8], dtype=tf.float64)
+    loss = losses.SparsePrecisionNLL(reduction=None, dtype="float64")
+    nll = loss(x, params)
+    loc, log_diag, off_diag = layers.unpack(params)
+    dist = SparsePrecisionGaussian(loc, log_diag, off_diag)
+    np.testing.assert_allclose(nll, -dist.log_prob(x), rtol=1e-12)
+    np.testing.assert_allclose(loss(x[..., None], params), nll, rtol=1e-12)
+    # TFP's dense Gaussian with the covariance (L L^T)^{-1}.
+    factor = linalg.dense_factor(log_diag, off_diag)
+    covariance = tf.linalg.inv(tf.matmul(factor, factor, transpose_b=True))
+    reference = tfd.MultivariateNormalTriL(
+        tf.reshape(loc, [3, -1]), tf.linalg.cholesky(covariance)
+    )
+    np.testing.assert_allclose(
+        nll, -reference.log_prob(tf.reshape(x, [3, -1])), rtol=1e-9
+    )
+    per_pixel = losses.SparsePrecisionNLL(
+        per_pixel=True, reduction=None, dtype="float64"
+    )
+    np.testing.assert_allclose(per_pixel(x, params), nll / 16, rtol=1e-12)
+    # The default reduction: the mean over the batch.
+    mean = losses.SparsePrecisionNLL(dtype="float64")(x, params)
+    np.testing.assert_allclose(mean, np.mean(nll), rtol=1e-12)
+
+
+def test_a_functional_model_trains_with_compile_and_fit(trained):
+    model, x, history = trained
+    assert history[-1] < history[0] - 1.0, history
+    dist = layers.to_distribution(model(x[:2]))
+    assert dist.sample(seed=[1, 2]).shape == (2, SIZE, SIZE)
+    assert dist.marginal_variance().shape == (2, SIZE, SIZE)
+    mask = tf.random.stateless_uniform([2, SIZE, SIZE], seed=[3, 4]) < 0.5
+    mean = dist.conditional(x[:2, ..., 0], mask).mean()
+    np.testing.assert_allclose(tf.boolean_mask(mean, mask), x[:2, ..., 0][mask])
+
+
+def test_save_and_load_model_round_trip(trained, tmp_path):
+    model, x, _ = trained
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    assert isinstance(loaded.loss, losses.SparsePrecisionNLL)
+    head = loaded.layers[-1]
+    assert isinstance(head, layers.SparsePrecisionGaussianHead)
+    assert head.get_config() == model.layers[-1].get_config()
+    np.testing.assert_allclose(
+        loaded.evaluate(x, x, verbose=0), model.evaluate(x, x, verbose=0), rtol=1e-6
+    )
+
+
+def test_export_archive_returns_mean_sample_and_log_prob(trained, tmp_path):
+    model, x, _ = trained
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(features, images, seed):
+        return layers.serving_outputs(model(features), images, seed)
+
+    # Traced (at write_out) as plain TF ops, for TF Serving (svae.xla).
+    with xla.portable():
+        archive.add_endpoint(
+            "serve",
+            serve,
+            input_signature=[
+                tf.TensorSpec([None, SIZE, SIZE, 1], tf.float32),
+                tf.TensorSpec([None, SIZE, SIZE], tf.float32),
+                tf.TensorSpec([2], tf.int32),
+            ],
+        )
+        archive.write_out(str(tmp_path / "export"), verbose=False)
+    graph = (tmp_path / "export" / "saved_model.pb").read_bytes()
+    saved = saved_model_pb2.SavedModel.FromString(graph).meta_graphs[0].graph_def
+    assert not [
+        f.signature.name for f in saved.library.function if f.attr["_XlaMustCompile"].b
+    ]
+    restored = tf.saved_model.load(str(tmp_path / "export"))
+    out = restored.serve(x[:3], x[:3, ..., 0], tf.constant([1, 2]))
+    dist = layers.to_distribution(model(x[:3]))
+    np.testing.assert_allclose(out["mean"], dist.mean(), atol=1e-6)
+    np.testing.assert_allclose(out["log_prob"], dist.log_prob(x[:3, ..., 0]), rtol=1e-5)
+    assert out["sample"].shape == (3, SIZE, SIZE)
+    again = restored.serve(x[:3], x[:3, ..., 0], tf.constant([1, 2]))
+    np.testing.assert_array_equal(out["sample"], again["sample"])
+    signature = restored.signatures["serving_default"]
+    named = signature(
+        features=tf.constant(x[:3]),
+        images=tf.constant(x[:3, ..., 0]),
+        seed=tf.constant([1, 2]),
+    )
+    assert set(named) == {"mean", "sample", "log_prob"}
+
+
+_MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_layers
+from svae import losses
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    model = test_layers._model()
+    model.compile(keras.optimizers.Adam(1e-2), loss=losses.SparsePrecisionNLL())
+x = test_layers._images()
+history = model.fit(x, x, batch_size=4, epochs=4, verbose=0, shuffle=False)
+print("RESULT", *history.history["loss"])
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_fit_on_two_cpus_matches_one_device(trained, tmp_path):
+    _, _, history = trained
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED, str(tiny.ROOT / "tests")],
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    mirrored = [float(value) for value in line.split()[1:]]
+    np.testing.assert_allclose(mirrored, history, rtol=1e-3)

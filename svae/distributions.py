@@ -16,6 +16,7 @@ from tensorflow_probability.python.internal import (
 )
 
 from svae import linalg
+from svae.config import Structure
 from svae.linalg import neighbour_offsets, num_off_diagonals
 
 tfd = tfp.distributions
@@ -172,6 +173,11 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
     def dilation(self):
         """Spacing between linked pixels."""
         return self._dilation
+
+    @property
+    def structure(self):
+        """The sparsity pattern as one value, a `svae.config.Structure`."""
+        return Structure(self._kernel_size, self._dilation)
 
     def _image_shape(self):
         """Static `[H, W]` broadcast from the three parameters."""

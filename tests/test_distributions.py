@@ -9,6 +9,7 @@ import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from svae import config as config_lib
 from svae import distributions, xla
 from svae.distributions import SparsePrecisionGaussian
 
@@ -420,3 +421,10 @@ def test_off_diagonal_ratio_matches_the_dense_factor_and_bounds_the_solve(
     bound = 1 / np.min(np.exp(log_diag.numpy().reshape(2, 30)) * (1 - ratio), -1)
     norms = np.abs(np.linalg.inv(np.swapaxes(factor, -1, -2))).sum(-1).max(-1)
     assert np.all(norms <= bound) and np.all(norms > 0.2 * bound)
+
+
+def test_the_distribution_carries_its_structure():
+    dist = SparsePrecisionGaussian(
+        tf.zeros([5, 6]), tf.zeros([5, 6]), tf.zeros([5, 6, 12]), 5, dilation=2
+    )
+    assert dist.structure == config_lib.Structure(kernel_size=5, dilation=2)

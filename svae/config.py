@@ -550,3 +550,24 @@ class DemoConfig:
     num_figure_images: int = 6
     seed: int = 0
     progress: bool = True
+
+
+@dataclasses.dataclass
+class ReproduceConfig:
+    """What `python -m svae.reproduce` was asked; its `main` fills it."""
+
+    dataset: str = "sample_photos"
+    out: str = "paper"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    scale: str = "paper"
+    steps: int | None = None
+    models: tuple | None = None
+    colors: tuple | None = None
+    strategy: str = "default"
+    preset: str | None = None
+    num_samples: int | None = None
+    max_images: int | None = None
+    seed: int = 0
+    progress: bool = True
+    dry_run_steps: int = 6

@@ -44,48 +44,6 @@ def _train(demo, model, steps, init_from=None):
     return model_dir
 
 
-def _comparison_figures(demo, run_dirs, output_dir):
-    """Writes reconstructions and prior samples of both models side by side."""
-    recon_rows, recon_labels, prior_rows, prior_labels = [], [], [], []
-    for model, run_dir in run_dirs.items():
-        config, net, _ = runs.load_run(run_dir)
-        batch = figures.load_images(config, "test", demo.num_figure_images)
-        recon = figures.reconstructions(net, config, batch, demo.seed)
-        if not recon_rows:
-            recon_rows.append(recon["input"])
-            recon_labels.append("input (held out)")
-        spread = figures.residual_spread(recon["residual"])
-        recon_rows += [
-            recon["mean"],
-            figures.residual_image(recon["residual"], spread),
-            recon["sample"],
-        ]
-        recon_labels += [
-            f"{model}: mean mu",
-            f"{model}: eps of Y, +-{spread:.2f}",
-            f"{model}: mu+eps",
-        ]
-        prior = figures.prior_samples(net, config, demo.num_figure_images, demo.seed)
-        prior_rows += [prior["mean"], prior["sample"]]
-        prior_labels += [f"{model}: mean mu", f"{model}: sample mu+eps"]
-    return {
-        "reconstructions": figures.save_grid(
-            recon_rows,
-            recon_labels,
-            output_dir / "reconstructions.png",
-            3,
-            "Reconstructions of held-out photographs (cf. Figures 1, 3, 5)",
-        ),
-        "prior_samples": figures.save_grid(
-            prior_rows,
-            prior_labels,
-            output_dir / "prior_samples.png",
-            3,
-            "Samples from the prior, z ~ N(0, I) (cf. Figures 4, 6)",
-        ),
-    }
-
-
 def run(demo=None):
     """Runs the demo; returns the table, file paths, reports and timings.
 
@@ -137,7 +95,9 @@ def run(demo=None):
     )
     table_path = output_dir / "comparison.md"
     table_path.write_text(table + "\n", encoding="utf-8")
-    paths = _comparison_figures(demo, run_dirs, output_dir)
+    paths = figures.comparison_figures(
+        run_dirs, output_dir, demo.num_figure_images, demo.seed
+    )
     for model, run_dir in run_dirs.items():
         written = figures.write_figures(
             figures.SampleConfig(

@@ -41,6 +41,7 @@ from svae.inference import (  # Re-exported: what the figures show.
 __all__ = [
     "SampleConfig",
     "colormap",
+    "comparison_figures",
     "inpaint",
     "inpainting_mask",
     "load_images",
@@ -157,3 +158,55 @@ def write_figures(sample_config):
             f"inpainting ({sc.mask} mask): {name}",
         )
     return paths
+
+
+def comparison_figures(run_dirs, output_dir, num=6, seed=0):
+    """Writes reconstructions and prior samples of several runs side by side.
+
+    Args:
+      run_dirs: `{label: run directory}`, in the order of the rows.
+      output_dir: folder for `reconstructions.png` and `prior_samples.png`.
+      num: held-out images and prior samples per row.
+      seed: the stateless seed of every draw.
+
+    Returns:
+      `{"reconstructions": path, "prior_samples": path}`.
+    """
+    recon_rows, recon_labels, prior_rows, prior_labels = [], [], [], []
+    for model, run_dir in run_dirs.items():
+        config, net, _ = runs.load_run(run_dir)
+        batch = load_images(config, "test", num)
+        recon = reconstructions(net, config, batch, seed)
+        if not recon_rows:
+            recon_rows.append(recon["input"])
+            recon_labels.append("input (held out)")
+        spread = residual_spread(recon["residual"])
+        recon_rows += [
+            recon["mean"],
+            residual_image(recon["residual"], spread),
+            recon["sample"],
+        ]
+        recon_labels += [
+            f"{model}: mean mu",
+            f"{model}: eps of Y, +-{spread:.2f}",
+            f"{model}: mu+eps",
+        ]
+        prior = prior_samples(net, config, num, seed)
+        prior_rows += [prior["mean"], prior["sample"]]
+        prior_labels += [f"{model}: mean mu", f"{model}: sample mu+eps"]
+    return {
+        "reconstructions": save_grid(
+            recon_rows,
+            recon_labels,
+            pathlib.Path(output_dir) / "reconstructions.png",
+            3,
+            "Reconstructions of held-out photographs (cf. Figures 1, 3, 5)",
+        ),
+        "prior_samples": save_grid(
+            prior_rows,
+            prior_labels,
+            pathlib.Path(output_dir) / "prior_samples.png",
+            3,
+            "Samples from the prior, z ~ N(0, I) (cf. Figures 4, 6)",
+        ),
+    }

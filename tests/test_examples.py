@@ -1,0 +1,83 @@
+"""The scripts in examples/ run, at a tiny size."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def _import(name):
+    """Imports `examples/<name>.py` (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"examples_{name}", EXAMPLES / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    return _import("denoiser")
+
+
+def test_denoiser_trains_both_heads_and_writes_its_numbers_and_figure(
+    denoiser, tmp_path
+):
+    report = denoiser.main(
+        [
+            "--image_size=16",
+            "--steps=6",
+            "--steps_per_epoch=3",
+            "--batch_size=4",
+            "--crops_per_photo=2",
+            "--filters=4",
+            "--num_test=8",
+            "--num_show=3",
+            "--verbose=0",
+            f"--output_dir={tmp_path}",
+        ]
+    )
+    saved = json.loads((tmp_path / "denoiser.json").read_text())
+    assert saved["settings"] == report["settings"]
+    assert saved["settings"]["steps"] == 6 and saved["settings"]["test_images"] == 8
+    for kind in ("structured", "independent"):
+        for name in ("nll_nats", "nll_bpd", "mse", "train_seconds"):
+            assert math.isfinite(saved[kind][name]), (kind, name)
+        assert saved[kind]["nll_bpd"] == pytest.approx(
+            saved[kind]["nll_nats"] / (16 * 16 * math.log(2.0)), rel=1e-6
+        )
+        assert f"| {kind} | {saved[kind]['nll_bpd']:.3f}" in (
+            (tmp_path / "denoiser.md").read_text()
+        )
+    with Image.open(tmp_path / "denoiser.png") as figure:
+        figure.load()
+        pixels = np.asarray(figure.convert("RGB"))
+    # Nine rows of three 16x16 images, magnified 6x, with a label column.
+    assert pixels.shape[0] == 9 * (16 * 6 + 2) and pixels.shape[1] > 3 * 16 * 6
+    assert pixels.std() > 10
+
+
+def test_the_independent_nll_is_the_normal_log_prob(denoiser):
+    rng = np.random.default_rng(0)
+    y = rng.random((2, 5, 4, 1), dtype=np.float32)
+    params = rng.normal(size=(2, 5, 4, 2)).astype(np.float32)
+    expected = -np.sum(
+        -0.5 * ((y[..., 0] - params[..., 0]) / np.exp(params[..., 1])) ** 2
+        - params[..., 1]
+        - 0.5 * np.log(2 * np.pi),
+        axis=(1, 2),
+    )
+    loss = denoiser.IndependentGaussianNLL(reduction=None)
+    np.testing.assert_allclose(loss(y, tf.constant(params)), expected, rtol=1e-5)
+    per_pixel = denoiser.IndependentGaussianNLL(per_pixel=True, reduction=None)
+    np.testing.assert_allclose(
+        per_pixel(y, tf.constant(params)), expected / 20, rtol=1e-5
+    )

@@ -1,0 +1,229 @@
+"""Tests of `python -m svae.reproduce`, at a tiny scale."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import data_fixtures as fx
+import numpy as np
+import pytest
+import tiny
+from PIL import Image
+
+from svae import reproduce
+
+TINY = dict(scale="tiny", progress=False, cache_dir="")
+
+
+def test_the_plans_are_the_papers_tables():
+    celeb_a = reproduce.plan("celeb_a")
+    assert [r.name for r in celeb_a] == [
+        f"{m}-{c}"
+        for c in ("gray", "ycbcr")
+        for m in ("vae_sph", "vae_diag", "beta_vae_diag", "supn", "structured")
+    ]
+    for run in celeb_a:
+        parent = f"vae_sph-{run.color}" if run.model in ("supn", "structured") else None
+        assert run.init_from == parent
+    lsun = reproduce.plan("lsun_church")
+    assert [r.name for r in lsun] == [
+        "vae_sph-ycbcr",
+        "vae_diag-ycbcr",
+        "beta_vae_diag-ycbcr",
+        "structured-ycbcr",
+    ]
+    # A pretrained model brings its vae_sph run along, first.
+    subset = reproduce.plan("sample_photos", ("structured",), ("gray",))
+    assert [r.name for r in subset] == ["vae_sph-gray", "structured-gray"]
+    with pytest.raises(ValueError, match="Table 2 has"):
+        reproduce.plan("lsun_church", ("supn",))
+
+
+def test_the_configs_have_the_papers_settings_and_the_strategy():
+    options = reproduce.ReproduceConfig(dataset="lsun_church", strategy="mirrored")
+    for run in reproduce.plan("lsun_church"):
+        config = reproduce.run_config(run, options, "/out")
+        assert (config.epochs, config.batch_size, config.learning_rate) == (
+            150,
+            64,
+            5e-4,
+        )
+        assert config.strategy == "mirrored" and config.image_size == 64
+        assert config.model_dir == f"/out/runs/{run.name}"
+        if run.model == "structured":
+            assert config.init_from == "/out/runs/vae_sph-ycbcr"
+            assert config.structured_warmup_epochs == 5
+    config = reproduce.run_config(
+        reproduce.plan("celeb_a")[0],
+        reproduce.ReproduceConfig(dataset="celeb_a"),
+        "/out",
+    )
+    assert config.epochs == 110 and config.color == "gray"
+    ec = reproduce.eval_config(
+        "/out/runs/x", reproduce.ReproduceConfig(dataset="celeb_a")
+    )
+    assert ec.num_samples == 500 and ec.max_images is None and ec.split == "test"
+
+
+def test_the_full_plans_totals():
+    table1 = reproduce.totals(reproduce.ReproduceConfig(dataset="celeb_a"))
+    # 110 epochs of 162,770 // 64 = 2,543 steps, 10 runs.
+    assert table1["runs"] == 10 and table1["steps"] == 10 * 110 * 2543
+    assert table1["train_images"] == table1["steps"] * 64
+    assert table1["eval_passes"] == 10 * 19_962 * 500
+    table2 = reproduce.totals(reproduce.ReproduceConfig(dataset="lsun_church"))
+    assert table2["steps"] == 4 * 150 * (126_227 // 64)
+    assert table2["eval_images"] == 4 * 300
+
+
+def _files(run_dir):
+    """{name: (size, mtime)} of a run's checkpoint files."""
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in (run_dir / "checkpoints").iterdir()
+    }
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_and_resumes_after_an_interruption(
+    tmp_path, monkeypatch, capsys
+):
+    options = reproduce.ReproduceConfig(
+        dataset="sample_photos",
+        out=str(tmp_path),
+        models=("vae_sph", "structured"),
+        colors=("gray",),
+        **TINY,
+    )
+    real_train = reproduce.training.train
+    calls = []
+
+    def interrupted(config, **kwargs):
+        """Trains structured halfway, then the machine "goes down"."""
+        calls.append(config.model)
+        if config.model == "structured":
+            real_train(reproduce.dataclasses.replace(config, steps=2), **kwargs)
+            raise RuntimeError("interrupted")
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(reproduce.training, "train", interrupted)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        reproduce.reproduce(options)
+    first = tmp_path / "runs" / "vae_sph-gray"
+    before = _files(first)
+    assert not (tmp_path / "table1.md").exists()
+
+    def counted(config, **kwargs):
+        calls.append(config.model)
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(reproduce.training, "train", counted)
+    calls.clear()
+    capsys.readouterr()
+    result = reproduce.reproduce(options)
+    printed = capsys.readouterr().out
+    # The finished run is reused untouched; the interrupted one resumes.
+    assert calls == ["structured"] and _files(first) == before
+    assert "vae_sph-gray: reused (finished at step 4)" in printed
+    assert "resuming from step 2" in printed
+    assert result["runs"]["structured-gray"].startswith("trained to step 4")
+
+    table = pathlib.Path(result["table_path"]).read_text()
+    assert pathlib.Path(result["table_path"]) == tmp_path / "table1.md"
+    for name in ("vae_sph", "structured"):
+        report = json.loads(
+            (tmp_path / "runs" / f"{name}-gray" / "eval" / "test.json").read_text()
+        )
+        assert report["step"] == 4 and report["num_samples"] == 8
+        ours = f"{report['nll']['mean']:.0f} ± {report['nll']['std']:.0f} / not run"
+        label = reproduce.LABELS[name]
+        (row,) = [
+            line for line in table.splitlines() if line.startswith(f"| {label} |")
+        ]
+        assert ours in row
+    # The paper's values beside ours, rows not run marked so.
+    assert "| Ours | -8297 ± 1455 / -8669 ± 1424 |" in table
+    assert "| VAE (Diag) | -4016 ± 813 / -4598 ± 2747 | not run / not run |" in table
+    assert "## All measurements, gray" in table
+    # Input, then mean, residual and sample of each of 2 models; 16x16 shown 3x.
+    figures = result["figures"]
+    with Image.open(figures["Figure 3 (gray): reconstructions"]) as figure:
+        assert figure.size[1] == 16 + 7 * (48 + 2)
+        assert np.std(np.asarray(figure.convert("L"), float)) > 1.0
+    with Image.open(figures["Figure 4 (gray): prior samples"]) as figure:
+        assert figure.size[1] == 16 + 4 * (48 + 2)
+
+    # A third time: nothing is trained or evaluated again.
+    calls.clear()
+    capsys.readouterr()
+    again = reproduce.reproduce(options)
+    assert calls == []
+    assert all(
+        "reused" in v and "evaluation reused" in v for v in again["runs"].values()
+    )
+
+
+@pytest.mark.slow
+def test_reproduce_on_the_celeb_a_layout_from_the_command_line(tmp_path):
+    fx.make_celeb_a(tmp_path / "celeba")
+    out = tmp_path / "paper"
+    command = [sys.executable, "-m", "svae.reproduce", "--dataset=celeb_a"]
+    command += [f"--data_dir={tmp_path / 'celeba'}", f"--out={out}"]
+    command += ["--scale=tiny", "--steps=2", "--models=beta_vae_diag"]
+    command += ["--colors=ycbcr", "--no_progress"]
+    done = subprocess.run(
+        command, env=tiny.script_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(
+        (out / "runs" / "beta_vae_diag-ycbcr" / "eval" / "test.json").read_text()
+    )
+    # The fixture's test split: 3 images.
+    assert report["num_images"] == 3 and report["step"] == 2
+    table = (out / "table1.md").read_text()
+    assert "| β-VAE (Diag) | -3123 ± 998 / -5574 ± 1083 | not run / " in table
+    assert (out / "figures" / "ycbcr" / "reconstructions.png").is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_table2_on_the_lsun_layout(tmp_path):
+    root = tmp_path / "lsun"
+    fx.make_lmdb(root / "church_outdoor_train_lmdb", fx.lsun_values(9, seed=0))
+    fx.make_lmdb(root / "church_outdoor_val_lmdb", fx.lsun_values(4, 1), 100)
+    result = reproduce.reproduce(
+        reproduce.ReproduceConfig(
+            dataset="lsun_church",
+            data_dir=str(root),
+            out=str(tmp_path / "paper"),
+            models=("vae_sph",),
+            steps=2,
+            **TINY,
+        )
+    )
+    table = pathlib.Path(result["table_path"]).read_text()
+    assert result["table_path"].endswith("table2.md")
+    assert "| Ours | -6918 ± 2423 | not run | 313.92 | not run | 614 ± 286 |" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("| VAE (Sph) |")]
+    assert "not run" not in row
+    assert "Figure 5 (ycbcr): reconstructions" in result["figures"]
+
+
+@pytest.mark.slow
+def test_dry_run_times_each_model_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "paper"
+    estimate = reproduce.dry_run(
+        reproduce.ReproduceConfig(
+            dataset="sample_photos",
+            out=str(out),
+            models=("vae_sph",),
+            colors=("gray",),
+            dry_run_steps=3,
+            **TINY,
+        )
+    )
+    assert not out.exists()
+    run = estimate["vae_sph-gray"]
+    assert run["steps"] == 4 and run["step_seconds"] > 0 and run["hours"] > 0
+    assert estimate["total"]["hours"] == pytest.approx(run["hours"])
+    assert "estimated total" in capsys.readouterr().out

@@ -56,7 +56,7 @@ VARIANTS = {
 }
 MODELS = tuple(VARIANTS)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-# The precision factor's parameterisation (svae.models.PrecisionHead).
+# The precision factor's parameterisation (svae.layers.PrecisionHead).
 FACTORS = ("product", "bounded", "free")
 # How the global scales sigma_Y, sigma_CbCr are set (svae.training).
 SCALES = ("calibrated", "learned")
@@ -285,7 +285,7 @@ class Config:
     # to less than `dominance` times its diagonal, so L^T is diagonally
     # dominant and L^{-T} eps bounded; "product": L^T = D (I + R)(I + V),
     # both factors so, bounded too and able to hold smooth residuals;
-    # "free": the paper's, unconstrained (svae.models.PrecisionHead).
+    # "free": the paper's, unconstrained (svae.layers.PrecisionHead).
     factor: str = "product"
     dominance: float = ranged(
         0.99, gt=0, lt=1, note="L^T is diagonally dominant only below 1"

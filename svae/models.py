@@ -12,9 +12,15 @@ import math
 import keras
 import tensorflow as tf
 
-from svae import color, xla
+from svae import color
 from svae.config import VARIANTS, Structure
-from svae.linalg import neighbour_offsets, num_off_diagonals
+from svae.layers import (  # Re-exported: the head's pieces live in svae.layers.
+    PrecisionHead,
+    bounded_off_diag,
+    conv,
+    pointwise,
+    product_off_diag,
+)
 
 __all__ = [
     "Encoder",
@@ -32,45 +38,6 @@ def _widths(image_size, filters):
     """Returns the encoder's channel counts, one per stride-2 convolution."""
     num_layers = int(math.log2(image_size)) - 2
     return [filters * 2**i for i in range(num_layers)]
-
-
-def _conv(channels, name, initializer="glorot_uniform"):
-    """Returns a 1x1 convolution head."""
-    return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
-
-
-def pointwise(features, heads, splits=None, shift=None):
-    """Applies 1x1 convolution heads to the same features as one convolution.
-
-    One convolution over the features for all heads and one split of its
-    output, instead of a convolution per head and a split of the precision
-    head's output: forward and backward 4.2 against 5.1 ms for the structured
-    model's heads at 64x64, batch 64 (benchmarks/RESULTS.md, bench_train).
-    Each head keeps its own variables.
-
-    Args:
-      features: `[batch, height, width, C]`.
-      heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
-      splits: channel counts to split the heads' concatenated outputs into;
-        default: one part per head.
-      shift: None, or one scalar per output channel (Python numbers or scalar
-        tensors) added with the bias, where an output channel is offset
-        anyway: free, where adding it to the output is a pass over it and its
-        gradient another.
-
-    Returns:
-      A list of `[batch, height, width, n]` tensors, one per split.
-    """
-    for head in heads:
-        if not head.built:
-            head.build(features.shape)
-    kernel = tf.concat([head.kernel for head in heads], axis=-1)
-    bias = tf.concat([head.bias for head in heads], axis=0)
-    if shift is not None:
-        bias += tf.stack([tf.cast(value, bias.dtype) for value in shift])
-    outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
-    splits = splits or [head.filters for head in heads]
-    return xla.split(outputs, splits)
 
 
 class Encoder(keras.layers.Layer):
@@ -143,219 +110,6 @@ class Trunk(keras.layers.Layer):
         return features
 
 
-class PrecisionHead(keras.layers.Layer):
-    """The `W(z)` head: the precision factor `L` of Y (sections 4 and 4.3).
-
-    Without a basis, a 1x1 convolution predicts `[log_diag, off_diag]`
-    directly. With `num_basis > 0` it predicts weights `W(z)` and the shared
-    basis `B` (`[K + 1, num_basis]`) maps them to the `K + 1` entries of each
-    column of `L`: `L = s(B W(z))`. Entry 0 is the log of the diagonal (so it
-    stays positive), entries 1..K the off-diagonals: as they are with
-    `factor="free"` (the paper's), or, with `factor="bounded"`, through
-
-    ```none
-    off_diag[p, m] = exp(log_diag[p]) * dominance * a[p, m] / (1 + sum_k |a[p, k]|)
-    ```
-
-    so that each column's off-diagonal mass is below `dominance` (< 1) times
-    its diagonal: `L^T` is strictly diagonally dominant, `||L^{-T}||_inf <=
-    1 / (min_p L_pp (1 - dominance))` (Varah), and a sample `L^{-T} eps`
-    cannot grow along the solve, whatever `z`. Any point of that L1 ball is
-    reachable, one neighbour may take all the mass; the log-determinant is
-    unchanged (`sum log_diag`), and a global scale of `L` is `log_diag`'s
-    offset alone.
-    """
-
-    def __init__(
-        self,
-        kernel_size,
-        num_basis,
-        factor="free",
-        dominance=0.99,
-        dilation=1,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.kernel_size = kernel_size
-        self.dilation = dilation
-        self.num_basis = num_basis
-        self.factor = factor
-        self.dominance = dominance
-        num_off = num_off_diagonals(kernel_size)
-        self.num_off = num_off
-        # Zeros: the branch starts as the spherical likelihood it is offset by.
-        self.weights_conv = _conv(num_basis or num_off + 1, "weights", "zeros")
-        if num_basis:
-            self.basis = self.add_weight(
-                shape=(num_off + 1, num_basis),
-                initializer=keras.initializers.RandomNormal(stddev=0.3),
-                name="basis",
-            )
-
-    def build(self, input_shape):
-        """Builds `weights_conv` on features of `input_shape`, once.
-
-        The VAE's `pointwise` may have built it with the other heads already.
-        """
-        if not self.weights_conv.built:
-            self.weights_conv.build(input_shape)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "kernel_size": self.kernel_size,
-            "num_basis": self.num_basis,
-            "factor": self.factor,
-            "dominance": self.dominance,
-            "dilation": self.dilation,
-        }
-
-    @property
-    def splits(self):
-        """Channel counts of `weights_conv`'s output parts, see `call`."""
-        return [self.num_basis] if self.num_basis else [1, self.num_off]
-
-    def shift(self, log_scale):
-        """Offsets of `weights_conv`'s output channels, for `pointwise`.
-
-        `-log_scale` on `log_diag`: the convolution starts at zero, so the
-        branch starts as the spherical likelihood of scale `exp(log_scale)`
-        (log L_pp = -log sigma) and the warm-up from the pretrained one. With
-        a basis `log_diag` is a product, offset in `call` instead.
-        """
-        if self.num_basis:
-            return [0.0] * self.num_basis
-        return [-log_scale] + [0.0] * self.num_off
-
-    def call(self, features, parts=None, log_scale=0.0):
-        """Returns `(log_diag, off_diag)`.
-
-        Args:
-          features: `[batch, height, width, C]` trunk features.
-          parts: `pointwise` output for `weights_conv` with `self.splits`
-            and `self.shift(log_scale)` when the caller has computed it (with
-            other heads), else None.
-          log_scale: log of the spherical scale `L` starts from.
-
-        Returns:
-          `log_diag` `[batch, height, width]`, `off_diag`
-          `[batch, height, width, K]`.
-        """
-        if parts is None:
-            parts = pointwise(
-                features, [self.weights_conv], self.splits, self.shift(log_scale)
-            )
-        if self.num_basis:
-            entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
-            # A split, not slices: its gradient is one concat, a slice's a
-            # scatter.
-            parts = xla.split(entries, [1, self.num_off])
-        log_diag, off_diag = parts
-        log_diag = tf.squeeze(log_diag, -1)
-        if self.num_basis:
-            log_diag -= log_scale
-        if self.factor == "bounded":
-            off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
-        elif self.factor == "product":
-            off_diag = product_off_diag(
-                log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
-            )
-        return log_diag, off_diag
-
-
-def bounded_off_diag(log_diag, raw, dominance):
-    """Maps unconstrained `raw` `[..., K]` into the dominance ball of `L`'s column.
-
-    Returns `exp(log_diag) * dominance * raw / (1 + sum |raw|)`: the column's
-    off-diagonal L1 norm is below `dominance * exp(log_diag)` (see
-    `PrecisionHead`).
-
-    Args:
-      log_diag: `[..., H, W]` log of the diagonal of `L`.
-      raw: `[..., H, W, K]` unconstrained off-diagonal parameters.
-      dominance: bound of the off-diagonal mass relative to the diagonal, < 1.
-
-    Returns:
-      `[..., H, W, K]` off-diagonal entries of `L`.
-    """
-    return _bounded(log_diag, raw, float(dominance))
-
-
-@xla.kernel
-def _bounded(log_diag, raw, dominance):
-    """`bounded_off_diag` as one XLA loop, forward and backward."""
-    return _ball(raw, dominance) * tf.exp(log_diag)[..., None]
-
-
-def _ball(raw, radius):
-    """Maps `[..., n]` onto the open L1 ball of `radius`: `r raw / (1 + |raw|_1)`."""
-    norm = 1.0 + tf.reduce_sum(tf.abs(raw), axis=-1, keepdims=True)
-    return raw * (radius / norm)
-
-
-def product_off_diag(log_diag, raw, dominance, kernel_size=3, dilation=1):
-    """Off-diagonals of `L^T = D (I + R)(I + V)`, two dominant factors.
-
-    `R` links each pixel to the pixels right of it in its row (offsets
-    `(0, dx)`), `V` to those below it and not right of it (`(dy, dx)`,
-    `dy > 0`, `dx <= 0`); each row of each factor has off-diagonal mass
-    below `dominance` (`_ball`), so `||L^{-T}||_inf <= 1 / (min_p L_pp (1 -
-    dominance)^2)`. The product fills the rest of the neighbourhood
-    (`dx > 0` below: `R V`), and it holds the separable fields a single
-    dominant factor cannot, like `(1 - a S_right)(1 - b S_down)` with `a, b`
-    near 1 (smooth residuals; `bounded_off_diag` caps the sum of the four
-    coefficients at 1, about `a + b + ab` here). The raw channels at
-    `dx > 0` below are unused.
-
-    Args:
-      log_diag: `[..., H, W]` log of the diagonal of `L`.
-      raw: `[..., H, W, K]` unconstrained parameters, `neighbour_offsets`
-        order.
-      dominance: bound of each factor's off-diagonal row mass, < 1.
-      kernel_size: neighbourhood size of `L`.
-      dilation: spacing of the neighbourhood.
-
-    Returns:
-      `[..., H, W, K]` off-diagonal entries of `L`.
-    """
-    return _product(log_diag, raw, float(dominance), int(kernel_size), int(dilation))
-
-
-@xla.kernel
-def _product(log_diag, raw, dominance, kernel_size, dilation):
-    """`product_off_diag` as one XLA computation, forward and backward.
-
-    As TF ops its slices, pads and stack, and their gradients, are a pass
-    over `[batch, H, W, K]` each: a training step at 64x64, batch 64 took
-    65 ms against 37 ms with the free factor; fused, see benchmarks/RESULTS.md.
-    """
-    offsets = neighbour_offsets(kernel_size, dilation)
-    index = {offset: m for m, offset in enumerate(offsets)}
-    rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
-    below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
-    right = _ball(tf.gather(raw, rows, axis=-1), dominance)
-    lower = _ball(tf.gather(raw, below, axis=-1), dominance)
-    coeffs = [tf.zeros_like(log_diag)] * len(offsets)
-    for i, m in enumerate(rows):
-        coeffs[m] = right[..., i]
-    for j, m in enumerate(below):
-        coeffs[m] = lower[..., j]
-    width = raw.shape[-2]
-    for i, m in enumerate(rows):
-        shift = offsets[m][1]
-        # V's entries at the pixel `shift` to the right (zero beyond the edge).
-        moved = tf.pad(
-            lower[..., shift:, :],
-            [[0, 0]] * (lower.shape.rank - 2) + [[0, min(shift, width)], [0, 0]],
-        )
-        for j, n in enumerate(below):
-            dy, dx = offsets[n]
-            target = index.get((dy, dx + shift))
-            if target is not None:
-                coeffs[target] = coeffs[target] + right[..., i] * moved[..., j]
-    return tf.stack(coeffs, axis=-1) * tf.exp(log_diag)[..., None]
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -393,19 +147,19 @@ class VAE(keras.Model):
         self.chroma_size = image_size // chroma_factor
         self.encoder = Encoder(latent_dim, image_size, filters, chroma_factor)
         self.trunk = Trunk(image_size, filters)
-        self.y_mean_head = _conv(1, "y_mean")
+        self.y_mean_head = conv(1, "y_mean")
         self.y_log_scale = self.add_weight(
             shape=(), initializer="zeros", name="y_log_scale"
         )
         if self.use_chroma:
-            self.cbcr_mean_head = _conv(2, "cbcr_mean")
+            self.cbcr_mean_head = conv(2, "cbcr_mean")
             self.cbcr_log_scale = self.add_weight(
                 shape=(), initializer="zeros", name="cbcr_log_scale"
             )
         self.uncertainty_layers = []
         if self.variant.y_likelihood == "diagonal":
             # Zeros, offset by y_log_scale: starts as the spherical likelihood.
-            self.y_scale_head = _conv(1, "y_scale", "zeros")
+            self.y_scale_head = conv(1, "y_scale", "zeros")
         if self.variant.covariance_trunk:
             self.covariance_trunk = Trunk(image_size, filters)
             self.uncertainty_layers.append(self.covariance_trunk)
@@ -415,7 +169,7 @@ class VAE(keras.Model):
             )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma:
-                self.cbcr_scale_head = _conv(2, "cbcr_scale", "zeros")
+                self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
 
     def encode(self, y, cbcr=None):

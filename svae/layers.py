@@ -121,6 +121,17 @@ class PrecisionHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        neighbour_offsets(kernel_size, dilation)  # Validates both.
+        if factor not in FACTORS:
+            raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}.")
+        if not 0 < dominance < 1:
+            raise ValueError(f"dominance must be in (0, 1), got {dominance!r}.")
+        if (
+            isinstance(num_basis, bool)
+            or not isinstance(num_basis, int)
+            or num_basis < 0
+        ):
+            raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.num_basis = num_basis
@@ -459,17 +470,6 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
           ValueError: for an invalid structure, factor or dominance.
         """
         super().__init__(**kwargs)
-        neighbour_offsets(kernel_size, dilation)  # Validates both.
-        if factor not in FACTORS:
-            raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}.")
-        if not 0 < dominance < 1:
-            raise ValueError(f"dominance must be in (0, 1), got {dominance!r}.")
-        if (
-            isinstance(num_basis, bool)
-            or not isinstance(num_basis, int)
-            or num_basis < 0
-        ):
-            raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
         self.num_basis = num_basis

@@ -226,7 +226,6 @@ class _BatchEvaluator:
     def __init__(self, model, config):
         self.model = model
         self.config = config
-        self.structure = config.structure
 
     @tf.function(reduce_retracing=True)
     def encode(self, batch):

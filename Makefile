@@ -37,8 +37,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m svae.demo
 
+# Test processes (pytest-xdist): 2 suits a 2-core machine, where the suite's
+# subprocesses and TensorFlow's start-up leave a core idle half the time;
+# each process takes up to ~1.5 GB. `make test PYTEST_WORKERS=0` runs one.
+PYTEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-test lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .

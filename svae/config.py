@@ -62,6 +62,9 @@ FACTORS = ("product", "bounded", "free")
 SCALES = ("calibrated", "learned")
 # Eq. 12's variance term (svae.likelihoods.variance_term).
 VARIANCE_TERMS = ("empirical", "sampled")
+# How SUPN's covariance trunk starts its phase (svae.training): "mean_trunk",
+# a copy of the trained mean trunk; "random", its own initialisation.
+COVARIANCE_INITS = ("mean_trunk", "random")
 CONFIG_FILE = "config.json"
 # Largest --seed of train.py: its per-epoch, per-input-pipeline seeds
 # ((seed * 100_003 + epoch) * 1_000_003 + pipeline, svae.training and
@@ -85,7 +88,16 @@ PRESETS = {
 
 # Fields that only the structured likelihood (structured, supn) uses.
 STRUCTURE_FIELDS = frozenset(
-    {"kernel_size", "dilation", "num_basis", "factor", "dominance", "gamma"}
+    {
+        "kernel_size",
+        "dilation",
+        "num_basis",
+        "factor",
+        "dominance",
+        "max_scale",
+        "covariance_init",
+        "gamma",
+    }
 )
 
 # Values of fields added after runs were first written: a config.json without
@@ -94,6 +106,8 @@ LEGACY_VALUES = {
     "factor": "free",
     "scales": "learned",
     "variance_term": "empirical",
+    "max_scale": None,
+    "covariance_init": "random",
 }
 
 # Fields that may change when a run is resumed: they do not change what the
@@ -290,6 +304,12 @@ class Config:
     dominance: float = ranged(
         0.99, gt=0, lt=1, note="L^T is diagonally dominant only below 1"
     )
+    # The bound of each Y pixel's conditional standard deviation 1 / L_pp
+    # (svae.layers.capped_log_diag); None: unbounded (the paper's).
+    max_scale: float | None = ranged(None, gt=0)
+    # supn only: "mean_trunk" starts the covariance trunk as a copy of the
+    # trained mean trunk when its phase begins; "random": as initialised.
+    covariance_init: str = "random"
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"
@@ -321,6 +341,7 @@ class Config:
             ("factor", FACTORS),
             ("scales", SCALES),
             ("variance_term", VARIANCE_TERMS),
+            ("covariance_init", COVARIANCE_INITS),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(

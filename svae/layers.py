@@ -19,6 +19,8 @@ returns `-log_prob`; `to_distribution` turns it into the
 any image model. `pointwise` runs several 1x1 heads as one convolution.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -32,6 +34,7 @@ __all__ = [
     "SparsePrecisionGaussianHead",
     "as_images",
     "bounded_off_diag",
+    "capped_log_diag",
     "conv",
     "pointwise",
     "product_off_diag",
@@ -109,6 +112,13 @@ class PrecisionHead(keras.layers.Layer):
     reachable, one neighbour may take all the mass; the log-determinant is
     unchanged (`sum log_diag`), and a global scale of `L` is `log_diag`'s
     offset alone.
+
+    With `max_scale`, `log_diag` passes through `capped_log_diag`: each
+    pixel's conditional standard deviation `1 / L_pp` stays below
+    `max_scale` (Y lives in [0, 1], so a residual scale of a quarter of that
+    range is already all but uninformative), whatever `z`: a decoder that
+    extrapolates to a latent it never saw cannot draw a sample whose
+    residual is several times the image's range.
     """
 
     def __init__(
@@ -118,6 +128,7 @@ class PrecisionHead(keras.layers.Layer):
         factor="free",
         dominance=0.99,
         dilation=1,
+        max_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -132,6 +143,15 @@ class PrecisionHead(keras.layers.Layer):
             or num_basis < 0
         ):
             raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
+        if max_scale is not None and (
+            isinstance(max_scale, bool)
+            or not isinstance(max_scale, int | float)
+            or not 0 < max_scale < math.inf
+        ):
+            raise ValueError(
+                f"max_scale must be None or a number > 0, got {max_scale!r}."
+            )
+        self.max_scale = None if max_scale is None else float(max_scale)
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.num_basis = num_basis
@@ -164,6 +184,7 @@ class PrecisionHead(keras.layers.Layer):
             "factor": self.factor,
             "dominance": self.dominance,
             "dilation": self.dilation,
+            "max_scale": self.max_scale,
         }
 
     @property
@@ -210,6 +231,8 @@ class PrecisionHead(keras.layers.Layer):
         log_diag = tf.squeeze(log_diag, -1)
         if self.num_basis:
             log_diag -= log_scale
+        if self.max_scale is not None:
+            log_diag = capped_log_diag(log_diag, self.max_scale)
         if self.factor == "bounded":
             off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
         elif self.factor == "product":
@@ -217,6 +240,31 @@ class PrecisionHead(keras.layers.Layer):
                 log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
             )
         return log_diag, off_diag
+
+
+# How sharply `capped_log_diag` bends: within a few tenths of a nat of the
+# floor it is the identity (4: 0.5 nats above it, log_diag moves by 0.03).
+CAP_SHARPNESS = 4.0
+
+
+def capped_log_diag(log_diag, max_scale):
+    """`log_diag` held above `-log(max_scale)`, smoothly.
+
+    Returns `f + softplus(s (log_diag - f)) / s` with `f = -log(max_scale)`
+    and `s = CAP_SHARPNESS`: strictly above `f`, so `1 / L_pp < max_scale`,
+    and within `log(2) / s` of the identity, which it approaches
+    exponentially above the floor (gradients pass unchanged there).
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L`.
+      max_scale: the bound of `1 / L_pp`, > 0.
+
+    Returns:
+      A tensor like `log_diag`.
+    """
+    floor = tf.cast(-math.log(max_scale), log_diag.dtype)
+    sharpness = tf.cast(CAP_SHARPNESS, log_diag.dtype)
+    return floor + tf.nn.softplus(sharpness * (log_diag - floor)) / sharpness
 
 
 def bounded_off_diag(log_diag, raw, dominance):
@@ -448,6 +496,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
         factor="product",
         dominance=0.99,
         log_scale=0.0,
+        max_scale=None,
         **kwargs,
     ):
         """Creates the head.
@@ -464,10 +513,13 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             diagonal for "product" and "bounded", in (0, 1).
           log_scale: log of the standard deviation the head starts from
             (`log_diag` starts at `-log_scale`).
+          max_scale: None, or the bound of each pixel's conditional standard
+            deviation `1 / L_pp` (`svae.layers.capped_log_diag`).
           **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...).
 
         Raises:
-          ValueError: for an invalid structure, factor or dominance.
+          ValueError: for an invalid structure, factor, dominance or
+            max_scale.
         """
         super().__init__(**kwargs)
         self.kernel_size = int(kernel_size)
@@ -483,6 +535,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             factor,
             self.dominance,
             self.dilation,
+            max_scale,
             name="precision",
         )
 
@@ -542,5 +595,6 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             factor=self.factor,
             dominance=self.dominance,
             log_scale=self.log_scale,
+            max_scale=self.precision.max_scale,
         )
         return config

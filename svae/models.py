@@ -136,6 +136,7 @@ class VAE(keras.Model):
         factor="free",
         dominance=0.99,
         dilation=1,
+        max_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -165,7 +166,7 @@ class VAE(keras.Model):
             self.uncertainty_layers.append(self.covariance_trunk)
         if self.variant.structured:
             self.precision_head = PrecisionHead(
-                kernel_size, num_basis, factor, dominance, dilation
+                kernel_size, num_basis, factor, dominance, dilation, max_scale
             )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma:
@@ -266,6 +267,18 @@ class VAE(keras.Model):
         outputs.update(z_mean=z_mean, z_log_scale=z_log_scale)
         return outputs
 
+    def copy_mean_trunk(self):
+        """Sets `covariance_trunk`'s weights to the mean trunk's (`supn`).
+
+        Its heads start at zero, so the likelihood does not change: the
+        covariance decoder starts from features that are trained on the data
+        and behave on every latent the mean decoder behaves on.
+        """
+        for source, target in zip(
+            self.trunk.weights, self.covariance_trunk.weights, strict=True
+        ):
+            target.assign(source)
+
     def uncertainty_variables(self):
         """Returns the structured branch's trainable variables."""
         return [v for layer in self.uncertainty_layers for v in layer.trainable_weights]
@@ -289,6 +302,7 @@ _VAE_FIELDS = (
     "factor",
     "dominance",
     "dilation",
+    "max_scale",
 )
 
 

@@ -493,6 +493,12 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     with writer.as_default():
         while step < total_steps:
             phase = next(p for p in phases if p.start <= step < p.end)
+            if (
+                phase.name == "covariance"
+                and step == phase.start
+                and config.covariance_init == "mean_trunk"
+            ):
+                trainer.model.copy_mean_trunk()
             epoch, skip = divmod(step, steps_per_epoch)
             iterator = dataset.epoch(epoch, skip)
             step_fn = trainer.step_fn(phase)

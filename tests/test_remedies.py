@@ -131,6 +131,53 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
     )
 
 
+@pytest.mark.parametrize(
+    "num_basis, factor, kernel_size, dilation",
+    [(0, "product", 3, 1), (3, "bounded", 3, 1), (0, "free", 5, 2)],
+)
+def test_max_scale_bounds_each_conditional_std_against_the_dense_covariance(
+    num_basis, factor, kernel_size, dilation
+):
+    # x = L^{-T} eps is drawn from the last pixel back, so 1 / L_pp is the
+    # standard deviation of x_p given the raster-later pixels: here from the
+    # dense covariance (numpy's inverse, a Schur complement), for weights far
+    # from the init and features that push the raw diagonal below the cap.
+    max_scale = 0.25
+    keras.utils.set_random_seed(2)
+    head = models.PrecisionHead(
+        kernel_size, num_basis, factor, 0.9, dilation, max_scale=max_scale
+    )
+    height, width = 5, 6
+    features = tf.random.normal([2, height, width, 4])
+    head(features)
+    for weight in head.weights:
+        weight.assign(tf.random.normal(weight.shape))
+    log_diag, off_diag = head(features, log_scale=0.0)
+    uncapped = models.PrecisionHead(kernel_size, num_basis, factor, 0.9, dilation)
+    uncapped(features)
+    for mine, other in zip(uncapped.weights, head.weights, strict=True):
+        mine.assign(other)
+    raw_log_diag, _ = uncapped(features, log_scale=0.0)
+    # Some pixels are pushed below the floor, some are well above it.
+    floor = -np.log(max_scale)
+    assert np.any(raw_log_diag < floor - 1) and np.any(raw_log_diag > floor + 2)
+    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    n = height * width
+    for factor_matrix in dense.numpy().astype(np.float64):
+        covariance = np.linalg.inv(factor_matrix @ factor_matrix.T)
+        for p in range(n):
+            later = slice(p + 1, n)
+            schur = covariance[p, p] - covariance[p, later] @ np.linalg.solve(
+                covariance[later, later], covariance[later, p]
+            )
+            assert np.sqrt(schur) <= max_scale * (1 + 1e-4)
+    # Above the floor the cap is the identity (within exp(-s * 2) / s).
+    above = raw_log_diag.numpy() > floor + 2
+    np.testing.assert_allclose(
+        log_diag.numpy()[above], raw_log_diag.numpy()[above], atol=1e-4
+    )
+
+
 def test_sampled_variance_is_an_unbiased_trace_of_the_covariance():
     # tr Sigma from the dense inverse (numpy), against the mean of the
     # one-sample estimates; tolerance from their sample standard deviation.
@@ -288,6 +335,37 @@ def test_calibrated_structured_scale_does_not_drift_under_the_l1_term(tmp_path):
     later = np.array(scales[-60:])
     assert np.all(np.isfinite(later))
     assert abs(later[-1] - later[0]) < 0.5
+
+
+@pytest.mark.parametrize("covariance_init", ["mean_trunk", "random"])
+def test_supn_covariance_trunk_starts_as_the_mean_trunk(tmp_path, covariance_init):
+    # The covariance phase from step 0 (no pretraining), which does not
+    # train the mean trunk: after its first step the covariance trunk is the
+    # mean trunk moved by one Adam step (at most about the learning rate per
+    # weight), or still its own random initialisation.
+    config = _tiny(
+        tmp_path,
+        model="supn",
+        pretrain_epochs=0,
+        steps=2,
+        covariance_init=covariance_init,
+    )
+    gaps = {}
+
+    def record(step, model):
+        gaps[step] = max(
+            np.abs(a.numpy() - b.numpy()).max()
+            for a, b in zip(
+                model.trunk.weights, model.covariance_trunk.weights, strict=True
+            )
+        )
+
+    training.train(config, callback=record)
+    if covariance_init == "mean_trunk":
+        assert gaps[1] <= 1.5 * config.learning_rate
+        assert gaps[2] <= 3 * config.learning_rate
+    else:
+        assert gaps[1] > 0.05
 
 
 @pytest.mark.parametrize(

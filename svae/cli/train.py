@@ -45,6 +45,8 @@ HELPS = {
         "(the paper's)."
     ),
     "dominance": "Off-diagonal mass bound of L's factors, < 1.",
+    "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
+    "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
     "scales": (
         "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
     ),
@@ -71,6 +73,7 @@ ENUMS = {
     "factor": config_lib.FACTORS,
     "scales": config_lib.SCALES,
     "variance_term": config_lib.VARIANCE_TERMS,
+    "covariance_init": config_lib.COVARIANCE_INITS,
 }
 
 

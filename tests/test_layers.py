@@ -100,6 +100,21 @@ def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
     assert isinstance(head.precision, models.PrecisionHead)
 
 
+def test_head_max_scale_caps_each_conditional_scale_and_round_trips():
+    features = 3.0 * tf.random.stateless_normal([2, SIZE, SIZE, 5], seed=[1, 2])
+    head = layers.SparsePrecisionGaussianHead(max_scale=0.2, log_scale=1.0)
+    head(features)
+    for weight in head.precision.weights:
+        weight.assign(tf.random.stateless_normal(weight.shape, seed=[3, 4]))
+    _, log_diag, _ = layers.unpack(head(features))
+    assert np.all(np.exp(-log_diag.numpy()) <= 0.2 * (1 + 1e-6))
+    again = layers.SparsePrecisionGaussianHead.from_config(head.get_config())
+    assert again.precision.max_scale == 0.2
+    for bad in (0, -1.0, float("inf"), True, "0.2"):
+        with pytest.raises(ValueError, match="max_scale"):
+            layers.SparsePrecisionGaussianHead(max_scale=bad)
+
+
 def test_loss_is_minus_log_prob_and_matches_tfps_dense_gaussian():
     height = width = 4
     params = tf.random.stateless_normal(

@@ -1,7 +1,7 @@
 """Dense references built straight from the documented convention.
 
 Independent of `svae.linalg`: the factor is assembled entry by entry from the
-definition in the README, with `tf.scatter_nd`, so gradients flow through it.
+definition in docs/distribution.md, with `tf.scatter_nd`, so gradients flow through it.
 """
 
 import numpy as np
@@ -9,7 +9,7 @@ import tensorflow as tf
 
 
 def offsets_from_definition(kernel_size, dilation):
-    """The `(dy, dx)` list, written out from the README's definition."""
+    """The `(dy, dx)` list, written out from docs/distribution.md's definition."""
     r, d = (kernel_size - 1) // 2, dilation
     row_zero = [(0, d * k) for k in range(1, r + 1)]
     rows_below = [(d * a, d * b) for a in range(1, r + 1) for b in range(-r, r + 1)]

@@ -140,13 +140,20 @@ def parse_flags(argv, flag_values=flags.FLAGS) -> list[str]:
     """Parses the flags of `argv`; any other argument is a usage error.
 
     The scripts take flags only: a stray word (`train.py foo`, or a flag
-    without its dashes) would otherwise be ignored.
+    without its dashes) would otherwise be ignored. `--help` and its kin
+    exit with status 0 (absl's exit 1).
 
     Returns:
       `[argv[0]]`, what `app.run` passes to `main`.
     """
     try:
-        rest = flag_values(argv)
+        try:
+            rest = flag_values(argv)
+        except SystemExit as done:
+            # absl's --help, --helpshort, --helpfull and --helpxml print the
+            # help, then exit with status 1 (bad flags raise flags.Error):
+            # help that was asked for is a success.
+            sys.exit(0 if done.code == 1 else done.code)
         if len(rest) > 1:
             stray = rest[1:]
             meant = [

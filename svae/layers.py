@@ -332,32 +332,45 @@ def _product(log_diag, raw, dominance, kernel_size, dilation):
     As TF ops its slices, pads and stack, and their gradients, are a pass
     over `[batch, H, W, K]` each: a training step at 64x64, batch 64 took
     65 ms against 37 ms with the free factor; fused, see benchmarks/RESULTS.md.
+    Inside, the `K` channels are planes `[K, ..., H, W]` (one transpose in,
+    one out): XLA's CPU loops over a channel-last tensor's interleaved
+    channels made forward and backward 5.5-5.8 ms against 4.1-4.4 ms planar
+    at `[64, 64, 64, 4]`.
     """
     offsets = neighbour_offsets(kernel_size, dilation)
     index = {offset: m for m, offset in enumerate(offsets)}
+    rank = raw.shape.rank
+    planes = tf.transpose(raw, [rank - 1, *range(rank - 1)])
     rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
     below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
-    right = _ball(tf.gather(raw, rows, axis=-1), dominance)
-    lower = _ball(tf.gather(raw, below, axis=-1), dominance)
+    right = _planar_ball([planes[m] for m in rows], dominance)
+    lower = _planar_ball([planes[m] for m in below], dominance)
     coeffs = [tf.zeros_like(log_diag)] * len(offsets)
     for i, m in enumerate(rows):
-        coeffs[m] = right[..., i]
+        coeffs[m] = right[i]
     for j, m in enumerate(below):
-        coeffs[m] = lower[..., j]
+        coeffs[m] = lower[j]
     width = raw.shape[-2]
+    pad = [[0, 0]] * (log_diag.shape.rank - 1)
     for i, m in enumerate(rows):
         shift = offsets[m][1]
-        # V's entries at the pixel `shift` to the right (zero beyond the edge).
-        moved = tf.pad(
-            lower[..., shift:, :],
-            [[0, 0]] * (lower.shape.rank - 2) + [[0, min(shift, width)], [0, 0]],
-        )
         for j, n in enumerate(below):
             dy, dx = offsets[n]
             target = index.get((dy, dx + shift))
             if target is not None:
-                coeffs[target] = coeffs[target] + right[..., i] * moved[..., j]
-    return tf.stack(coeffs, axis=-1) * tf.exp(log_diag)[..., None]
+                # V's entry at the pixel `shift` to the right (zero beyond
+                # the edge).
+                moved = tf.pad(lower[j][..., shift:], pad + [[0, min(shift, width)]])
+                coeffs[target] = coeffs[target] + right[i] * moved
+    diag = tf.exp(log_diag)
+    stacked = tf.stack([coeff * diag for coeff in coeffs], 0)
+    return tf.transpose(stacked, [*range(1, rank), 0])
+
+
+def _planar_ball(planes, radius):
+    """`_ball` of the vectors whose entries are the `planes`, plane by plane."""
+    scale = radius / (1.0 + tf.add_n([tf.abs(plane) for plane in planes]))
+    return [plane * scale for plane in planes]
 
 
 def params_size(kernel_size=3):

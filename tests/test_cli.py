@@ -153,7 +153,6 @@ def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--help", "--helpfull"])
 def test_help_is_printed_with_exit_status_0(tmp_path, flag):
     done = subprocess.run(
@@ -168,6 +167,7 @@ def test_help_is_printed_with_exit_status_0(tmp_path, flag):
     assert "--num_samples" in done.stdout
 
 
+@pytest.mark.slow
 def test_scripts_start_without_tensorflow_banners(tmp_path):
     missing = tmp_path / "nope"
     for env, banners in [(_env(), False), (_env(TF_CPP_MIN_LOG_LEVEL="0"), True)]:

@@ -551,11 +551,11 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
         self.loc_conv = keras.layers.Conv2D(1, 1, name="loc")
         # Holds (and checks) the structure and the factor's options.
         self.precision = PrecisionHead(
-            kernel_size,
+            int(kernel_size),
             num_basis,
             factor,
-            dominance,
-            dilation,
+            float(dominance),
+            int(dilation),
             max_scale,
             name="precision",
         )

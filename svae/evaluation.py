@@ -11,8 +11,11 @@ of the modelled representation (Y at full size and, with colour, Cb and Cr
 downsampled), in nats per image, as in the paper (whose NLLs are negative).
 Bits per dimension divide it by `num_dims * ln 2`, `num_dims` being the number
 of modelled values (`H * W` for Y plus `2 * (H / f) * (W / f)` for CbCr).
-The report also holds the sample health of the run (`svae.health`) on the
-first evaluated images.
+Where the bits go: `recon_<group>_bpd` is the reconstruction term of the
+ELBO of one channel group, `-mean_k log p(x_group|z_k)` on the bound's
+samples, in bits per value of the group (`y`, and `cbcr` with colour); the
+ELBO is `-sum_group recon_group - KL` in nats. The report also holds the
+sample health of the run (`svae.health`) on the first evaluated images.
 """
 
 import csv
@@ -39,6 +42,7 @@ __all__ = [
     "evaluate",
     "importance_weighted_bound",
     "latent_log_likelihood",
+    "latent_log_likelihood_parts",
     "load_run",
     "load_split",
     "modelled_dims",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 METRICS = ("nll", "nll_bpd", "elbo", "kl", "mse")
+# Per channel group (see recon_metrics): -E_q log p(x_group|z), bits per value.
+GROUPS = ("y", "cbcr")
 EVAL_DIR = "eval"
 
 
@@ -207,17 +213,27 @@ def _decode_samples(model, z):
     }
 
 
-def latent_log_likelihood(model, z, batch):
-    """Returns `log p(x|z)` `[S, B]` of a batch for latents `[S, B, D]`.
+def latent_log_likelihood_parts(model, z, batch):
+    """Returns `{group: log p(x_group|z)}`, `[S, B]` each, for latents `[S, B, D]`.
 
     Args:
       model: a `VAE`.
       z: `[S, B, D]` latents, S per image.
       batch: a model-input batch dict of B images.
     """
-    observed = {name: batch[name] for name in ("y", "cbcr") if name in batch}
+    observed = {name: batch[name] for name in GROUPS if name in batch}
     outputs = _decode_samples(model, z)
-    return likelihoods.log_likelihood(outputs, observed, model.structure)
+    return likelihoods.log_likelihood_parts(outputs, observed, model.structure)
+
+
+def latent_log_likelihood(model, z, batch):
+    """Returns `log p(x|z)` `[S, B]`: the sum of `latent_log_likelihood_parts`."""
+    return tf.add_n(list(latent_log_likelihood_parts(model, z, batch).values()))
+
+
+def recon_metrics(dims):
+    """Returns the names of the per-group metrics of a run's `dims`."""
+    return tuple(f"recon_{group}_bpd" for group in GROUPS if dims[group])
 
 
 class _BatchEvaluator:
@@ -240,29 +256,43 @@ class _BatchEvaluator:
         }
 
     @tf.function(reduce_retracing=True)
-    def log_likelihood(self, z, batch):
-        """Returns `log p(x|z)` `[S, B]` for latents `[S, B, D]`."""
-        return latent_log_likelihood(self.model, z, batch)
+    def log_likelihood_parts(self, z, batch):
+        """Returns `{group: log p(x_group|z)}` `[S, B]` for latents `[S, B, D]`."""
+        return latent_log_likelihood_parts(self.model, z, batch)
 
     def __call__(self, batch, noise, sample_chunk):
-        """Returns `{metric: [B] numpy}` for a batch and its `[K, B, D]` noise."""
+        """Returns `{metric: [B] numpy}` for a batch and its `[K, B, D]` noise.
+
+        The metrics are `nll`, `elbo`, `kl`, `mse` and `recon_<group>` (nats:
+        `-mean_k log p(x_group|z_k)`), from one decoding of the samples.
+        """
         encoded = self.encode(batch)
         posterior = likelihoods.posterior(encoded["z_mean"], encoded["z_log_scale"])
         prior = likelihoods.prior(self.config.latent_dim)
         z = encoded["z_mean"] + tf.exp(encoded["z_log_scale"]) * noise
+        chunks = []
+
+        def log_likelihood(chunk):
+            parts = self.log_likelihood_parts(chunk, batch)
+            chunks.append(parts)
+            return tf.add_n(list(parts.values()))
+
         result = importance_weighted_bound(
-            lambda chunk: self.log_likelihood(chunk, batch),
-            posterior,
-            prior,
-            z,
-            sample_chunk,
+            log_likelihood, posterior, prior, z, sample_chunk
         )
         elbo = tf.reduce_mean(result["log_likelihood"], axis=0) - encoded["kl"]
+        recon = {
+            f"recon_{group}": -tf.reduce_mean(
+                tf.concat([parts[group] for parts in chunks], 0), axis=0
+            ).numpy()
+            for group in chunks[0]
+        }
         return {
             "nll": -result["bound"].numpy(),
             "elbo": elbo.numpy(),
             "kl": encoded["kl"].numpy(),
             "mse": encoded["mse"].numpy(),
+            **recon,
         }
 
 
@@ -280,6 +310,8 @@ def _format_table(report):
         "elbo": "ELBO (nats/image)",
         "kl": "KL(q(z|x) || p(z)) (nats)",
         "mse": "MSE (RGB, [0, 255])",
+        "recon_y_bpd": "-E log p(Y|z) (bits/value)",
+        "recon_cbcr_bpd": "-E log p(CbCr|z) (bits/value)",
     }
     lines = [
         f"{report['model']} ({report['model_dir']}, step {report['step']}): "
@@ -287,7 +319,7 @@ def _format_table(report):
         f"K={report['num_samples']}",
         f"  {'metric':34s} {'mean':>12s} {'std':>10s}",
     ]
-    for name in METRICS:
+    for name in METRICS + recon_metrics(dims):
         value = report[name]
         lines.append(f"  {label[name]:34s} {value['mean']:12.2f} {value['std']:10.2f}")
     lines.append(f"  {'FLOPs per image':34s} {report['flops_per_image']:12.3g}")
@@ -301,7 +333,9 @@ def evaluate(eval_config):
     Per image: `nll = -IW bound` with `num_samples` samples of `q(z|x)`
     (never any beta: for `beta_vae_diag` this is the beta = 1 likelihood, as
     in the paper), `elbo = mean_k log p(x|z_k) - KL` on the same samples,
-    `kl = KL[q(z|x) || p(z)]` analytically, and `mse` (`rgb_mse`); then the
+    `kl = KL[q(z|x) || p(z)]` analytically, `mse` (`rgb_mse`) and, per
+    channel group, `recon_<group>_bpd = -mean_k log p(x_group|z_k)` in bits
+    per value of the group (`recon_metrics`); then the
     sample health (`svae.health.sample_health`) on the first `health_images`
     of these images and `num_prior` prior samples, seeded by `seed`.
 
@@ -323,7 +357,8 @@ def evaluate(eval_config):
     batches, count = _images(config, ec.split, ec.max_images, ec.batch_size)
     evaluator = _BatchEvaluator(model, config)
     dims = modelled_dims(config)
-    per_image = {name: [] for name in ("nll", "elbo", "kl", "mse")}
+    metrics = METRICS + recon_metrics(dims)
+    per_image = {}
     progress = Progress(count, "image", metrics=("nll",)) if ec.progress else None
     seen = 0
     health_batches = []
@@ -332,7 +367,7 @@ def evaluate(eval_config):
         size = int(batch["y"].shape[0])
         noise = _latent_noise(ec.seed, seen, size, ec.num_samples, config.latent_dim)
         for name, values in evaluator(batch, noise, ec.sample_chunk).items():
-            per_image[name].append(values)
+            per_image.setdefault(name, []).append(values)
         if seen < ec.health_images:
             health_batches.append(batch)
         seen += size
@@ -346,6 +381,10 @@ def evaluate(eval_config):
         raise EvaluationError(f"The {config.dataset} {ec.split} split has no images.")
     values = {name: np.concatenate(parts) for name, parts in per_image.items()}
     values["nll_bpd"] = values["nll"] / (dims["total"] * math.log(2.0))
+    for group in GROUPS:
+        if dims[group]:
+            nats = values.pop(f"recon_{group}")
+            values[f"recon_{group}_bpd"] = nats / (dims[group] * math.log(2.0))
     broken = {
         name: int(np.sum(~np.isfinite(v)))
         for name, v in values.items()
@@ -380,7 +419,7 @@ def evaluate(eval_config):
         "num_samples": ec.num_samples,
         "seed": ec.seed,
         "dims": dims,
-        **{name: _summary(values[name]) for name in METRICS},
+        **{name: _summary(values[name]) for name in metrics},
         "flops_per_image": flops.model_flops(config),
         "images_per_second": seen / seconds,
         "seconds": seconds,
@@ -390,9 +429,9 @@ def evaluate(eval_config):
     }
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(("image",) + METRICS)
+        writer.writerow(("image",) + metrics)
         for i in range(seen):
-            writer.writerow([i] + [repr(float(values[name][i])) for name in METRICS])
+            writer.writerow([i] + [repr(float(values[name][i])) for name in metrics])
     runs.write_json(json_path, report)
     print(_format_table(report))
     print(health.format_health(sample_health))
@@ -421,10 +460,11 @@ def compare(model_dirs, split="test", names=None):
 
     Returns:
       The table as a string: NLL and MSE as `mean ± std`, KL as the mean,
-      FLOPs per image, then the sample health (`svae.health`): diverged prior
-      and reconstruction samples as `count/num`, the calibration of Y
+      FLOPs per image, the reconstruction terms of Y and CbCr in bits per
+      value (`recon_<group>_bpd`), then the sample health (`svae.health`):
+      diverged prior and reconstruction samples as `count/num`, the calibration of Y
       (median / p95) and of CbCr (median), the prior's CbCr spread; `-`
-      where a report predates the health or the run is gray.
+      where a report predates these numbers or the run is gray.
 
     Raises:
       EvaluationError: a run without a saved evaluation of `split`.
@@ -433,9 +473,10 @@ def compare(model_dirs, split="test", names=None):
     names = names or [f"{r['model']} (`{r['model_dir']}`)" for r in reports]
     lines = [
         "| Model | NLL (nats) | NLL (bits/dim) | KL | FLOPs | MSE | images, K "
-        "| prior diverged | recon. diverged | calibration Y (median / p95) "
+        "| recon. Y / CbCr (bits/value) | prior diverged | recon. diverged "
+        "| calibration Y (median / p95) "
         "| calibration CbCr (median) | prior CbCr spread |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in zip(names, reports, strict=True):
         lines.append(
@@ -444,9 +485,17 @@ def compare(model_dirs, split="test", names=None):
             f"| {r['flops_per_image']:.3g} "
             f"| {r['mse']['mean']:.0f} ± {r['mse']['std']:.0f} "
             f"| {r['num_images']}, {r['num_samples']} "
+            f"| {_recon_cell(r)} "
             f"| {' | '.join(_health_cells(r.get('health')))} |"
         )
     return "\n".join(lines)
+
+
+def _recon_cell(report):
+    """Returns `compare`'s `Y / CbCr` cell of reconstruction bits per value."""
+    names = ("recon_y_bpd", "recon_cbcr_bpd")
+    parts = [report.get(name, {}).get("mean") for name in names]
+    return " / ".join("-" if value is None else f"{value:.3f}" for value in parts)
 
 
 def _health_cells(sample_health):

@@ -238,6 +238,41 @@ def test_report_summarises_the_csv_and_counts_dims(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_recon_terms_split_the_elbo_and_match_scipy(tiny_run, tmp_path):
+    report = _evaluate(
+        tiny_run, max_images=5, num_samples=6, output_dir=str(tmp_path), seed=3
+    )
+    per_image = _csv(report["csv"])
+    assert evaluation.recon_metrics(report["dims"]) == (
+        "recon_y_bpd",
+        "recon_cbcr_bpd",
+    )
+    for name in ("recon_y_bpd", "recon_cbcr_bpd"):
+        assert report[name]["mean"] == pytest.approx(np.mean(per_image[name]), 1e-6)
+    nats = {
+        group: per_image[f"recon_{group}_bpd"] * report["dims"][group] * np.log(2.0)
+        for group in ("y", "cbcr")
+    }
+    # The ELBO is minus the groups' reconstruction terms minus the KL.
+    np.testing.assert_allclose(
+        per_image["elbo"], -nats["y"] - nats["cbcr"] - per_image["kl"], rtol=1e-5
+    )
+    # CbCr's term from scratch: the same posterior samples, scipy's normal.
+    config, model, _ = evaluation.load_run(tiny_run)
+    batch = next(iter(evaluation._images(config, "test", 5, 5)[0]))
+    z_mean, z_log_scale = model.encode(batch["y"], batch["cbcr"])
+    noise = evaluation._latent_noise(3, 0, 5, 6, config.latent_dim)
+    outputs = evaluation._decode_samples(model, z_mean + tf.exp(z_log_scale) * noise)
+    log_p = stats.norm.logpdf(
+        batch["cbcr"].numpy(),
+        outputs["cbcr_mean"].numpy(),
+        np.exp(outputs["cbcr_log_scale"].numpy()),
+    )
+    expected = -log_p.sum(axis=(2, 3, 4)).mean(axis=0)
+    np.testing.assert_allclose(nats["cbcr"], expected, rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_run, tmp_path):
     runs = [
         _evaluate(tiny_run, seed=s, max_images=4, output_dir=str(tmp_path / str(i)))
@@ -306,6 +341,11 @@ def test_gray_beta_vae_is_scored_without_beta(tmp_path):
     training.train(config)
     first = _evaluate(tmp_path / "run", max_images=4, output_dir=str(tmp_path / "a"))
     assert first["dims"] == {"y": 256, "cbcr": 0, "total": 256}
+    gray = _csv(first["csv"])
+    assert "recon_cbcr_bpd" not in first and "recon_cbcr_bpd" not in gray
+    np.testing.assert_allclose(
+        gray["elbo"], -gray["recon_y_bpd"] * 256 * np.log(2.0) - gray["kl"], rtol=1e-5
+    )
     assert np.isfinite(first["mse"]["mean"]) and first["mse"]["mean"] > 0
     # The same weights read as vae_diag (the same heads, KL weight 1): a
     # beta anywhere in the bound or the ELBO would change them.

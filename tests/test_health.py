@@ -238,9 +238,11 @@ def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
         assert again["calibration_y"][key] == pytest.approx(
             result["calibration_y"][key], rel=1e-5
         )
-    # compare(): the new columns, and dashes for a report written before them.
+    # compare(): the new columns (the reconstruction terms, then the health),
+    # and dashes for a report written before them.
     old = tmp_path / "old" / "eval"
     old.mkdir(parents=True)
+    recon_bits = [saved.pop(name)["mean"] for name in ("recon_y_bpd", "recon_cbcr_bpd")]
     del saved["health"]
     (old / "test.json").write_text(json.dumps(saved))
     table = evaluation.compare(
@@ -258,4 +260,5 @@ def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
     number = health.format_number
     assert cells[-3] == f"{number(y['median'])} / {number(y['p95'])}"
     assert cells[-2:] == [number(cbcr["median"]), number(result["prior_cbcr_spread"])]
-    assert old_row.endswith("| - | - | - | - | - |")
+    assert cells[-6] == f"{recon_bits[0]:.3f} / {recon_bits[1]:.3f}"
+    assert old_row.endswith("| - / - | - | - | - | - | - |")

@@ -60,6 +60,7 @@ VARIANTS = {
     "supn_paper": ("supn", PAPER, True),
     "supn_product_cap05": ("supn", dict(PRODUCT, max_scale=0.5), True),
     "supn_product_cap025": ("supn", dict(PRODUCT, max_scale=0.25), True),
+    "supn_product_cap01": ("supn", dict(PRODUCT, max_scale=0.1), True),
     "product_cap025": ("structured", dict(PRODUCT, max_scale=0.25), True),
     "supn_product_copy": ("supn", dict(PRODUCT, covariance_init="mean_trunk"), True),
     "vae_sph": ("vae_sph", {}, False),

@@ -6,7 +6,9 @@ photographs for `--dataset=folder:PATH`) with the demo's settings and
 schedule (`vae_sph` first, then `structured` initialised from it), evaluates
 it on the held-out photographs (IW bound with `--num_samples`, KL, MSE) and
 measures its sample health (`svae.health`) and its training step time, then
-prints one Markdown row per run for benchmarks/RESULTS.md. Finished runs in
+prints one Markdown row per run for benchmarks/RESULTS.md (the last column
+splits the ELBO's reconstruction term into Y and Cb/Cr, `recon_<group>_bpd`
+of `evaluate.py`). Finished runs in
 `--output_dir` are reused, so a long list can be run in pieces; every row is
 also appended to `OUTPUT_DIR/results.jsonl`.
 
@@ -146,6 +148,9 @@ def _run(name, seed):
         "mse": report["mse"]["mean"],
         "health": health,
         "ms_per_step": ms,
+        "recon_bpd": [
+            report.get(f"recon_{group}_bpd", {}).get("mean") for group in ("y", "cbcr")
+        ],
     }
     with (root / "results.jsonl").open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -176,7 +181,12 @@ def _format(row):
         f"{_cell(h.get('calibration_y'), 'p95')} | "
         f"{_cell(h.get('calibration_cbcr'), 'median')} | "
         f"{_cell(h, 'prior_cbcr_spread')} | "
-        f"{'-' if ms is None else f'{ms:.0f}'} |"
+        f"{'-' if ms is None else f'{ms:.0f}'} | "
+        + " / ".join(
+            "-" if value is None else f"{value:.3f}"
+            for value in row.get("recon_bpd") or (None, None)
+        )
+        + " |"
     )
 
 
@@ -199,9 +209,9 @@ def main(argv):
         "| variant | filters | seed | steps | NLL bits/dim | KL | MSE "
         "| prior diverged (max) | recon. diverged | calibration Y median / p95 "
         "| calibration CbCr "
-        "| prior CbCr spread | ms/step |"
+        "| prior CbCr spread | ms/step | recon. Y / CbCr bits/value |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(_format(row))
 

@@ -57,7 +57,10 @@ SOURCES = {
     "matplotlib==3.11.2": {
         "matplotlib/mpl-data/sample_data/grace_hopper.jpg": "grace_hopper"
     },
-    "PyWavelets==1.9.0": {"pywt/data/aero.npz": "aero", "pywt/data/ascent.npz": "ascent"},
+    "PyWavelets==1.9.0": {
+        "pywt/data/aero.npz": "aero",
+        "pywt/data/ascent.npz": "ascent",
+    },
     "imgaug==0.4.0": {"imgaug/quokka.jpg": "quokka"},
     "mahotas==1.4.19": {"mahotas/demos/data/luispedro.jpg": "luispedro"},
     "scipy==1.9.3": {"scipy/misc/face.dat": "face"},

@@ -103,7 +103,6 @@ STRUCTURE_FIELDS = frozenset(
 # Values of fields added after runs were first written: a config.json without
 # the field was trained this way (the paper's), whatever today's default is.
 LEGACY_VALUES = {
-    "latent_scale": False,
     "factor": "free",
     "scales": "learned",
     "variance_term": "empirical",
@@ -311,10 +310,6 @@ class Config:
     # supn only: "mean_trunk" starts the covariance trunk as a copy of the
     # trained mean trunk when its phase begins; "random": as initialised.
     covariance_init: str = "random"
-    # Offsets the log scales the decoder predicts (Y and, for structured and
-    # supn, Cb/Cr) by a per-image term read linearly from z
-    # (svae.models.LatentScale); not for vae_sph's spherical scale.
-    latent_scale: bool = False
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"

@@ -26,7 +26,6 @@ __all__ = [
     "Encoder",
     "Trunk",
     "PrecisionHead",
-    "LatentScale",
     "VAE",
     "bounded_off_diag",
     "build_model",
@@ -111,51 +110,6 @@ class Trunk(keras.layers.Layer):
         return features
 
 
-# |s(z)| stays below this many nats (a factor of 20 on a scale), so that no
-# latent, however far from the data, gets an unbounded scale.
-LATENT_SCALE_BOUND = 3.0
-
-
-class LatentScale(keras.layers.Layer):
-    """Per-image offsets of log scales, read from the latent: `s(z)`.
-
-    `s(z) = b tanh(z W / b)`, `[batch, groups]`, with `W` `[latent_dim,
-    groups]` starting at zero (the likelihood does not change at the start)
-    and `b = LATENT_SCALE_BOUND`. `VAE` adds `s_y(z)` to the log scales of Y
-    (`L` is multiplied by `exp(-s_y(z))`: with the bounded and product
-    factors, a change of the whole factor's scale) and `s_c(z)` to those of
-    Cb and Cr. The convolutional heads can only make an image-wide scale out
-    of the trunk's local features; the measurement that led here
-    (benchmarks/RESULTS.md, "A per-image scale from the latent") found them
-    predicting nearly the same scale for every image, where a linear
-    function of the posterior mean explained half the variance of each
-    image's best scale on held-out photographs.
-    """
-
-    def __init__(self, groups, **kwargs):
-        super().__init__(**kwargs)
-        self.groups = groups
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.groups), initializer="zeros", name="kernel"
-        )
-
-    def call(self, z):
-        bound = tf.cast(LATENT_SCALE_BOUND, z.dtype)
-        return bound * tf.tanh(tf.matmul(z, self.kernel) / bound)
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
-
-
-def _shifted(scales, offset):
-    """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
-    if offset is None:
-        return scales
-    return scales + tf.reshape(offset, [-1] + [1] * (scales.shape.rank - 1))
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -183,7 +137,6 @@ class VAE(keras.Model):
         dominance=0.99,
         dilation=1,
         max_scale=None,
-        latent_scale=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -219,13 +172,6 @@ class VAE(keras.Model):
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
-        self.latent_scale = None
-        if latent_scale and self.variant.y_likelihood != "spherical":
-            # Y, and Cb/Cr where the decoder predicts their scales too.
-            groups = 2 if self.variant.structured and self.use_chroma else 1
-            self.latent_scale = LatentScale(groups, name="latent_scale")
-            if self.variant.structured:
-                self.uncertainty_layers.append(self.latent_scale)
 
     def encode(self, y, cbcr=None):
         """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""
@@ -248,10 +194,6 @@ class VAE(keras.Model):
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
-        # Per-image log-scale offsets [batch, groups], or zeros (no pass).
-        offset = [None, None]
-        if self.latent_scale is not None and kind != "spherical":
-            offset = tf.unstack(self.latent_scale(z), axis=-1) + [None]
         size, low = self.image_size, self.chroma_size
         # The heads on the same features run as one convolution (`pointwise`),
         # their constant offsets added with its bias.
@@ -293,14 +235,14 @@ class VAE(keras.Model):
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif kind == "diagonal":
-            outputs["y_log_scale"] = _shifted(tf.squeeze(y_scale[0], -1), offset[0])
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(
-                features[size], y_scale, log_scale=self.y_log_scale, offset=offset[0]
+                features[size], y_scale, log_scale=self.y_log_scale
             )
         if self.use_chroma:
             if cbcr_scale:
-                scale = _shifted(cbcr_scale[0], offset[1])
+                scale = cbcr_scale[0]
             else:
                 scale = tf.broadcast_to(
                     self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])
@@ -361,7 +303,6 @@ _VAE_FIELDS = (
     "dominance",
     "dilation",
     "max_scale",
-    "latent_scale",
 )
 
 

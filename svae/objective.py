@@ -21,12 +21,6 @@ __all__ = [
 ]
 
 TERMS = ("loss", "nll", "kl", "mse", "l1")
-# Weight of `sum_g s_g(z)^2` (`svae.models.LatentScale`) in the loss, in nats
-# per image: negligible against the likelihood's curvature in a scale
-# (about 2 n for n values), it only pins the offsets' mean, which the
-# calibrated global scale would otherwise trade against them without end
-# (measured: the offsets drifted to +2 and saturated their bound).
-LATENT_SCALE_PENALTY = 1.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,8 +109,7 @@ def loss_terms(
 ):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
-    `loss = nll + beta * kl + alpha * variance + gamma * l1` (plus
-    `LATENT_SCALE_PENALTY * sum_g s_g(z)^2` with `config.latent_scale`), where `nll` is
+    `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
     `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `l1` the masked
     `sum |off_diag|` and `variance` eq. 12's `||sigma(z)^2||_1`: the paper's
     empirical `mse = ||x - mu||^2` (`config.variance_term="empirical"`), or
@@ -160,11 +153,6 @@ def loss_terms(
         + config.resolved_alpha * variance
         + config.resolved_gamma * terms["l1"]
     )
-    if model.latent_scale is not None and not spherical:
-        # The offsets' mean over the data and the global scale are one
-        # degree of freedom: held at zero mean, the global scale takes it.
-        offsets = model.latent_scale(z)
-        terms["loss"] += LATENT_SCALE_PENALTY * tf.reduce_sum(offsets**2, axis=-1)
     if calibrated:
         white = likelihoods.whitened_square_sums(
             outputs, batch, structure, log_probs=log_probs

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from svae import data, likelihoods, models, training
+from svae import data, models, training
 
 SIZE = 16
 
@@ -86,62 +86,6 @@ def test_structured_branch_starts_at_the_spherical_likelihood():
     np.testing.assert_allclose(outputs["off_diag"], 0.0)
 
 
-def _with_latent_scale(model, kernel, **kwargs):
-    """A model with latent_scale, its outputs at a zero and at a given kernel."""
-    vae = models.build_model(_config(model=model, latent_scale=True, **kwargs))
-    batch = _batch(n=4)
-    z = tf.random.stateless_normal([4, 8], seed=[1, 2])
-    zero = vae.decode(z)
-    vae.latent_scale.kernel.assign(kernel)
-    return vae, batch, z, zero, vae.decode(z)
-
-
-def test_latent_scale_starts_at_zero_and_vae_sph_has_none():
-    for model in ("vae_diag", "structured", "supn"):
-        vae = models.build_model(_config(model=model, latent_scale=True))
-        plain = models.build_model(_config(model=model))
-        plain.set_weights(
-            [w for w in vae.get_weights() if w.shape not in {(8, 1), (8, 2)}]
-        )
-        z = tf.random.stateless_normal([3, 8], seed=[0, 1])
-        for name, value in plain.decode(z).items():
-            np.testing.assert_array_equal(vae.decode(z)[name], value, err_msg=name)
-    vae_sph = models.build_model(_config(model="vae_sph", latent_scale=True))
-    assert vae_sph.latent_scale is None
-
-
-def test_latent_scale_multiplies_each_images_covariance():
-    """`L exp(-s)`: log p_s(x) = log p_0(mu + (x - mu) e^-s) - n s, per image."""
-    kernel = tf.random.stateless_normal([8, 2], seed=[3, 4])
-    vae, batch, z, zero, shifted = _with_latent_scale("structured", kernel)
-    s = models.LATENT_SCALE_BOUND * np.tanh(
-        (z @ kernel).numpy() / models.LATENT_SCALE_BOUND
-    )
-    assert np.ptp(s[:, 0]) > 0.5
-    observed, moved = {}, {}
-    for index, group in enumerate(("y", "cbcr")):
-        x, mean = batch[group].numpy(), zero[f"{group}_mean"].numpy()
-        scale = s[:, index].reshape([-1] + [1] * (x.ndim - 1))
-        observed[group], moved[group] = x, mean + (x - mean) * np.exp(-scale)
-    p_s = likelihoods.log_likelihood_parts(shifted, observed, vae.structure)
-    p_0 = likelihoods.log_likelihood_parts(zero, moved, vae.structure)
-    for index, (group, n) in enumerate((("y", SIZE * SIZE), ("cbcr", 2 * 4 * 4))):
-        np.testing.assert_allclose(
-            p_s[group], p_0[group] - n * s[:, index], rtol=1e-4, atol=1e-2
-        )
-
-
-def test_latent_scale_of_vae_diag_shifts_y_only_and_is_bounded():
-    kernel = 100.0 * tf.ones([8, 1])
-    vae, _, z, zero, shifted = _with_latent_scale("vae_diag", kernel)
-    s = models.LATENT_SCALE_BOUND * np.tanh((z @ kernel).numpy()[:, 0] / 3.0)
-    assert np.all(np.abs(s) > 2.9) and np.all(np.abs(s) <= 3.0)
-    np.testing.assert_allclose(
-        shifted["y_log_scale"], zero["y_log_scale"] + s[:, None, None], rtol=1e-5
-    )
-    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "model, phase, extra",
@@ -154,8 +98,6 @@ def test_latent_scale_of_vae_diag_shifts_y_only_and_is_bounded():
         ("structured", "joint", {"num_basis": 3}),
         ("structured", "joint", {"kernel_size": 5, "dilation": 2}),
         ("supn", "covariance", {"color": "gray"}),
-        ("structured", "joint", {"latent_scale": True}),
-        ("vae_diag", "train", {"latent_scale": True}),
     ],
 )
 def test_every_variant_learns_a_fixed_batch(model, phase, extra):

@@ -47,9 +47,6 @@ HELPS = {
     "dominance": "Off-diagonal mass bound of L's factors, < 1.",
     "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
     "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
-    "latent_scale": (
-        "Offset the predicted log scales of each image by a bounded linear map of z."
-    ),
     "scales": (
         "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
     ),

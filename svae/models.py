@@ -26,7 +26,6 @@ __all__ = [
     "Encoder",
     "Trunk",
     "PrecisionHead",
-    "ImageScale",
     "VAE",
     "bounded_off_diag",
     "build_model",
@@ -111,50 +110,6 @@ class Trunk(keras.layers.Layer):
         return features
 
 
-# |s| stays below this many nats (a factor of 400 on a scale): near its
-# operating range the map is almost linear, but no image, however far from
-# the data, gets an unbounded scale.
-IMAGE_SCALE_BOUND = 6.0
-# The trunk's resolution the image-wide scale reads (its 8x8 features).
-IMAGE_SCALE_SIDE = 8
-
-
-class ImageScale(keras.layers.Layer):
-    """A per-image offset of Y's log scales from the trunk's pooled features.
-
-    `s = b tanh(u / b)`, `u = [mean, std] W` of the trunk's 8x8 features
-    (mean and standard deviation of each channel over the positions),
-    `[batch]`, with `W` starting at zero (the likelihood does not change at
-    the start) and `b = IMAGE_SCALE_BOUND`. `VAE` adds `s` to Y's log scales
-    (`L` times `exp(-s)`: with the bounded and product factors, a change of
-    the whole factor's scale). The 1x1 heads read the full-resolution
-    features at one position, which hardly tell a flat image from a
-    textured one with the same blurred mean; measured
-    (benchmarks/RESULTS.md, "An image-wide scale"), they predict nearly the
-    same scale for every image, where a linear function of the pooled 8x8
-    features explained 75% of the variance of each image's best scale on
-    held-out photographs.
-    """
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(2 * input_shape[-1], 1), initializer="zeros", name="kernel"
-        )
-
-    def call(self, features):
-        mean, variance = tf.nn.moments(features, axes=[1, 2])
-        pooled = tf.concat([mean, tf.sqrt(variance + 1e-12)], axis=-1)
-        bound = tf.cast(IMAGE_SCALE_BOUND, features.dtype)
-        return bound * tf.tanh(tf.squeeze(pooled @ self.kernel, -1) / bound)
-
-
-def _shifted(scales, offset):
-    """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
-    if offset is None:
-        return scales
-    return scales + tf.reshape(offset, [-1] + [1] * (scales.shape.rank - 1))
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -182,7 +137,6 @@ class VAE(keras.Model):
         dominance=0.99,
         dilation=1,
         max_scale=None,
-        image_scale=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -218,11 +172,6 @@ class VAE(keras.Model):
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
-        self.image_scale = None
-        if image_scale and self.variant.y_likelihood != "spherical":
-            self.image_scale = ImageScale(name="image_scale")
-            if self.variant.structured:
-                self.uncertainty_layers.append(self.image_scale)
 
     def encode(self, y, cbcr=None):
         """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""
@@ -245,9 +194,6 @@ class VAE(keras.Model):
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
-        offset = None
-        if self.image_scale is not None and kind != "spherical" and not separate:
-            offset = self.image_scale(features[IMAGE_SCALE_SIDE])
         size, low = self.image_size, self.chroma_size
         # The heads on the same features run as one convolution (`pointwise`),
         # their constant offsets added with its bias.
@@ -276,8 +222,6 @@ class VAE(keras.Model):
             )
         if separate:
             features = self.covariance_trunk(z)
-            if self.image_scale is not None:
-                offset = self.image_scale(features[IMAGE_SCALE_SIDE])
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
                 cbcr_scale = pointwise(
@@ -291,10 +235,10 @@ class VAE(keras.Model):
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif kind == "diagonal":
-            outputs["y_log_scale"] = _shifted(tf.squeeze(y_scale[0], -1), offset)
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(
-                features[size], y_scale, log_scale=self.y_log_scale, offset=offset
+                features[size], y_scale, log_scale=self.y_log_scale
             )
         if self.use_chroma:
             if cbcr_scale:
@@ -359,7 +303,6 @@ _VAE_FIELDS = (
     "dominance",
     "dilation",
     "max_scale",
-    "image_scale",
 )
 
 

@@ -105,7 +105,14 @@ def terms_of(config):
 
 
 def loss_terms(
-    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
+    model,
+    batch,
+    config,
+    spherical,
+    noise,
+    variance_noise=None,
+    calibrated=(),
+    training=True,
 ):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
@@ -126,6 +133,8 @@ def loss_terms(
         variance term; needed with `variance_term="sampled"`.
       calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
         (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
+      training: a training step (running statistics update, see
+        `svae.models.ImageScale`) or a check that changes nothing.
 
     Returns:
       A dict of `[batch]` tensors named as `terms_of(config)`, plus the
@@ -133,7 +142,7 @@ def loss_terms(
     """
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
     z = z_mean + tf.exp(z_log_scale) * noise
-    outputs = model.decode(z, spherical=spherical)
+    outputs = model.decode(z, spherical=spherical, training=training)
     structure = config.structure
     log_probs = likelihoods.log_likelihood_parts(outputs, batch, structure)
     terms = {

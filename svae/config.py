@@ -103,7 +103,6 @@ STRUCTURE_FIELDS = frozenset(
 # Values of fields added after runs were first written: a config.json without
 # the field was trained this way (the paper's), whatever today's default is.
 LEGACY_VALUES = {
-    "image_scale": False,
     "factor": "free",
     "scales": "learned",
     "variance_term": "empirical",
@@ -311,9 +310,6 @@ class Config:
     # supn only: "mean_trunk" starts the covariance trunk as a copy of the
     # trained mean trunk when its phase begins; "random": as initialised.
     covariance_init: str = "random"
-    # Offsets Y's predicted log scales by a per-image term read from the
-    # trunk's pooled 8x8 features (svae.models.ImageScale); not for vae_sph.
-    image_scale: bool = False
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"

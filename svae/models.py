@@ -26,7 +26,6 @@ __all__ = [
     "Encoder",
     "Trunk",
     "PrecisionHead",
-    "ImageScale",
     "VAE",
     "bounded_off_diag",
     "build_model",
@@ -111,81 +110,6 @@ class Trunk(keras.layers.Layer):
         return features
 
 
-# |s| stays below this many nats (a factor of 400 on a scale): near its
-# operating range the map is almost linear, but no image, however far from
-# the data, gets an unbounded scale.
-IMAGE_SCALE_BOUND = 6.0
-# The trunk's resolution the image-wide scale reads (its 8x8 features).
-IMAGE_SCALE_SIDE = 8
-# Momentum of ImageScale's running mean of the pooled features.
-CENTER_MOMENTUM = 0.99
-
-
-class ImageScale(keras.layers.Layer):
-    """A per-image offset of Y's log scales from the trunk's pooled features.
-
-    `s = b tanh(u / b)`, `u = (p - c) W`, `p` the mean and standard
-    deviation of each channel of the trunk's 8x8 features over the
-    positions, `c` their running mean over the training batches (momentum
-    `CENTER_MOMENTUM`, updated in training steps), `[batch]`, with `W`
-    starting at zero (the likelihood does not change at the start) and
-    `b = IMAGE_SCALE_BOUND`. Centred, the offsets average zero over the
-    training data and cannot drift against the calibrated global scale
-    (uncentred they did, by 2-3.6 nats). `VAE` adds `s` to Y's log scales
-    (`L` times `exp(-s)`: with the bounded and product factors, a change of
-    the whole factor's scale). The 1x1 heads read the full-resolution
-    features at one position, which hardly tell a flat image from a
-    textured one with the same blurred mean; measured
-    (benchmarks/RESULTS.md, "An image-wide scale"), they predict nearly the
-    same scale for every image, where a linear function of the pooled 8x8
-    features explained 75% of the variance of each image's best scale on
-    held-out photographs.
-    """
-
-    def build(self, input_shape):
-        size = 2 * input_shape[-1]
-        self.kernel = self.add_weight(
-            shape=(size, 1), initializer="zeros", name="kernel"
-        )
-        # The pooled features' running mean over the training batches, and
-        # how many batches it has seen; the map reads the features minus it.
-        self.center = self.add_weight(
-            shape=(size,),
-            initializer="zeros",
-            trainable=False,
-            aggregation="mean",
-            name="center",
-        )
-        self.num_updates = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="num_updates",
-        )
-
-    def call(self, features, training=False):
-        mean, variance = tf.nn.moments(features, axes=[1, 2])
-        pooled = tf.concat([mean, tf.sqrt(variance + 1e-12)], axis=-1)
-        if training:
-            # m_t = min(0.99, t / (t + 1)): the first batch sets the centre.
-            t = self.num_updates.value
-            momentum = tf.minimum(CENTER_MOMENTUM, t / (t + 1.0))
-            batch = tf.stop_gradient(tf.reduce_mean(pooled, axis=0))
-            self.center.assign(momentum * self.center + (1.0 - momentum) * batch)
-            self.num_updates.assign_add(1.0)
-        centred = pooled - tf.stop_gradient(self.center)
-        bound = tf.cast(IMAGE_SCALE_BOUND, features.dtype)
-        return bound * tf.tanh(tf.squeeze(centred @ self.kernel, -1) / bound)
-
-
-def _shifted(scales, offset):
-    """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
-    if offset is None:
-        return scales
-    return scales + tf.reshape(offset, [-1] + [1] * (scales.shape.rank - 1))
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -213,7 +137,6 @@ class VAE(keras.Model):
         dominance=0.99,
         dilation=1,
         max_scale=None,
-        image_scale=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -249,24 +172,18 @@ class VAE(keras.Model):
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
-        self.image_scale = None
-        if image_scale and self.variant.y_likelihood != "spherical":
-            self.image_scale = ImageScale(name="image_scale")
-            if self.variant.structured:
-                self.uncertainty_layers.append(self.image_scale)
 
     def encode(self, y, cbcr=None):
         """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""
         return self.encoder(y, cbcr)
 
-    def decode(self, z, spherical=False, training=False):
+    def decode(self, z, spherical=False):
         """Returns the likelihood's parameters for latents `z`.
 
         Args:
           z: `[batch, latent_dim]`.
           spherical: use the spherical scales whatever the model (the `vae_sph`
             pretraining of `structured` and `supn`).
-          training: a training step: `ImageScale` updates its running mean.
 
         Returns:
           A dict of tensors: `y_mean` `[batch, H, W]`; then either
@@ -277,9 +194,6 @@ class VAE(keras.Model):
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
-        offset = None
-        if self.image_scale is not None and kind != "spherical" and not separate:
-            offset = self.image_scale(features[IMAGE_SCALE_SIDE], training=training)
         size, low = self.image_size, self.chroma_size
         # The heads on the same features run as one convolution (`pointwise`),
         # their constant offsets added with its bias.
@@ -308,8 +222,6 @@ class VAE(keras.Model):
             )
         if separate:
             features = self.covariance_trunk(z)
-            if self.image_scale is not None:
-                offset = self.image_scale(features[IMAGE_SCALE_SIDE], training=training)
             y_scale = None  # The precision head applies its own convolution.
             if self.use_chroma:
                 cbcr_scale = pointwise(
@@ -323,10 +235,10 @@ class VAE(keras.Model):
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif kind == "diagonal":
-            outputs["y_log_scale"] = _shifted(tf.squeeze(y_scale[0], -1), offset)
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(
-                features[size], y_scale, log_scale=self.y_log_scale, offset=offset
+                features[size], y_scale, log_scale=self.y_log_scale
             )
         if self.use_chroma:
             if cbcr_scale:
@@ -391,7 +303,6 @@ _VAE_FIELDS = (
     "dominance",
     "dilation",
     "max_scale",
-    "image_scale",
 )
 
 

@@ -105,14 +105,7 @@ def terms_of(config):
 
 
 def loss_terms(
-    model,
-    batch,
-    config,
-    spherical,
-    noise,
-    variance_noise=None,
-    calibrated=(),
-    training=True,
+    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
 ):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
@@ -133,8 +126,6 @@ def loss_terms(
         variance term; needed with `variance_term="sampled"`.
       calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
         (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
-      training: a training step (running statistics update, see
-        `svae.models.ImageScale`) or a check that changes nothing.
 
     Returns:
       A dict of `[batch]` tensors named as `terms_of(config)`, plus the
@@ -142,7 +133,7 @@ def loss_terms(
     """
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
     z = z_mean + tf.exp(z_log_scale) * noise
-    outputs = model.decode(z, spherical=spherical, training=training)
+    outputs = model.decode(z, spherical=spherical)
     structure = config.structure
     log_probs = likelihoods.log_likelihood_parts(outputs, batch, structure)
     terms = {

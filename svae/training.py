@@ -309,7 +309,6 @@ class _Trainer:
                     phase.spherical,
                     tf.zeros([count, config.latent_dim]),
                     tf.zeros([count, size, size]),
-                    training=False,
                 )
                 return tf.reduce_all(tf.math.is_finite(terms["loss"]))
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from svae import data, likelihoods, models, training
+from svae import data, models, training
 
 SIZE = 16
 
@@ -86,92 +86,6 @@ def test_structured_branch_starts_at_the_spherical_likelihood():
     np.testing.assert_allclose(outputs["off_diag"], 0.0)
 
 
-def _with_image_scale(model, kernel):
-    """A model with image_scale; its outputs at a zero and at a given kernel."""
-    vae = models.build_model(_config(model=model, image_scale=True))
-    z = tf.random.stateless_normal([4, 8], seed=[1, 2])
-    zero = vae.decode(z)
-    vae.image_scale.kernel.assign(kernel(vae.image_scale.kernel.shape))
-    return vae, z, zero, vae.decode(z)
-
-
-def _pooled(vae, z):
-    """The 8x8 features' mean and std per channel, as ImageScale reads them."""
-    trunk = vae.covariance_trunk if vae.variant.covariance_trunk else vae.trunk
-    features = trunk(z)[models.IMAGE_SCALE_SIDE].numpy()
-    return np.concatenate([features.mean((1, 2)), features.std((1, 2))], -1)
-
-
-def test_image_scale_starts_at_zero_and_vae_sph_has_none():
-    z = tf.random.stateless_normal([3, 8], seed=[0, 1])
-    for model in ("vae_diag", "structured", "supn"):
-        keras.utils.set_random_seed(0)
-        vae = models.build_model(_config(model=model, image_scale=True))
-        keras.utils.set_random_seed(0)
-        plain = models.build_model(_config(model=model))
-        for name, value in plain.decode(z).items():
-            np.testing.assert_array_equal(vae.decode(z)[name], value, err_msg=name)
-    vae_sph = models.build_model(_config(model="vae_sph", image_scale=True))
-    assert vae_sph.image_scale is None
-
-
-@pytest.mark.parametrize("model", ["structured", "supn"])
-def test_image_scale_multiplies_each_images_covariance_of_y(model):
-    """`L exp(-s)`: log p_s(y) = log p_0(mu + (y - mu) e^-s) - n s, per image."""
-    vae, z, zero, shifted = _with_image_scale(
-        model, lambda shape: 0.5 * tf.random.stateless_normal(shape, [3, 4])
-    )
-    bound = models.IMAGE_SCALE_BOUND
-    kernel = vae.image_scale.kernel.numpy()
-    s = bound * np.tanh((_pooled(vae, z) @ kernel)[:, 0] / bound)
-    assert np.ptp(s) > 0.01
-    batch = _batch(n=4)
-    y, mean = batch["y"].numpy(), zero["y_mean"].numpy()
-    moved = dict(batch, y=mean + (y - mean) * np.exp(-s)[:, None, None])
-    p_s = likelihoods.log_likelihood_parts(shifted, batch, vae.structure)
-    p_0 = likelihoods.log_likelihood_parts(zero, moved, vae.structure)
-    np.testing.assert_allclose(
-        p_s["y"], p_0["y"] - SIZE * SIZE * s, rtol=1e-4, atol=1e-2
-    )
-    # Cb and Cr keep their scales.
-    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
-    np.testing.assert_allclose(p_s["cbcr"], p_0["cbcr"], rtol=1e-6)
-
-
-def test_image_scale_is_centred_on_the_training_batches():
-    vae = models.build_model(_config(model="structured", image_scale=True))
-    layer = vae.image_scale
-    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, [5, 6]))
-    first = tf.random.stateless_normal([16, 8], seed=[7, 8])
-    second = 2.0 + tf.random.stateless_normal([16, 8], seed=[9, 10])
-    # Evaluation never moves the centre; the first training batch sets it.
-    vae.decode(first)
-    np.testing.assert_array_equal(layer.center.numpy(), 0.0)
-    vae.decode(first, training=True)
-    np.testing.assert_allclose(layer.center, _pooled(vae, first).mean(0), rtol=1e-5)
-    # Then a running mean with momentum min(0.99, t / (t + 1)).
-    vae.decode(second, training=True)
-    expected = 0.5 * _pooled(vae, first).mean(0) + 0.5 * _pooled(vae, second).mean(0)
-    np.testing.assert_allclose(layer.center, expected, rtol=1e-5)
-    assert float(layer.num_updates.numpy()) == 2.0
-    # Centred on a batch, the offsets' pre-activations average zero over it.
-    layer.center.assign(_pooled(vae, first).mean(0))
-    u = (_pooled(vae, first) - layer.center.numpy()) @ layer.kernel.numpy()
-    np.testing.assert_allclose(u.mean(), 0.0, atol=1e-4)
-    bound = models.IMAGE_SCALE_BOUND
-    assert np.allclose(
-        layer(vae.trunk(first)[8]).numpy(), bound * np.tanh(u[:, 0] / bound), atol=1e-5
-    )
-
-
-def test_image_scale_of_vae_diag_shifts_y_and_is_bounded():
-    _, _, zero, shifted = _with_image_scale("vae_diag", lambda s: 1e3 * tf.ones(s))
-    s = (shifted["y_log_scale"] - zero["y_log_scale"]).numpy()
-    np.testing.assert_allclose(s, np.broadcast_to(s[:, :1, :1], s.shape), atol=1e-4)
-    assert np.all(np.abs(s) > 5.9) and np.all(np.abs(s) <= 6.0 + 1e-4)
-    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "model, phase, extra",
@@ -184,8 +98,6 @@ def test_image_scale_of_vae_diag_shifts_y_and_is_bounded():
         ("structured", "joint", {"num_basis": 3}),
         ("structured", "joint", {"kernel_size": 5, "dilation": 2}),
         ("supn", "covariance", {"color": "gray"}),
-        ("structured", "joint", {"image_scale": True}),
-        ("vae_diag", "train", {"image_scale": True}),
     ],
 )
 def test_every_variant_learns_a_fixed_batch(model, phase, extra):

@@ -47,7 +47,6 @@ HELPS = {
     "dominance": "Off-diagonal mass bound of L's factors, < 1.",
     "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
     "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
-    "image_scale": "Offset Y's predicted log scales per image, from pooled features.",
     "scales": (
         "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
     ),

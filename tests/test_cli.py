@@ -128,6 +128,18 @@ def _env(**extra):
     return env | {"PYTHONPATH": str(ROOT)} | extra
 
 
+def _script(name, *args, cwd, env=None, timeout=300):
+    """Runs `ROOT/name args` in `cwd`; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / name), *args],
+        cwd=cwd,
+        env=_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.mark.slow
 def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_path):
     # Without the evaluation other tests may have written into tiny_run.
@@ -136,13 +148,14 @@ def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_p
         tmp_path / "runs" / "structured-x",
         ignore=shutil.ignore_patterns("eval"),
     )
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), "--num_samples=2"]
-        + ["--max_images=2", "--health_images=2", "--num_prior=2", "--noprogress"],
+    done = _script(
+        "evaluate.py",
+        "--num_samples=2",
+        "--max_images=2",
+        "--health_images=2",
+        "--num_prior=2",
+        "--noprogress",
         cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
@@ -155,14 +168,7 @@ def test_evaluate_without_model_dir_uses_the_newest_finished_run(tiny_run, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--help", "--helpfull"])
 def test_help_is_printed_with_exit_status_0(tmp_path, flag):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), flag],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _script("evaluate.py", flag, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "--num_samples" in done.stdout
 
@@ -171,14 +177,7 @@ def test_help_is_printed_with_exit_status_0(tmp_path, flag):
 def test_scripts_start_without_tensorflow_banners(tmp_path):
     missing = tmp_path / "nope"
     for env, banners in [(_env(), False), (_env(TF_CPP_MIN_LOG_LEVEL="0"), True)]:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "export.py"), f"--model_dir={missing}"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = _script("export.py", f"--model_dir={missing}", cwd=tmp_path, env=env)
         assert done.returncode == 1
         lines = done.stderr.splitlines()
         assert lines[-1] == (
@@ -190,14 +189,7 @@ def test_scripts_start_without_tensorflow_banners(tmp_path):
         assert any("oneDNN" in line for line in lines) == banners, done.stderr
         assert (len(lines) == 1) != banners, done.stderr
     # No run under runs/ at all: one clear line.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "sample.py")],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _script("sample.py", cwd=tmp_path)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith(f"svae: error: No folder {tmp_path}/runs/ to"), (
         done.stderr

@@ -493,8 +493,7 @@ def compare(model_dirs, split="test", names=None):
 
 def _recon_cell(report):
     """Returns `compare`'s `Y / CbCr` cell of reconstruction bits per value."""
-    names = ("recon_y_bpd", "recon_cbcr_bpd")
-    parts = [report.get(name, {}).get("mean") for name in names]
+    parts = [report.get(f"recon_{group}_bpd", {}).get("mean") for group in GROUPS]
     return " / ".join("-" if value is None else f"{value:.3f}" for value in parts)
 
 

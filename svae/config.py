@@ -108,6 +108,7 @@ LEGACY_VALUES = {
     "variance_term": "empirical",
     "max_scale": None,
     "covariance_init": "random",
+    "contrast_scale": False,
 }
 
 # Fields that may change when a run is resumed: they do not change what the
@@ -310,6 +311,10 @@ class Config:
     # supn only: "mean_trunk" starts the covariance trunk as a copy of the
     # trained mean trunk when its phase begins; "random": as initialised.
     covariance_init: str = "random"
+    # Offsets Y's predicted log scales per image by a learned slope times the
+    # log of the mean's gradient magnitude (svae.models.ContrastScale); not
+    # for vae_sph.
+    contrast_scale: bool = False
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"

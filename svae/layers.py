@@ -212,7 +212,7 @@ class PrecisionHead(keras.layers.Layer):
             return [0.0] * self.num_basis
         return [-log_scale] + [0.0] * self.num_off
 
-    def call(self, features, parts=None, log_scale=0.0):
+    def call(self, features, parts=None, log_scale=0.0, offset=None):
         """Returns `(log_diag, off_diag)`.
 
         Args:
@@ -221,6 +221,9 @@ class PrecisionHead(keras.layers.Layer):
             and `self.shift(log_scale)` when the caller has computed it (with
             other heads), else None.
           log_scale: log of the spherical scale `L` starts from.
+          offset: None, or a per-image log scale `[batch]` taken off
+            `log_diag` before the factor is formed (with the bounded and
+            product factors, `L` times `exp(-offset)`).
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
@@ -239,6 +242,8 @@ class PrecisionHead(keras.layers.Layer):
         log_diag = tf.squeeze(log_diag, -1)
         if self.num_basis:
             log_diag -= log_scale
+        if offset is not None:
+            log_diag -= offset[:, None, None]
         if self.max_scale is not None:
             log_diag = capped_log_diag(log_diag, self.max_scale)
         if self.factor == "bounded":

@@ -26,6 +26,7 @@ __all__ = [
     "Encoder",
     "Trunk",
     "PrecisionHead",
+    "ContrastScale",
     "VAE",
     "bounded_off_diag",
     "build_model",
@@ -110,6 +111,58 @@ class Trunk(keras.layers.Layer):
         return features
 
 
+# Gradient magnitudes below this (a quarter of one 8-bit level) count as flat.
+CONTRAST_FLOOR = 1e-3
+# A typical log gradient magnitude of a decoded mean: the offset is zero there.
+CONTRAST_CENTRE = -3.5
+# The slope's bound, and the multiplier of its variable: Adam moves a variable
+# by about the learning rate a step, too slow for a slope near 1.
+CONTRAST_SLOPE_BOUND = 3.0
+CONTRAST_GAIN = 10.0
+
+
+class ContrastScale(keras.layers.Layer):
+    """A per-image offset of Y's log scales from the mean image's contrast.
+
+    `s = a (log(g + floor) - centre)`, `g` the mean absolute difference of
+    horizontally and vertically adjacent pixels of the predicted mean of Y
+    (its gradient held: the scale does not shape the mean), `a` one learned
+    slope (`b tanh(gain v / b)`, `v` starting at zero, so the likelihood does
+    not change at the start). `VAE` adds `s` to Y's log scales (`L` times
+    `exp(-s)`). A residual is larger where the mean has more edges; the
+    heads predict nearly the same scale for every image (benchmarks/
+    RESULTS.md, "A scale from the mean's contrast"), and one slope cannot
+    drift against the calibrated global scale (its optimum is a regression
+    slope) nor extrapolate to prior latents beyond what their means show.
+    """
+
+    def build(self, input_shape):
+        self.slope_variable = self.add_weight(
+            shape=(), initializer="zeros", name="slope"
+        )
+
+    @property
+    def slope(self):
+        bound = CONTRAST_SLOPE_BOUND
+        return bound * tf.tanh(CONTRAST_GAIN * self.slope_variable / bound)
+
+    def call(self, y_mean):
+        y = tf.stop_gradient(y_mean)
+        gradient = tf.reduce_mean(
+            tf.abs(y[:, 1:, :] - y[:, :-1, :]), axis=[1, 2]
+        ) + tf.reduce_mean(tf.abs(y[:, :, 1:] - y[:, :, :-1]), axis=[1, 2])
+        floor = tf.cast(CONTRAST_FLOOR, y.dtype)
+        contrast = tf.math.log(gradient + floor) - CONTRAST_CENTRE
+        return tf.cast(self.slope, y.dtype) * contrast
+
+
+def _shifted(scales, offset):
+    """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
+    if offset is None:
+        return scales
+    return scales + tf.reshape(offset, [-1] + [1] * (scales.shape.rank - 1))
+
+
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -137,6 +190,7 @@ class VAE(keras.Model):
         dominance=0.99,
         dilation=1,
         max_scale=None,
+        contrast_scale=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -172,6 +226,11 @@ class VAE(keras.Model):
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
+        self.contrast_scale = None
+        if contrast_scale and self.variant.y_likelihood != "spherical":
+            self.contrast_scale = ContrastScale(name="contrast_scale")
+            if self.variant.structured:
+                self.uncertainty_layers.append(self.contrast_scale)
 
     def encode(self, y, cbcr=None):
         """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""
@@ -215,6 +274,9 @@ class VAE(keras.Model):
                 cbcr_shift += [self.cbcr_log_scale] * 2
         y_mean, *y_scale = pointwise(features[size], y_heads, splits, y_shift)
         outputs = {"y_mean": tf.squeeze(y_mean, -1)}
+        offset = None
+        if self.contrast_scale is not None and kind != "spherical":
+            offset = self.contrast_scale(outputs["y_mean"])
         cbcr_scale = []
         if self.use_chroma:
             outputs["cbcr_mean"], *cbcr_scale = pointwise(
@@ -235,10 +297,10 @@ class VAE(keras.Model):
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif kind == "diagonal":
-            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
+            outputs["y_log_scale"] = _shifted(tf.squeeze(y_scale[0], -1), offset)
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(
-                features[size], y_scale, log_scale=self.y_log_scale
+                features[size], y_scale, log_scale=self.y_log_scale, offset=offset
             )
         if self.use_chroma:
             if cbcr_scale:
@@ -303,6 +365,7 @@ _VAE_FIELDS = (
     "dominance",
     "dilation",
     "max_scale",
+    "contrast_scale",
 )
 
 

@@ -463,7 +463,10 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     # directory behind to trip over.
     dataset = _Data(config, strategy)
     if is_chief:
-        runs.write_config(config, model_dir)
+        # A run resumed as it was keeps its file as it was written: today's
+        # fields would make it unreadable to the build that wrote it.
+        if saved is None or config != saved:
+            runs.write_config(config, model_dir)
         runs.repair_index(checkpoints)
     steps_per_epoch = dataset.steps_per_epoch
     total_steps = config.steps or config.epochs * steps_per_epoch

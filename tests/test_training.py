@@ -104,6 +104,15 @@ def test_config_json_round_trip_and_defaults():
 def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
     config = _config(tmp_path, model="vae_sph", color="gray", steps=2)
     training.train(config)
+    # As an older build wrote it: without a field added since, whose legacy
+    # value is the one trained. Resumed as it was, the file is left alone.
+    path = tmp_path / "config.json"
+    fields = json.loads(path.read_text())
+    del fields["covariance_init"]
+    path.write_text(json.dumps(fields))
+    before = path.read_bytes()
+    assert training.train(config)["step"] == 2
+    assert path.read_bytes() == before
     changed = _config(tmp_path, model="vae_sph", color="gray", steps=4, latent_dim=4)
     with pytest.raises(ValueError, match="latent_dim: 8 -> 4"):
         training.train(changed)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from svae import data, models, training
+from svae import data, likelihoods, models, training
 
 SIZE = 16
 
@@ -86,6 +86,84 @@ def test_structured_branch_starts_at_the_spherical_likelihood():
     np.testing.assert_allclose(outputs["off_diag"], 0.0)
 
 
+def _with_contrast_scale(model, slope_variable):
+    """A model with contrast_scale; its outputs at slope zero and at a given one."""
+    vae = models.build_model(_config(model=model, contrast_scale=True))
+    z = tf.random.stateless_normal([4, 8], seed=[1, 2])
+    zero = vae.decode(z)
+    vae.contrast_scale.slope_variable.assign(slope_variable)
+    return vae, zero, vae.decode(z)
+
+
+def _contrast_offset(slope, y_mean):
+    """`ContrastScale`'s offset, in NumPy: slope times the centred log contrast."""
+    y = np.asarray(y_mean, np.float64)
+    gradient = np.abs(np.diff(y, axis=1)).mean((1, 2))
+    gradient += np.abs(np.diff(y, axis=2)).mean((1, 2))
+    contrast = np.log(gradient + models.CONTRAST_FLOOR) - models.CONTRAST_CENTRE
+    return slope * contrast
+
+
+def test_contrast_scale_starts_at_zero_and_vae_sph_has_none():
+    z = tf.random.stateless_normal([3, 8], seed=[0, 1])
+    for model in ("vae_diag", "structured", "supn"):
+        keras.utils.set_random_seed(0)
+        vae = models.build_model(_config(model=model, contrast_scale=True))
+        keras.utils.set_random_seed(0)
+        plain = models.build_model(_config(model=model))
+        for name, value in plain.decode(z).items():
+            np.testing.assert_array_equal(vae.decode(z)[name], value, err_msg=name)
+    vae_sph = models.build_model(_config(model="vae_sph", contrast_scale=True))
+    assert vae_sph.contrast_scale is None
+
+
+@pytest.mark.parametrize("model", ["structured", "supn"])
+def test_contrast_scale_multiplies_each_images_covariance_of_y(model):
+    """`L exp(-s)`: log p_s(y) = log p_0(mu + (y - mu) e^-s) - n s, per image."""
+    vae, zero, shifted = _with_contrast_scale(model, 0.05)
+    slope = float(vae.contrast_scale.slope)
+    np.testing.assert_allclose(
+        slope, 3 * np.tanh(10 * 0.05 / 3), rtol=1e-6
+    )
+    np.testing.assert_array_equal(shifted["y_mean"], zero["y_mean"])
+    s = _contrast_offset(slope, zero["y_mean"])
+    assert np.ptp(s) > 0.01
+    batch = _batch(n=4)
+    y, mean = batch["y"].numpy(), zero["y_mean"].numpy()
+    moved = dict(batch, y=mean + (y - mean) * np.exp(-s)[:, None, None])
+    p_s = likelihoods.log_likelihood_parts(shifted, batch, vae.structure)
+    p_0 = likelihoods.log_likelihood_parts(zero, moved, vae.structure)
+    np.testing.assert_allclose(
+        p_s["y"], p_0["y"] - SIZE * SIZE * s, rtol=1e-4, atol=1e-2
+    )
+    # Cb and Cr keep their scales.
+    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
+    np.testing.assert_allclose(p_s["cbcr"], p_0["cbcr"], rtol=1e-6)
+
+
+def test_contrast_scale_of_vae_diag_shifts_y_and_its_slope_is_bounded():
+    vae, zero, shifted = _with_contrast_scale("vae_diag", 1e3)
+    slope = float(vae.contrast_scale.slope)
+    assert 2.99 < slope <= 3.0
+    s = (shifted["y_log_scale"] - zero["y_log_scale"]).numpy()
+    np.testing.assert_allclose(
+        s[:, 0, 0], _contrast_offset(slope, zero["y_mean"]), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(s, np.broadcast_to(s[:, :1, :1], s.shape), atol=1e-4)
+    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
+
+
+def test_contrast_scale_does_not_shape_the_mean():
+    """The offset reads the mean with its gradient stopped."""
+    vae = models.build_model(_config(model="structured", contrast_scale=True))
+    vae.contrast_scale.slope_variable.assign(0.1)
+    z = tf.random.stateless_normal([2, 8], seed=[5, 6])
+    with tf.GradientTape() as tape:
+        offset = vae.contrast_scale(vae.decode(z)["y_mean"])
+    gradients = tape.gradient(offset, vae.y_mean_head.trainable_weights)
+    assert all(g is None for g in gradients)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "model, phase, extra",
@@ -98,6 +176,8 @@ def test_structured_branch_starts_at_the_spherical_likelihood():
         ("structured", "joint", {"num_basis": 3}),
         ("structured", "joint", {"kernel_size": 5, "dilation": 2}),
         ("supn", "covariance", {"color": "gray"}),
+        ("structured", "joint", {"contrast_scale": True}),
+        ("vae_diag", "train", {"contrast_scale": True}),
     ],
 )
 def test_every_variant_learns_a_fixed_batch(model, phase, extra):
@@ -128,6 +208,9 @@ def test_every_variant_learns_a_fixed_batch(model, phase, extra):
         assert np.all(np.isfinite(last[name]))
     if phase == "joint":
         assert np.mean(last["l1"]) > 0.0
+    if extra.get("contrast_scale"):
+        assert any(v is vae.contrast_scale.slope_variable for v in variables)
+        assert abs(float(vae.contrast_scale.slope)) > 1e-3
 
 
 def _gradient_trained_means(model):

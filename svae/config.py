@@ -109,7 +109,6 @@ LEGACY_VALUES = {
     "max_scale": None,
     "covariance_init": "random",
     "contrast_scale": False,
-    "scale_latent": False,
 }
 
 # Fields that may change when a run is resumed: they do not change what the
@@ -316,10 +315,6 @@ class Config:
     # log of the mean's gradient magnitude (svae.models.ContrastScale); not
     # for vae_sph.
     contrast_scale: bool = False
-    # The last latent coordinate u sets Y's log scale per image (s = 0.5 u,
-    # the trunk does not read it): a scale mixture the encoder infers and
-    # prior samples draw from N(0, 1) like any latent; not for vae_sph.
-    scale_latent: bool = False
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"

@@ -156,11 +156,6 @@ class ContrastScale(keras.layers.Layer):
         return tf.cast(self.slope, y.dtype) * contrast
 
 
-# The log scale of Y per unit of the scale latent, and its bound.
-SCALE_LATENT_STD = 0.5
-SCALE_LATENT_BOUND = 3.0
-
-
 def _shifted(scales, offset):
     """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
     if offset is None:
@@ -196,7 +191,6 @@ class VAE(keras.Model):
         dilation=1,
         max_scale=None,
         contrast_scale=False,
-        scale_latent=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -232,9 +226,6 @@ class VAE(keras.Model):
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
-        self.scale_latent = bool(
-            scale_latent and self.variant.y_likelihood != "spherical"
-        )
         self.contrast_scale = None
         if contrast_scale and self.variant.y_likelihood != "spherical":
             self.contrast_scale = ContrastScale(name="contrast_scale")
@@ -259,10 +250,6 @@ class VAE(keras.Model):
           `off_diag` `[batch, H, W, K]`; with colour, `cbcr_mean` and
           `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
         """
-        if self.scale_latent:
-            # The trunk does not see u: it only scales Y's residual.
-            u = z[:, -1]
-            z = tf.concat([z[:, :-1], tf.zeros_like(z[:, -1:])], axis=-1)
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
@@ -290,9 +277,6 @@ class VAE(keras.Model):
         offset = None
         if self.contrast_scale is not None and kind != "spherical":
             offset = self.contrast_scale(outputs["y_mean"])
-        if self.scale_latent and kind != "spherical":
-            bound = SCALE_LATENT_BOUND
-            offset = bound * tf.tanh(SCALE_LATENT_STD * u / bound)
         cbcr_scale = []
         if self.use_chroma:
             outputs["cbcr_mean"], *cbcr_scale = pointwise(
@@ -382,7 +366,6 @@ _VAE_FIELDS = (
     "dilation",
     "max_scale",
     "contrast_scale",
-    "scale_latent",
 )
 
 

@@ -48,7 +48,6 @@ HELPS = {
     "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
     "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
     "contrast_scale": "Scale Y's residual per image with the mean's gradient magnitude.",
-    "scale_latent": "The last latent sets Y's log scale per image (0.5 u).",
     "scales": (
         "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
     ),

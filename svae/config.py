@@ -75,14 +75,16 @@ MAX_INT32 = 2**31 - 1
 
 # Named sets of field values; train.py's --preset applies one beneath the
 # flags given explicitly. "paper": the paper taken literally: the width that
-# matches its FLOPs column, its free factor, Adam-learned scales and the
-# empirical variance term (docs/training.md, "The likelihood").
+# matches its FLOPs column, its free factor, Adam-learned scales, the
+# empirical variance term and the heads' scales as they are (docs/training.md,
+# "The likelihood").
 PRESETS = {
     "paper": {
         "filters": 6,
         "factor": "free",
         "scales": "learned",
         "variance_term": "empirical",
+        "contrast_scale": False,
     },
 }
 
@@ -313,8 +315,8 @@ class Config:
     covariance_init: str = "random"
     # Offsets Y's predicted log scales per image by a learned slope times the
     # log of the mean's gradient magnitude (svae.models.ContrastScale); not
-    # for vae_sph.
-    contrast_scale: bool = False
+    # for vae_sph. False: the scales as the heads predict them (the paper's).
+    contrast_scale: bool = True
     # "calibrated": after each step the global log scales take their analytic
     # optimum on the batch; "learned": Adam trains them (the paper's).
     scales: str = "calibrated"
@@ -455,11 +457,14 @@ class Config:
         """Returns the fields that differ from `other` and forbid resuming.
 
         Fields the model does not use (the structure of `L` for the
-        factorised baselines) never forbid it.
+        factorised baselines, the contrast scale for `vae_sph`) never forbid
+        it.
         """
         inert = set()
         if not (self.structured_likelihood or other.structured_likelihood):
             inert = STRUCTURE_FIELDS
+        if self.model == other.model == "vae_sph":
+            inert = inert | {"contrast_scale"}  # One scale for every image.
         return [
             f.name
             for f in dataclasses.fields(self)

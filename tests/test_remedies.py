@@ -482,3 +482,10 @@ def test_structure_of_l_does_not_block_resuming_a_baseline():
     assert old.incompatible_fields(config_lib.Config(model="vae_sph")) == []
     structured = config_lib.Config(model="structured", factor="free")
     assert structured.incompatible_fields(config_lib.Config()) == ["factor"]
+    # A vae_sph run from before the contrast scale (False) resumes today.
+    sph = config_lib.Config(model="vae_sph", contrast_scale=False)
+    assert sph.incompatible_fields(config_lib.Config(model="vae_sph")) == []
+    diag = config_lib.Config(model="vae_diag", contrast_scale=False)
+    assert diag.incompatible_fields(config_lib.Config(model="vae_diag")) == [
+        "contrast_scale"
+    ]

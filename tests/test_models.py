@@ -122,9 +122,7 @@ def test_contrast_scale_multiplies_each_images_covariance_of_y(model):
     """`L exp(-s)`: log p_s(y) = log p_0(mu + (y - mu) e^-s) - n s, per image."""
     vae, zero, shifted = _with_contrast_scale(model, 0.05)
     slope = float(vae.contrast_scale.slope)
-    np.testing.assert_allclose(
-        slope, 3 * np.tanh(10 * 0.05 / 3), rtol=1e-6
-    )
+    np.testing.assert_allclose(slope, 3 * np.tanh(10 * 0.05 / 3), rtol=1e-6)
     np.testing.assert_array_equal(shifted["y_mean"], zero["y_mean"])
     s = _contrast_offset(slope, zero["y_mean"])
     assert np.ptp(s) > 0.01

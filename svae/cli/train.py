@@ -47,7 +47,7 @@ HELPS = {
     "dominance": "Off-diagonal mass bound of L's factors, < 1.",
     "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
     "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
-    "contrast_scale": "Scale Y's residual per image with the mean's gradient magnitude.",
+    "contrast_scale": "Scale Y's residual per image by the mean's gradient magnitude.",
     "scales": (
         "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
     ),

@@ -156,7 +156,8 @@ def _run(name, seed):
         "health": health,
         "ms_per_step": ms,
         "recon_bpd": [
-            report.get(f"recon_{group}_bpd", {}).get("mean") for group in ("y", "cbcr")
+            report.get(f"recon_{group}_bpd", {}).get("mean")
+            for group in evaluation.GROUPS
         ],
     }
     with (root / "results.jsonl").open("a", encoding="utf-8") as f:

@@ -378,6 +378,18 @@ class Config:
         return self.variant.structured
 
     @property
+    def unused_fields(self) -> frozenset[str]:
+        """The fields this model does not read.
+
+        The structure of `L` for the factorised baselines, the contrast scale
+        for `vae_sph` (one scale for every image).
+        """
+        unused = set() if self.structured_likelihood else set(STRUCTURE_FIELDS)
+        if self.variant.y_likelihood == "spherical":
+            unused.add("contrast_scale")
+        return frozenset(unused)
+
+    @property
     def resolved_alpha(self) -> float:
         """`alpha` of eq. 12: 10 for the structured models, 0 for the baselines."""
         if self.alpha is not None:
@@ -460,11 +472,7 @@ class Config:
         factorised baselines, the contrast scale for `vae_sph`) never forbid
         it.
         """
-        inert = set()
-        if not (self.structured_likelihood or other.structured_likelihood):
-            inert = STRUCTURE_FIELDS
-        if self.model == other.model == "vae_sph":
-            inert = inert | {"contrast_scale"}  # One scale for every image.
+        inert = self.unused_fields & other.unused_fields
         return [
             f.name
             for f in dataclasses.fields(self)

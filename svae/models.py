@@ -156,13 +156,6 @@ class ContrastScale(keras.layers.Layer):
         return tf.cast(self.slope, y.dtype) * contrast
 
 
-def _shifted(scales, offset):
-    """Returns `scales` `[batch, ...]` plus a per-image `offset` `[batch]` or None."""
-    if offset is None:
-        return scales
-    return scales + tf.reshape(offset, [-1] + [1] * (scales.shape.rank - 1))
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -297,7 +290,9 @@ class VAE(keras.Model):
                 self.y_log_scale, tf.shape(outputs["y_mean"])
             )
         elif kind == "diagonal":
-            outputs["y_log_scale"] = _shifted(tf.squeeze(y_scale[0], -1), offset)
+            outputs["y_log_scale"] = tf.squeeze(y_scale[0], -1)
+            if offset is not None:
+                outputs["y_log_scale"] += offset[:, None, None]
         else:
             outputs["log_diag"], outputs["off_diag"] = self.precision_head(
                 features[size], y_scale, log_scale=self.y_log_scale, offset=offset

@@ -1,5 +1,7 @@
 """The Gaussian over images with a sparse precision factor (paper, sec. 4, 4.4)."""
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -16,7 +18,6 @@ from tensorflow_probability.python.internal import (
 )
 
 from svae import linalg
-from svae.config import Structure
 from svae.linalg import neighbour_offsets, num_off_diagonals
 
 tfd = tfp.distributions
@@ -24,9 +25,31 @@ tfd = tfp.distributions
 __all__ = [
     "SparsePrecisionConditional",
     "SparsePrecisionGaussian",
+    "Structure",
     "neighbour_offsets",
     "num_off_diagonals",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The sparsity pattern of a precision factor `L`, carried as one value.
+
+    Each pixel is linked to the raster-later half of its `kernel_size x
+    kernel_size` neighbourhood, dilated by `dilation` (`svae.linalg`). The
+    distribution (`SparsePrecisionGaussian.structure`), the heads, the models
+    and the likelihood helpers pass it whole, so that neither half can be
+    forgotten.
+    """
+
+    kernel_size: int = 3
+    dilation: int = 1
+
+    @property
+    def kwargs(self) -> dict:
+        """`{"kernel_size", "dilation"}`: the keywords of `svae.linalg` and
+        `svae.distributions.SparsePrecisionGaussian`."""
+        return {"kernel_size": self.kernel_size, "dilation": self.dilation}
 
 
 class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
@@ -176,7 +199,7 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
 
     @property
     def structure(self):
-        """The sparsity pattern as one value, a `svae.config.Structure`."""
+        """The sparsity pattern as one value, a `Structure`."""
         return Structure(self._kernel_size, self._dilation)
 
     def _image_shape(self):

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from svae import likelihoods, runs
-from svae.objective import NonFiniteLossError, terms_of
+from svae.objective import TERMS, NonFiniteLossError
 from svae.progress import Progress
 
 __all__ = [
@@ -152,7 +152,7 @@ class ProgressBar:
     """Shows the loss terms and images per second (`svae.progress`)."""
 
     def __init__(self, config, total_steps, step):
-        self.progress = Progress(total_steps, metrics=terms_of(config) + ("img/s",))
+        self.progress = Progress(total_steps, metrics=TERMS + ("img/s",))
         self.progress.update(step)
 
     def __call__(self, state):

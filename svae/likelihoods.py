@@ -9,7 +9,7 @@ the L1 prior on the off-diagonal of `L` (eq. 12).
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from svae import color, linalg, xla
+from svae import color, xla
 from svae.distributions import SparsePrecisionGaussian
 from svae.linalg import off_diag_mask
 
@@ -24,7 +24,6 @@ __all__ = [
     "log_likelihood_parts",
     "modelled_dims",
     "squared_error",
-    "sampled_variance",
     "whitened_square_sums",
     "off_diag_l1",
     "sample",
@@ -94,7 +93,7 @@ def likelihood(outputs, structure=None):
 
     Args:
       outputs: a model's output dict, see `svae.models.VAE.decode`.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
 
     Returns:
@@ -135,7 +134,7 @@ def log_likelihood_parts(outputs, batch, structure=None):
     Args:
       outputs: a model's output dict.
       batch: a dict with `y` `[batch, H, W]` and, with colour, `cbcr`.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
 
     Returns:
@@ -173,43 +172,6 @@ def squared_error(outputs, batch):
     return error
 
 
-def sampled_variance(outputs, noise, structure=None):
-    """Returns the model's variance `||sigma(z)^2||_1 = tr Sigma(z)`, eq. 12.
-
-    Eq. 12's variance term as the paper writes it, before its empirical
-    stand-in (`squared_error`): for the structured Y, `tr Lambda(z)^{-1} =
-    E ||L(z)^{-T} eps||^2` estimated without bias from one `eps` per image by
-    a wavefront solve (`svae.linalg.factor_transpose_solve`), with gradients
-    through it; for factorised groups (Y of the baselines, Cb and Cr) the
-    exact `sum sigma^2`.
-
-    Args:
-      outputs: a model's output dict.
-      noise: `[..., H, W]` standard normal draws for Y (unused when Y is
-        factorised).
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
-        `model.structure`); required when Y is structured.
-
-    Returns:
-      `[...]` variances summed over Y and (downsampled) CbCr.
-    """
-    if is_structured(outputs):
-        residual = linalg.factor_transpose_solve(
-            outputs["log_diag"],
-            outputs["off_diag"],
-            noise,
-            **_required(structure).kwargs,
-        )
-        variance = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
-    else:
-        variance = tf.reduce_sum(tf.exp(2.0 * outputs["y_log_scale"]), axis=[-2, -1])
-    if "cbcr_log_scale" in outputs:
-        variance += tf.reduce_sum(
-            tf.exp(2.0 * outputs["cbcr_log_scale"]), axis=[-3, -2, -1]
-        )
-    return variance
-
-
 def whitened_square_sums(outputs, batch, structure=None, log_probs=None):
     """Returns `||w||^2` per image and channel group, `w` the whitened residual.
 
@@ -224,7 +186,7 @@ def whitened_square_sums(outputs, batch, structure=None, log_probs=None):
     Args:
       outputs: a model's output dict.
       batch: the input batch dict.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
       log_probs: `log_likelihood_parts(outputs, batch, ...)` when the caller
         has it; None computes it.
@@ -246,7 +208,7 @@ def off_diag_l1(outputs, structure=None):
 
     Args:
       outputs: a model's output dict with `off_diag` `[batch, H, W, K]`.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
 
     Returns:
@@ -290,7 +252,7 @@ def sample(outputs, seed, structure=None):
     Args:
       outputs: a model's output dict.
       seed: int32 `[2]` stateless seed.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
 
     Returns:
@@ -318,7 +280,7 @@ def conditional(outputs, observed, masks, seed, structure=None):
         values.
       masks: a dict like `observed` of booleans, True where observed.
       seed: int32 `[2]` stateless seed.
-      structure: the `svae.config.Structure` of `L` (`config.structure`,
+      structure: the `svae.distributions.Structure` of `L` (`config.structure`,
         `model.structure`); required when Y is structured.
 
     Returns:

@@ -13,25 +13,16 @@ import keras
 import tensorflow as tf
 
 from svae import color
-from svae.config import VARIANTS, Structure
-from svae.layers import (  # Re-exported: the head's pieces live in svae.layers.
-    PrecisionHead,
-    bounded_off_diag,
-    conv,
-    pointwise,
-    product_off_diag,
-)
+from svae.distributions import Structure
+from svae.heads import ContrastScale, PrecisionHead, conv, pointwise
+from svae.recipes import DEFAULT, Likelihood
+from svae.variants import VARIANTS
 
 __all__ = [
     "Encoder",
     "Trunk",
-    "PrecisionHead",
-    "ContrastScale",
     "VAE",
-    "bounded_off_diag",
     "build_model",
-    "pointwise",
-    "product_off_diag",
 ]
 
 
@@ -111,51 +102,6 @@ class Trunk(keras.layers.Layer):
         return features
 
 
-# Gradient magnitudes below this (a quarter of one 8-bit level) count as flat.
-CONTRAST_FLOOR = 1e-3
-# A typical log gradient magnitude of a decoded mean: the offset is zero there.
-CONTRAST_CENTRE = -3.5
-# The slope's bound, and the multiplier of its variable: Adam moves a variable
-# by about the learning rate a step, too slow for a slope near 1.
-CONTRAST_SLOPE_BOUND = 3.0
-CONTRAST_GAIN = 10.0
-
-
-class ContrastScale(keras.layers.Layer):
-    """A per-image offset of Y's log scales from the mean image's contrast.
-
-    `s = a (log(g + floor) - centre)`, `g` the mean absolute difference of
-    horizontally and vertically adjacent pixels of the predicted mean of Y
-    (its gradient held: the scale does not shape the mean), `a` one learned
-    slope (`b tanh(gain v / b)`, `v` starting at zero, so the likelihood does
-    not change at the start). `VAE` adds `s` to Y's log scales (`L` times
-    `exp(-s)`). A residual is larger where the mean has more edges; the
-    heads predict nearly the same scale for every image (benchmarks/
-    RESULTS.md, "A scale from the mean's contrast"), and one slope cannot
-    drift against the calibrated global scale (its optimum is a regression
-    slope) nor extrapolate to prior latents beyond what their means show.
-    """
-
-    def build(self, input_shape):
-        self.slope_variable = self.add_weight(
-            shape=(), initializer="zeros", name="slope"
-        )
-
-    @property
-    def slope(self):
-        bound = CONTRAST_SLOPE_BOUND
-        return bound * tf.tanh(CONTRAST_GAIN * self.slope_variable / bound)
-
-    def call(self, y_mean):
-        y = tf.stop_gradient(y_mean)
-        gradient = tf.reduce_mean(
-            tf.abs(y[:, 1:, :] - y[:, :-1, :]), axis=[1, 2]
-        ) + tf.reduce_mean(tf.abs(y[:, :, 1:] - y[:, :, :-1]), axis=[1, 2])
-        floor = tf.cast(CONTRAST_FLOOR, y.dtype)
-        contrast = tf.math.log(gradient + floor) - CONTRAST_CENTRE
-        return tf.cast(self.slope, y.dtype) * contrast
-
-
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -167,6 +113,10 @@ class VAE(keras.Model):
     - `structured`: `precision_head` (`L` of Y) and `cbcr_scale_head`
       (per-pixel Cb, Cr scales, eq. 10-11) on the shared trunk.
     - `supn`: a separate `covariance_trunk` with the same two heads.
+
+    The likelihood's options (`likelihood`, an `svae.recipes.Likelihood` or
+    a recipe's name) decide the factor of `L` and whether Y's scales get a
+    per-image `contrast_scale`; the default recipe's by default.
     """
 
     def __init__(
@@ -179,15 +129,13 @@ class VAE(keras.Model):
         chroma_factor=4,
         kernel_size=3,
         num_basis=0,
-        factor="free",
-        dominance=0.99,
         dilation=1,
-        max_scale=None,
-        contrast_scale=False,
+        likelihood=DEFAULT,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.model_name = model
+        self.likelihood = likelihood = Likelihood.of(likelihood)
         self.variant = VARIANTS[model]
         self.structure = Structure(kernel_size, dilation)
         self.use_chroma = color == "ycbcr"
@@ -213,14 +161,18 @@ class VAE(keras.Model):
             self.uncertainty_layers.append(self.covariance_trunk)
         if self.variant.structured:
             self.precision_head = PrecisionHead(
-                kernel_size, num_basis, factor, dominance, dilation, max_scale
+                kernel_size,
+                num_basis,
+                likelihood.factor,
+                likelihood.dominance,
+                dilation,
             )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
         self.contrast_scale = None
-        if contrast_scale and self.variant.y_likelihood != "spherical":
+        if likelihood.contrast_scale and self.variant.y_likelihood != "spherical":
             self.contrast_scale = ContrastScale(name="contrast_scale")
             if self.variant.structured:
                 self.uncertainty_layers.append(self.contrast_scale)
@@ -324,18 +276,6 @@ class VAE(keras.Model):
         outputs.update(z_mean=z_mean, z_log_scale=z_log_scale)
         return outputs
 
-    def copy_mean_trunk(self):
-        """Sets `covariance_trunk`'s weights to the mean trunk's (`supn`).
-
-        Its heads start at zero, so the likelihood does not change: the
-        covariance decoder starts from features that are trained on the data
-        and behave on every latent the mean decoder behaves on.
-        """
-        for source, target in zip(
-            self.trunk.weights, self.covariance_trunk.weights, strict=True
-        ):
-            target.assign(source)
-
     def uncertainty_variables(self):
         """Returns the structured branch's trainable variables."""
         return [v for layer in self.uncertainty_layers for v in layer.trainable_weights]
@@ -356,11 +296,8 @@ _VAE_FIELDS = (
     "chroma_factor",
     "kernel_size",
     "num_basis",
-    "factor",
-    "dominance",
     "dilation",
-    "max_scale",
-    "contrast_scale",
+    "likelihood",
 )
 
 

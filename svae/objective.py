@@ -1,6 +1,6 @@
 """The objective of eq. 12: its terms, and the calibrated global scales.
 
-`loss = nll + beta * kl + alpha * variance + gamma * l1` per image
+`loss = nll + beta * kl + alpha * mse + gamma * l1` per image
 (`loss_terms`), with the global log scales of Y and CbCr either learned or
 set to their closed-form optimum after each step (`calibrated_scales`,
 `calibration_shift`). `svae.training` takes gradient steps on it.
@@ -17,7 +17,6 @@ __all__ = [
     "calibration_shift",
     "loss_terms",
     "scale_variable",
-    "terms_of",
 ]
 
 TERMS = ("loss", "nll", "kl", "mse", "l1")
@@ -30,7 +29,7 @@ class NonFiniteLossError(RuntimeError):
 def calibrated_scales(config, phase):
     """Returns the channel groups whose global log scale a phase calibrates.
 
-    With `config.scales == "calibrated"`, the offset `c` of a group's log
+    With the likelihood's `scales="calibrated"`, the offset `c` of a group's log
     scales (`y_log_scale`, `cbcr_log_scale`) is not trained by gradients:
     after each step it takes its analytic optimum on the batch,
     `c <- c + 0.5 log mean(w^2)`, `w` the whitened residual
@@ -38,8 +37,8 @@ def calibrated_scales(config, phase):
     see `calibration_shift`), wherever the group's likelihood is
     a scale family in `c` (scaling all of its standard deviations by `e^c`):
     always for Cb, Cr and the factorised Y, and for the structured Y with a
-    bounded or product factor, whose off-diagonals scale with the diagonal;
-    none with the sampled variance term, which depends on every scale. The
+    bounded or product factor, whose off-diagonals scale with the diagonal
+    (`svae.recipes.Likelihood.scale_family`). The
     optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
     a step, where Adam at the paper's learning rate moves a log scale by
     about 5e-4 a step (`vae_sph` then collapses: KL 0 and a flat mean).
@@ -51,13 +50,11 @@ def calibrated_scales(config, phase):
     Returns:
       A tuple of group names (`"y"`, `"cbcr"`), possibly empty.
     """
-    if config.scales != "calibrated":
-        return ()
-    if config.variance_term == "sampled" and config.resolved_alpha:
-        # alpha tr Sigma(z) depends on every scale: they stay learned.
+    likelihood = config.likelihood
+    if likelihood.scales != "calibrated":
         return ()
     groups = ()
-    if phase.spherical or not config.structured_likelihood or config.factor != "free":
+    if phase.spherical or not config.structured_likelihood or likelihood.scale_family:
         groups += ("y",)
     if config.color == "ycbcr":
         groups += ("cbcr",)
@@ -97,24 +94,13 @@ def scale_variable(model, group):
     return model.y_log_scale if group == "y" else model.cbcr_log_scale
 
 
-def terms_of(config):
-    """Returns the names of the loss terms a run logs, `TERMS` and maybe `var`."""
-    if config.variance_term == "sampled":
-        return TERMS + ("var",)
-    return TERMS
-
-
-def loss_terms(
-    model, batch, config, spherical, noise, variance_noise=None, calibrated=()
-):
+def loss_terms(model, batch, config, spherical, noise, calibrated=()):
     """Returns the terms of eq. 12 per image, with one reparameterised `z`.
 
-    `loss = nll + beta * kl + alpha * variance + gamma * l1`, where `nll` is
+    `loss = nll + beta * kl + alpha * mse + gamma * l1`, where `nll` is
     `-log p(x|z)`, `kl` is `KL[q(z|x) || p(z)]`, `l1` the masked
-    `sum |off_diag|` and `variance` eq. 12's `||sigma(z)^2||_1`: the paper's
-    empirical `mse = ||x - mu||^2` (`config.variance_term="empirical"`), or
-    the model's own, `var`, sampled (`likelihoods.sampled_variance`). `mse`
-    is always reported.
+    `sum |off_diag|` and `mse = ||x - mu||^2` the paper's empirical stand-in
+    for eq. 12's variance term `||sigma(z)^2||_1`.
 
     Args:
       model: an `svae.models.VAE`.
@@ -122,13 +108,11 @@ def loss_terms(
       config: the run's `Config`.
       spherical: use the spherical likelihood (pretraining).
       noise: `[batch, latent_dim]` standard normal draws for `z`.
-      variance_noise: `[batch, H, W]` standard normal draws for the sampled
-        variance term; needed with `variance_term="sampled"`.
       calibrated: channel groups (`calibrated_scales`) whose `||w||^2`
         (`likelihoods.whitened_square_sums`) to add as `w2_<group>`.
 
     Returns:
-      A dict of `[batch]` tensors named as `terms_of(config)`, plus the
+      A dict of `[batch]` tensors named as `TERMS`, plus the
       `w2_<group>` of `calibrated`.
     """
     z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
@@ -142,15 +126,10 @@ def loss_terms(
         "mse": likelihoods.squared_error(outputs, batch),
         "l1": likelihoods.off_diag_l1(outputs, structure),
     }
-    variance = terms["mse"]
-    if config.variance_term == "sampled":
-        variance = terms["var"] = likelihoods.sampled_variance(
-            outputs, variance_noise, structure
-        )
     terms["loss"] = (
         terms["nll"]
         + config.resolved_beta * terms["kl"]
-        + config.resolved_alpha * variance
+        + config.resolved_alpha * terms["mse"]
         + config.resolved_gamma * terms["l1"]
     )
     if calibrated:

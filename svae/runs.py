@@ -295,12 +295,17 @@ def check_resumable(config, saved, model_dir):
     changed = config.incompatible_fields(saved)
     if changed:
         details = ", ".join(
-            f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-            for name in changed
+            f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items()
+        )
+        recipe = saved.likelihood.name
+        hint = (
+            f" (it was trained with --likelihood={recipe})"
+            if recipe and any(name.startswith("likelihood.") for name in changed)
+            else ""
         )
         raise RunError(
             f"{model_dir} holds a run with a different configuration ({details}). "
-            "Use the same flags to resume it, or another --model_dir."
+            f"Use the same flags to resume it{hint}, or another --model_dir."
         )
 
 

@@ -24,7 +24,6 @@ from svae.objective import (  # Re-exported: the objective's names.
     calibrated_scales,
     calibration_shift,
     loss_terms,
-    terms_of,
 )
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "loss_terms",
     "phase_variables",
     "train_step",
-    "terms_of",
     "calibrated_scales",
     "calibration_shift",
     "make_strategy",
@@ -113,7 +111,6 @@ def train_step(
     config,
     phase,
     noise,
-    variance_noise=None,
     calibrated=(),
     global_batch=None,
 ):
@@ -130,7 +127,7 @@ def train_step(
       batch: a batch dict.
       config: the run's `Config`.
       phase: a `Phase`.
-      noise, variance_noise, calibrated: as for `loss_terms`.
+      noise, calibrated: as for `loss_terms`.
       global_batch: the divisor of the summed loss; None for this batch's size.
 
     Returns:
@@ -139,9 +136,7 @@ def train_step(
     if global_batch is None:
         global_batch = tf.shape(batch["y"])[0]
     with tf.GradientTape() as tape:
-        terms = loss_terms(
-            model, batch, config, phase.spherical, noise, variance_noise, calibrated
-        )
+        terms = loss_terms(model, batch, config, phase.spherical, noise, calibrated)
         loss = tf.reduce_sum(terms["loss"]) / tf.cast(global_batch, tf.float32)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(
@@ -297,7 +292,6 @@ class _Trainer:
             return False
         if phase.name not in self._check_fns:
             config, model = self.config, self.model
-            size = config.image_size
 
             @tf.function(autograph=False)
             def check(batch):
@@ -308,7 +302,6 @@ class _Trainer:
                     config,
                     phase.spherical,
                     tf.zeros([count, config.latent_dim]),
-                    tf.zeros([count, size, size]),
                 )
                 return tf.reduce_all(tf.math.is_finite(terms["loss"]))
 
@@ -350,7 +343,6 @@ class _Trainer:
         variables = phase_variables(model, phase, config)
         calibrated = calibrated_scales(config, phase)
         global_batch = config.batch_size
-        size = config.image_size
         # Values per image of each group, for the mean of w^2.
         group_dims = likelihoods.modelled_dims(config)
 
@@ -365,13 +357,6 @@ class _Trainer:
             noise = tf.random.stateless_normal(
                 [global_batch, config.latent_dim], seed=seed
             )[start : start + local_batch]
-            variance_noise = None
-            if config.variance_term == "sampled":
-                variance_noise = tf.random.stateless_normal(
-                    [global_batch, size, size],
-                    seed=tf.random.experimental.stateless_fold_in(seed, 1),
-                    alg="philox",
-                )[start : start + local_batch]
             terms = train_step(
                 model,
                 self.optimizer,
@@ -380,7 +365,6 @@ class _Trainer:
                 config,
                 phase,
                 noise,
-                variance_noise,
                 calibrated,
                 global_batch,
             )
@@ -496,19 +480,13 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     with writer.as_default():
         while step < total_steps:
             phase = next(p for p in phases if p.start <= step < p.end)
-            if (
-                phase.name == "covariance"
-                and step == phase.start
-                and config.covariance_init == "mean_trunk"
-            ):
-                trainer.model.copy_mean_trunk()
             epoch, skip = divmod(step, steps_per_epoch)
             iterator = dataset.epoch(epoch, skip)
             step_fn = trainer.step_fn(phase)
             end = min(phase.end, (epoch + 1) * steps_per_epoch)
             while step < end:
                 result = step_fn(iterator, tf.constant(step, tf.int64))
-                values = {name: float(result[name]) for name in terms_of(config)}
+                values = {name: float(result[name]) for name in TERMS}
                 hooks.check_finite(values, step, checkpoints.last_saved, model_dir)
                 step += 1
                 if callback is not None:

@@ -7,8 +7,7 @@ runs/.
 
 from absl import flags, logging
 
-from svae import config as config_lib
-from svae import evaluation, export
+from svae import evaluation, export, fields
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -37,7 +36,7 @@ def define_flags(flag_values=FLAGS) -> None:
     )
     # TF Serving loads numeric versions > 0 only.
     common.bound_flags(
-        ranges={"version": config_lib.Range(ge=1)}, flag_values=flag_values
+        ranges={"version": fields.Range(ge=1)}, flag_values=flag_values
     )
 
 

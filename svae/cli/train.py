@@ -8,7 +8,7 @@ holds a run is resumed.
 from absl import flags, logging
 
 from svae import config as config_lib
-from svae import data, training
+from svae import data, recipes, training
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -40,19 +40,9 @@ HELPS = {
     "kernel_size": "Neighbourhood of L.",
     "dilation": "Dilation of L's pattern.",
     "num_basis": "Basis size (0: no basis).",
-    "factor": (
-        "L's parameterisation: product or bounded (samples cannot explode), free "
-        "(the paper's)."
-    ),
-    "dominance": "Off-diagonal mass bound of L's factors, < 1.",
-    "max_scale": "Bound of each Y pixel's conditional std 1/L_pp (none: unbounded).",
-    "covariance_init": "supn: covariance trunk starts as the mean trunk, or random.",
-    "contrast_scale": "Scale Y's residual per image by the mean's gradient magnitude.",
-    "scales": (
-        "Global sigma_Y, sigma_CbCr: calibrated each step, or learned (the paper's)."
-    ),
-    "variance_term": (
-        "Eq. 12's alpha term: empirical ||x - mu||^2 (the paper's) or sampled tr Sigma."
+    "likelihood": (
+        "The likelihood's recipe (docs/training.md): default (samples that cannot "
+        "explode, calibrated scales) or paper (the paper taken literally)."
     ),
     "alpha": "Weight of the variance term (default 10 / 0).",
     "gamma": "Weight of the L1 on off_diag.",
@@ -71,30 +61,23 @@ ENUMS = {
     "model": config_lib.MODELS,
     "color": ("ycbcr", "gray"),
     "strategy": config_lib.STRATEGIES,
-    "factor": config_lib.FACTORS,
-    "scales": config_lib.SCALES,
-    "variance_term": config_lib.VARIANCE_TERMS,
-    "covariance_init": config_lib.COVARIANCE_INITS,
+    "likelihood": recipes.RECIPES,
 }
 
 
 def define_flags(flag_values=FLAGS) -> None:
-    """Defines the flags: --preset and one per `Config` field."""
-    flags.DEFINE_enum(
-        "preset",
-        None,
-        list(config_lib.PRESETS),
-        "Defaults for several flags at once (flags given explicitly win): paper = "
-        "the paper literally (--filters=6 --factor=free --scales=learned).",
-        flag_values=flag_values,
-    )
+    """Defines the flags: one per `Config` field."""
     common.define_flags(
         config_lib.Config,
         HELPS,
         enums=ENUMS,
         # The command line uses the prepared cache and exports; library
         # callers of svae.training.train opt in.
-        defaults={"cache_dir": data.default_cache_dir(), "export": True},
+        defaults={
+            "cache_dir": data.default_cache_dir(),
+            "export": True,
+            "likelihood": "default",
+        },
         flag_values=flag_values,
     )
 
@@ -104,10 +87,6 @@ def main() -> int:
     # TF logs every checkpoint save at INFO, which would break the progress bar.
     logging.set_verbosity(logging.WARNING)
     values = {name: FLAGS[name].value for name in HELPS}
-    preset = config_lib.PRESETS.get(FLAGS.preset, {})
-    values.update(
-        {name: value for name, value in preset.items() if not FLAGS[name].present}
-    )
     training.train(config_lib.Config(**values))
     return 0
 

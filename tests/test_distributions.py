@@ -9,9 +9,8 @@ import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from svae import config as config_lib
 from svae import distributions, xla
-from svae.distributions import SparsePrecisionGaussian
+from svae.distributions import SparsePrecisionGaussian, Structure
 
 tfd = tfp.distributions
 tfed = tfp.experimental.distributions
@@ -427,4 +426,4 @@ def test_the_distribution_carries_its_structure():
     dist = SparsePrecisionGaussian(
         tf.zeros([5, 6]), tf.zeros([5, 6]), tf.zeros([5, 6, 12]), 5, dilation=2
     )
-    assert dist.structure == config_lib.Structure(kernel_size=5, dilation=2)
+    assert dist.structure == Structure(kernel_size=5, dilation=2)

@@ -13,7 +13,7 @@ import pytest
 import tiny
 from absl import flags
 
-from svae import cli, evaluation, figures, training
+from svae import cli, evaluation, fields, figures, recipes, training
 from svae import config as config_lib
 from svae.cli import evaluate as evaluate_cli
 from svae.cli import export as export_cli
@@ -40,8 +40,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
         ("learning_rate", 0.0, "learning_rate must be > 0, got 0.0"),
         ("learning_rate", math.inf, "learning_rate must be a finite number"),
         ("learning_rate", math.nan, "learning_rate must be a finite number"),
-        ("dominance", 1.0, r"dominance must be in \(0, 1\), got 1.0"),
-        ("dominance", 0.0, r"dominance must be in \(0, 1\), got 0.0"),
+        ("likelihood", "papers", "must be one of the recipes default, paper"),
         ("kernel_size", 4, "kernel_size must be one of 3, 5, 7, got 4"),
         ("seed", -1, r"seed must be in \[0, 67108863\], got -1"),
         ("shuffle_buffer", -1, "shuffle_buffer must be >= 0"),
@@ -69,10 +68,16 @@ def _numeric_fields(cls):
 
 
 @pytest.mark.parametrize(
-    "cls", [config_lib.Config, evaluation.EvalConfig, figures.SampleConfig]
+    "cls",
+    [
+        config_lib.Config,
+        evaluation.EvalConfig,
+        figures.SampleConfig,
+        recipes.Likelihood,
+    ],
 )
 def test_every_numeric_field_has_a_range(cls):
-    assert _numeric_fields(cls) == set(config_lib.field_ranges(cls))
+    assert _numeric_fields(cls) == set(fields.field_ranges(cls))
 
 
 def test_eval_and_sample_configs_check_their_ranges():
@@ -137,7 +142,10 @@ def _saved(**changes):
         (json.dumps(_saved(learning_rate="fast")), "learning_rate must be a finite"),
         (json.dumps(_saved(steps=True)), "steps must be an integer or None, got True"),
         (json.dumps(_saved(batch_size=0)), "batch_size must be >= 1, got 0"),
-        ('{"dominance": NaN}', "dominance must be a finite number, got nan"),
+        (
+            '{"likelihood": {"dominance": NaN}}',
+            "likelihood: dominance must be a finite number, got nan",
+        ),
         (b'{"model": "\xff"}', "cannot be read"),
     ],
 )
@@ -147,13 +155,13 @@ def test_tampered_config_json_names_the_file_and_the_field(tmp_path, text, says)
     assert str(tmp_path / config_lib.CONFIG_FILE) in str(error.value)
 
 
-def test_config_json_without_newer_fields_still_loads(tmp_path):
+def test_config_json_without_newer_likelihood_fields_still_loads(tmp_path):
     old = _saved()
-    for name in config_lib.LEGACY_VALUES:
-        del old[name]
+    del old["likelihood"]["contrast_scale"]
     loaded = _load_tampered(tmp_path, json.dumps(old))
-    assert {n: getattr(loaded, n) for n in config_lib.LEGACY_VALUES} == (
-        config_lib.LEGACY_VALUES
+    # Runs before the contrast scale were trained without it: the paper's.
+    assert loaded.likelihood == dataclasses.replace(
+        recipes.DEFAULT, contrast_scale=False
     )
 
 
@@ -176,14 +184,14 @@ def _flag_values(script):
 
 def test_numeric_flags_are_bounded_by_their_fields():
     flag_values = _flag_values(train_cli)
-    assert flag_values(["train.py", "--batch_size=2", "--dominance=0.5"])
+    assert flag_values(["train.py", "--batch_size=2", "--likelihood=paper"])
     assert flag_values.steps is None  # An unset optional flag passes.
     assert "Must be >= 1." in flag_values["batch_size"].help
     for argv, says in [
         (["--steps=0"], "flag --steps=0: must be >= 1, got 0"),
         (["--batch_size=-1"], "flag --batch_size=-1: must be >= 1, got -1"),
         (["--learning_rate=0"], "flag --learning_rate=0.0: must be > 0"),
-        (["--dominance=1"], r"flag --dominance=1.0: must be in \(0, 1\)"),
+        (["--likelihood=papers"], "flag --likelihood=papers: value should be one"),
         (["--checkpoint_every=0"], "flag --checkpoint_every=0: must be >= 1"),
         (["--kernel_size=4"], "flag --kernel_size=4: must be one of 3, 5, 7"),
     ]:
@@ -205,7 +213,7 @@ def test_eval_sample_and_export_flags_are_bounded():
     # bound_flags on flags that are no field.
     flag_values = flags.FlagValues()
     flags.DEFINE_integer("version", None, "?", flag_values=flag_values)
-    cli.bound_flags(ranges={"version": config_lib.Range(ge=1)}, flag_values=flag_values)
+    cli.bound_flags(ranges={"version": fields.Range(ge=1)}, flag_values=flag_values)
     with pytest.raises(flags.IllegalFlagValueError, match="--version=-3"):
         flag_values(["export.py", "--version=-3"])
 

@@ -11,9 +11,9 @@ import tensorflow_probability as tfp
 import tiny
 from tensorflow.core.protobuf import saved_model_pb2
 
-from svae import layers, linalg, losses, models, xla
-from svae.config import Structure
-from svae.distributions import SparsePrecisionGaussian
+from svae import config as config_lib
+from svae import heads, layers, linalg, losses, models, recipes, xla
+from svae.distributions import SparsePrecisionGaussian, Structure
 
 tfd = tfp.distributions
 
@@ -85,7 +85,7 @@ def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
     loc, log_diag, off_diag = layers.unpack(params)
     np.testing.assert_allclose(log_diag, 1.0, atol=1e-6)
     np.testing.assert_allclose(off_diag, 0.0, atol=1e-6)
-    # With random weights: svae.models.PrecisionHead's maps, to the letter.
+    # With random weights: svae.heads.PrecisionHead's maps, to the letter.
     for weight in head.precision.weights:
         weight.assign(tf.random.stateless_normal(weight.shape, seed=[3, 4]))
     loc, log_diag, off_diag = layers.unpack(head(features))
@@ -97,22 +97,34 @@ def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
     assert dist.kernel_size == 5 and dist.dilation == 2
     if factor == "bounded":
         assert np.all(dist.off_diagonal_ratio().numpy() < 0.99 + 1e-6)
-    assert isinstance(head.precision, models.PrecisionHead)
+    assert isinstance(head.precision, heads.PrecisionHead)
 
 
-def test_head_max_scale_caps_each_conditional_scale_and_round_trips():
-    features = 3.0 * tf.random.stateless_normal([2, SIZE, SIZE, 5], seed=[1, 2])
-    head = layers.SparsePrecisionGaussianHead(max_scale=0.2, log_scale=1.0)
-    head(features)
-    for weight in head.precision.weights:
-        weight.assign(tf.random.stateless_normal(weight.shape, seed=[3, 4]))
-    _, log_diag, _ = layers.unpack(head(features))
-    assert np.all(np.exp(-log_diag.numpy()) <= 0.2 * (1 + 1e-6))
-    again = layers.SparsePrecisionGaussianHead.from_config(head.get_config())
-    assert again.precision.max_scale == 0.2
-    for bad in (0, -1.0, float("inf"), True, "0.2"):
-        with pytest.raises(ValueError, match="max_scale"):
-            layers.SparsePrecisionGaussianHead(max_scale=bad)
+def test_every_head_and_the_models_default_to_the_default_recipe():
+    head = layers.SparsePrecisionGaussianHead()
+    precision = heads.PrecisionHead(3, 0)
+    vae = models.VAE(image_size=16, latent_dim=4)
+    config = config_lib.Config()
+    for factor, dominance in (
+        (head.precision.factor, head.precision.dominance),
+        (precision.factor, precision.dominance),
+        (vae.precision_head.factor, vae.precision_head.dominance),
+        (config.likelihood.factor, config.likelihood.dominance),
+    ):
+        assert (factor, dominance) == (
+            recipes.DEFAULT.factor,
+            recipes.DEFAULT.dominance,
+        )
+    assert vae.likelihood == config.likelihood == recipes.DEFAULT
+    assert (vae.contrast_scale is not None) == recipes.DEFAULT.contrast_scale
+
+
+def test_a_head_saved_by_an_older_build_loads_unless_it_used_max_scale():
+    saved = layers.SparsePrecisionGaussianHead(factor="bounded").get_config()
+    again = layers.SparsePrecisionGaussianHead.from_config(saved | {"max_scale": None})
+    assert again.get_config() == saved
+    with pytest.raises(ValueError, match="max_scale=0.2.*no longer has"):
+        layers.SparsePrecisionGaussianHead.from_config(saved | {"max_scale": 0.2})
 
 
 def test_loss_is_minus_log_prob_and_matches_tfps_dense_gaussian():

@@ -8,8 +8,8 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-from svae import config as config_lib
 from svae import likelihoods, xla
+from svae.distributions import Structure
 
 
 def _outputs(rng, batch, size, low, kernel_size, structured=True, chroma=True):
@@ -36,7 +36,7 @@ def test_ycbcr_log_likelihood_matches_dense_gaussian_and_scipy(kernel_size, dila
         "cbcr": tf.constant(rng.uniform(0, 1, (2, 2, 2, 2))),
     }
     got = likelihoods.log_likelihood(
-        outputs, batch, config_lib.Structure(kernel_size, dilation)
+        outputs, batch, Structure(kernel_size, dilation)
     ).numpy()
     factor = dense_reference.dense_factor(
         outputs["log_diag"], outputs["off_diag"], kernel_size, dilation
@@ -80,9 +80,7 @@ def test_off_diag_l1_counts_only_entries_inside_the_image(kernel_size, dilation)
     entries = dense_reference.factor_entries(6, 6, kernel_size, dilation)
     off = np.abs(outputs["off_diag"].numpy())
     want = [sum(off[b, i, j, m] for _, _, i, j, m in entries) for b in range(2)]
-    got = likelihoods.off_diag_l1(
-        outputs, config_lib.Structure(kernel_size, dilation)
-    ).numpy()
+    got = likelihoods.off_diag_l1(outputs, Structure(kernel_size, dilation)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert len(entries) < 6 * 6 * off.shape[-1]
 
@@ -99,9 +97,7 @@ def test_off_diag_l1_gradient_is_the_sign_on_entries_inside_the_image(
     mode = contextlib.nullcontext() if compiled else xla.portable()
     with mode, tf.GradientTape() as tape:
         tape.watch(off_diag)
-        l1 = likelihoods.off_diag_l1(
-            outputs, config_lib.Structure(kernel_size, dilation)
-        )
+        l1 = likelihoods.off_diag_l1(outputs, Structure(kernel_size, dilation))
         total = tf.reduce_sum(weights * l1)
     want = np.zeros(off_diag.shape)
     for _, _, i, j, m in dense_reference.factor_entries(6, 6, kernel_size, dilation):
@@ -123,7 +119,7 @@ def test_squared_error_sums_y_and_chroma():
 def test_sample_is_seeded_and_has_the_batch_structure():
     rng = np.random.default_rng(5)
     outputs = _outputs(rng, 2, 8, 2, 3)
-    structure = config_lib.Structure()
+    structure = Structure()
     first = likelihoods.sample(outputs, tf.constant([1, 2]), structure)
     second = likelihoods.sample(outputs, tf.constant([1, 2]), structure)
     assert first["y"].shape == (2, 8, 8) and first["cbcr"].shape == (2, 2, 2, 2)

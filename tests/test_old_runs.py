@@ -83,7 +83,11 @@ def test_resuming_an_old_run_with_another_recipe_names_the_fields(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("max_scale", 0.25), ("covariance_init", "mean_trunk"), ("variance_term", "sampled")],
+    [
+        ("max_scale", 0.25),
+        ("covariance_init", "mean_trunk"),
+        ("variance_term", "sampled"),
+    ],
 )
 def test_a_run_with_a_removed_option_is_refused_by_name(field, value):
     values = json.loads((OLD_RUNS / "structured_default" / "config.json").read_text())

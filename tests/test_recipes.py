@@ -1,4 +1,4 @@
-"""Issue 12's remedies: the bounded factor, the sampled variance, calibrated scales."""
+"""svae.recipes and what the likelihood's fields set: factor maps, calibrated scales."""
 
 import json
 import pathlib
@@ -14,11 +14,12 @@ import tiny
 from scipy import optimize
 
 from svae import config as config_lib
-from svae import health, likelihoods, models, training
-from svae.distributions import SparsePrecisionGaussian
+from svae import factors, heads, health, likelihoods, recipes, training
+from svae.distributions import SparsePrecisionGaussian, Structure
+from svae.recipes import Likelihood
 
 # The 3x3, undilated pattern of the small tests below.
-STRUCTURE = config_lib.Structure(3, 1)
+STRUCTURE = Structure(3, 1)
 
 
 def _bounded_params(seed, shape, kernel_size, scale=3.0, dominance=0.99):
@@ -27,7 +28,7 @@ def _bounded_params(seed, shape, kernel_size, scale=3.0, dominance=0.99):
     num_off = (kernel_size**2 - 1) // 2
     log_diag = rng.normal(size=shape)
     raw = scale * rng.normal(size=shape + [num_off])
-    off_diag = models.bounded_off_diag(log_diag, raw, dominance)
+    off_diag = factors.bounded_off_diag(log_diag, raw, dominance)
     return log_diag, off_diag.numpy()
 
 
@@ -68,7 +69,7 @@ def test_product_factor_is_the_product_of_two_dominant_factors(kernel_size, dila
     offsets = dense_reference.offsets_from_definition(kernel_size, dilation)
     log_diag = rng.normal(size=[height, width])
     raw = 3.0 * rng.normal(size=[height, width, len(offsets)])
-    off = models.product_off_diag(log_diag, raw, dominance, kernel_size, dilation)
+    off = factors.product_off_diag(log_diag, raw, dominance, kernel_size, dilation)
     dense = dense_reference.dense_factor(log_diag, off, kernel_size, dilation).numpy()
     rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
     below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
@@ -98,7 +99,7 @@ def test_bounded_factor_reaches_the_edge_of_the_ball():
     log_diag = np.zeros([1, 1])
     raw = np.zeros([1, 1, 4])
     raw[..., 0] = 1e6
-    off = models.bounded_off_diag(log_diag, raw, 0.99).numpy()
+    off = factors.bounded_off_diag(log_diag, raw, 0.99).numpy()
     np.testing.assert_allclose(off[0, 0], [0.99, 0, 0, 0], rtol=1e-5)
 
 
@@ -109,7 +110,7 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
     num_basis, kernel_size, dilation
 ):
     keras.utils.set_random_seed(1)
-    head = models.PrecisionHead(kernel_size, num_basis, "bounded", 0.95, dilation)
+    head = heads.PrecisionHead(kernel_size, num_basis, "bounded", 0.95, dilation)
     features = tf.random.normal([2, 8, 8, 5]) * 3.0
     head(features)
     for weight in head.weights:  # Large weights: far from the init's zeros.
@@ -119,7 +120,7 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
         tf.zeros_like(log_diag), log_diag, off_diag, kernel_size, dilation
     )
     assert float(tf.reduce_max(dist.off_diagonal_ratio())) < 0.95
-    free = models.PrecisionHead(kernel_size, num_basis, "free", dilation=dilation)
+    free = heads.PrecisionHead(kernel_size, num_basis, "free", dilation=dilation)
     free(features)
     for mine, other in zip(free.weights, head.weights, strict=True):
         mine.assign(other)
@@ -127,114 +128,8 @@ def test_precision_head_bounds_the_factor_with_and_without_basis(
     # The same raw parameters, mapped into the ball (and not, when free).
     np.testing.assert_allclose(free_log_diag, log_diag, rtol=1e-6)
     np.testing.assert_allclose(
-        models.bounded_off_diag(free_log_diag, free_off, 0.95), off_diag, rtol=1e-5
+        factors.bounded_off_diag(free_log_diag, free_off, 0.95), off_diag, rtol=1e-5
     )
-
-
-@pytest.mark.parametrize(
-    "num_basis, factor, kernel_size, dilation",
-    [(0, "product", 3, 1), (3, "bounded", 3, 1), (0, "free", 5, 2)],
-)
-def test_max_scale_bounds_each_conditional_std_against_the_dense_covariance(
-    num_basis, factor, kernel_size, dilation
-):
-    # x = L^{-T} eps is drawn from the last pixel back, so 1 / L_pp is the
-    # standard deviation of x_p given the raster-later pixels: here from the
-    # dense covariance (numpy's inverse, a Schur complement), for weights far
-    # from the init and features that push the raw diagonal below the cap.
-    max_scale = 0.25
-    keras.utils.set_random_seed(2)
-    head = models.PrecisionHead(
-        kernel_size, num_basis, factor, 0.9, dilation, max_scale=max_scale
-    )
-    height, width = 5, 6
-    features = tf.random.normal([2, height, width, 4])
-    head(features)
-    for weight in head.weights:
-        weight.assign(tf.random.normal(weight.shape))
-    log_diag, off_diag = head(features, log_scale=0.0)
-    uncapped = models.PrecisionHead(kernel_size, num_basis, factor, 0.9, dilation)
-    uncapped(features)
-    for mine, other in zip(uncapped.weights, head.weights, strict=True):
-        mine.assign(other)
-    raw_log_diag, _ = uncapped(features, log_scale=0.0)
-    # Some pixels are pushed below the floor, some are well above it.
-    floor = -np.log(max_scale)
-    assert np.any(raw_log_diag < floor - 1) and np.any(raw_log_diag > floor + 2)
-    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
-    n = height * width
-    for factor_matrix in dense.numpy().astype(np.float64):
-        covariance = np.linalg.inv(factor_matrix @ factor_matrix.T)
-        for p in range(n):
-            later = slice(p + 1, n)
-            schur = covariance[p, p] - covariance[p, later] @ np.linalg.solve(
-                covariance[later, later], covariance[later, p]
-            )
-            assert np.sqrt(schur) <= max_scale * (1 + 1e-4)
-    # Above the floor the cap is the identity (within exp(-s * 2) / s).
-    above = raw_log_diag.numpy() > floor + 2
-    np.testing.assert_allclose(
-        log_diag.numpy()[above], raw_log_diag.numpy()[above], atol=1e-4
-    )
-
-
-def test_sampled_variance_is_an_unbiased_trace_of_the_covariance():
-    # tr Sigma from the dense inverse (numpy), against the mean of the
-    # one-sample estimates; tolerance from their sample standard deviation.
-    log_diag, off_diag = _bounded_params(2, [2, 5, 6], 3, 2.0)
-    log_diag = log_diag - 1.0
-    dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1).numpy()
-    exact = [np.trace(np.linalg.inv(f @ f.T)) for f in dense]
-    n = 4000
-    outputs = {
-        "y_mean": tf.zeros([n, 2, 5, 6], tf.float64),
-        "log_diag": tf.constant(log_diag),
-        "off_diag": tf.constant(off_diag),
-    }
-    noise = tf.random.stateless_normal([n, 2, 5, 6], [3, 4], dtype=tf.float64)
-    estimates = likelihoods.sampled_variance(outputs, noise, STRUCTURE).numpy()
-    assert estimates.shape == (n, 2)
-    error = 4.0 * estimates.std(axis=0) / np.sqrt(n)
-    assert np.all(np.abs(estimates.mean(axis=0) - exact) < error)
-    # And the same as the exact sum of marginal_variance().
-    dist = SparsePrecisionGaussian(tf.zeros([2, 5, 6], tf.float64), log_diag, off_diag)
-    np.testing.assert_allclose(
-        tf.reduce_sum(dist.marginal_variance(), [-2, -1]), exact, rtol=1e-8
-    )
-
-
-def test_sampled_variance_gradient_matches_the_exact_trace_gradient():
-    log_diag, off_diag = _bounded_params(5, [4, 4], 3, 1.0)
-    log_diag = tf.Variable(log_diag)
-    off_diag = tf.Variable(off_diag)
-    n = 20000
-    noise = tf.random.stateless_normal([n, 4, 4], [5, 6], dtype=tf.float64)
-    with tf.GradientTape(persistent=True) as tape:
-        outputs = {
-            "y_mean": tf.zeros([n, 4, 4], tf.float64),
-            "log_diag": log_diag,
-            "off_diag": off_diag,
-        }
-        estimate = tf.reduce_mean(
-            likelihoods.sampled_variance(outputs, noise, STRUCTURE)
-        )
-        dense = dense_reference.dense_factor(log_diag, off_diag, 3, 1)
-        exact = tf.linalg.trace(tf.linalg.inv(dense @ tf.transpose(dense)))
-    for variable in (log_diag, off_diag):
-        got = tape.gradient(estimate, variable).numpy()
-        want = tape.gradient(exact, variable).numpy()
-        np.testing.assert_allclose(got, want, atol=0.08 * np.abs(want).max())
-
-
-def test_sampled_variance_of_factorised_groups_is_exact():
-    outputs = {
-        "y_mean": tf.zeros([2, 4, 4]),
-        "y_log_scale": tf.fill([2, 4, 4], np.log(0.5)),
-        "cbcr_mean": tf.zeros([2, 2, 2, 2]),
-        "cbcr_log_scale": tf.fill([2, 2, 2, 2], np.log(0.1)),
-    }
-    got = likelihoods.sampled_variance(outputs, None).numpy()
-    np.testing.assert_allclose(got, [16 * 0.25 + 8 * 0.01] * 2, rtol=1e-5)
 
 
 def test_whitened_square_sums_match_the_definition():
@@ -337,37 +232,6 @@ def test_calibrated_structured_scale_does_not_drift_under_the_l1_term(tmp_path):
     assert abs(later[-1] - later[0]) < 0.5
 
 
-@pytest.mark.parametrize("covariance_init", ["mean_trunk", "random"])
-def test_supn_covariance_trunk_starts_as_the_mean_trunk(tmp_path, covariance_init):
-    # The covariance phase from step 0 (no pretraining), which does not
-    # train the mean trunk: after its first step the covariance trunk is the
-    # mean trunk moved by one Adam step (at most about the learning rate per
-    # weight), or still its own random initialisation.
-    config = _tiny(
-        tmp_path,
-        model="supn",
-        pretrain_epochs=0,
-        steps=2,
-        covariance_init=covariance_init,
-    )
-    gaps = {}
-
-    def record(step, model):
-        gaps[step] = max(
-            np.abs(a.numpy() - b.numpy()).max()
-            for a, b in zip(
-                model.trunk.weights, model.covariance_trunk.weights, strict=True
-            )
-        )
-
-    training.train(config, callback=record)
-    if covariance_init == "mean_trunk":
-        assert gaps[1] <= 1.5 * config.learning_rate
-        assert gaps[2] <= 3 * config.learning_rate
-    else:
-        assert gaps[1] > 0.05
-
-
 @pytest.mark.parametrize(
     "model, factor, groups",
     [
@@ -378,12 +242,12 @@ def test_supn_covariance_trunk_starts_as_the_mean_trunk(tmp_path, covariance_ini
     ],
 )
 def test_which_scales_are_calibrated(model, factor, groups):
-    config = config_lib.Config(model=model, factor=factor)
+    config = config_lib.Config(model=model, likelihood=Likelihood(factor=factor))
     joint = training.Phase("joint" if model == "structured" else "train", 0, 1)
     assert training.calibrated_scales(config, joint) == groups
     pretrain = training.Phase("pretrain", 0, 1)
     assert training.calibrated_scales(config, pretrain) == ("y", "cbcr")
-    learned = config_lib.Config(model=model, scales="learned")
+    learned = config_lib.Config(model=model, likelihood="paper")
     assert training.calibrated_scales(learned, joint) == ()
 
 
@@ -396,7 +260,7 @@ def test_vae_sph_does_not_collapse_with_calibrated_scales(tmp_path):
         config = _tiny(
             tmp_path / scales,
             model="vae_sph",
-            scales=scales,
+            likelihood=Likelihood(scales=scales),
             steps=120,
             learning_rate=5e-4,
         )
@@ -423,7 +287,7 @@ def test_bounded_samples_stay_bounded_where_free_ones_explode():
     raw = tf.fill([1, 32, 32, 4], 5.0)
     free = SparsePrecisionGaussian(tf.zeros([1, 32, 32]), log_diag, raw)
     bounded = SparsePrecisionGaussian(
-        tf.zeros([1, 32, 32]), log_diag, models.bounded_off_diag(log_diag, raw, 0.99)
+        tf.zeros([1, 32, 32]), log_diag, factors.bounded_off_diag(log_diag, raw, 0.99)
     )
     free_sample = free.sample(seed=[0, 1]).numpy()
     bounded_sample = bounded.sample(seed=[0, 1]).numpy()
@@ -431,61 +295,81 @@ def test_bounded_samples_stay_bounded_where_free_ones_explode():
     assert not health.is_diverged(bounded_sample).any()
 
 
-def test_old_configs_keep_the_papers_likelihood():
-    config = config_lib.Config(model="structured")
-    old = json.loads(config.to_json())
-    for name in ("factor", "scales", "variance_term"):
-        del old[name]
-    loaded = config_lib.Config.from_json(json.dumps(old))
-    assert (loaded.factor, loaded.scales, loaded.variance_term) == (
+def test_the_recipes_are_the_default_and_the_paper_taken_literally():
+    assert list(recipes.RECIPES) == ["default", "paper"]
+    assert recipes.DEFAULT == Likelihood() == config_lib.Config().likelihood
+    paper = recipes.RECIPES["paper"]
+    assert (paper.factor, paper.contrast_scale, paper.scales) == (
         "free",
+        False,
         "learned",
-        "empirical",
     )
+    assert Likelihood.of("paper") is paper and paper.name == "paper"
+    assert Likelihood(factor="bounded").name is None
+    assert config_lib.Config(likelihood="paper").likelihood == paper
+    config = config_lib.Config(likelihood=Likelihood(factor="bounded"))
     assert config_lib.Config.from_json(config.to_json()) == config
 
 
 @pytest.mark.parametrize(
-    "field, value", [("factor", "tight"), ("scales", "x"), ("dominance", 1.0)]
+    "field, value",
+    [("factor", "tight"), ("scales", "x"), ("dominance", 1.0), ("contrast_scale", 1)],
 )
-def test_bad_remedy_options_are_clear_errors(field, value):
+def test_bad_likelihood_fields_are_clear_errors(field, value):
     with pytest.raises(ValueError, match=field):
-        config_lib.Config(**{field: value})
+        Likelihood(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        config_lib.Config.from_json(
+            json.dumps({"likelihood": {field: value}}), source="config.json"
+        )
+
+
+def test_an_unknown_recipe_or_likelihood_field_names_the_choices():
+    with pytest.raises(ValueError, match="default, paper"):
+        config_lib.Config(likelihood="papr")
+    with pytest.raises(ValueError, match="did you mean 'factor'"):
+        Likelihood.from_dict({"facter": "free"})
 
 
 @pytest.mark.slow
-def test_paper_preset_sets_defaults_beneath_explicit_flags(tmp_path):
+def test_train_py_likelihood_flag_writes_the_recipes_fields(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     env = tiny.script_env()
     flags = ["--image_size=16", "--latent_dim=4", "--batch_size=8"]
     flags += ["--crops_per_photo=2", "--steps=1", "--noprogress", "--noexport"]
     result = subprocess.run(
-        [sys.executable, str(root / "train.py"), *flags, "--preset=paper"]
-        + ["--filters=8", f"--model_dir={tmp_path}"],
+        [sys.executable, str(root / "train.py"), *flags, "--likelihood=paper"]
+        + [f"--model_dir={tmp_path}"],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    saved = config_lib.load(tmp_path)
-    assert (saved.factor, saved.scales, saved.variance_term) == (
-        "free",
-        "learned",
-        "empirical",
+    written = json.loads((tmp_path / config_lib.CONFIG_FILE).read_text())
+    assert written["likelihood"] == recipes.RECIPES["paper"].to_dict()
+    assert config_lib.load(tmp_path).likelihood.name == "paper"
+
+
+def test_fields_a_model_does_not_read_do_not_block_resuming():
+    def config(model, likelihood=recipes.DEFAULT, **fields):
+        return config_lib.Config(model=model, likelihood=likelihood, **fields)
+
+    free = Likelihood(factor="free")
+    old = config("vae_sph", free, kernel_size=5)
+    assert old.incompatible_fields(config("vae_sph")) == {}
+    assert config("structured", free).incompatible_fields(config("structured")) == {
+        "likelihood.factor": ("product", "free")
+    }
+    # The free factor reads no dominance.
+    loose = Likelihood(factor="free", dominance=0.5)
+    assert (
+        config("structured", loose).incompatible_fields(config("structured", free))
+        == {}
     )
-    assert saved.filters == 8  # Given explicitly: the preset's 6 does not win.
-
-
-def test_structure_of_l_does_not_block_resuming_a_baseline():
-    old = config_lib.Config(model="vae_sph", factor="free", kernel_size=5)
-    assert old.incompatible_fields(config_lib.Config(model="vae_sph")) == []
-    structured = config_lib.Config(model="structured", factor="free")
-    assert structured.incompatible_fields(config_lib.Config()) == ["factor"]
-    # A vae_sph run from before the contrast scale (False) resumes today.
-    sph = config_lib.Config(model="vae_sph", contrast_scale=False)
-    assert sph.incompatible_fields(config_lib.Config(model="vae_sph")) == []
-    diag = config_lib.Config(model="vae_diag", contrast_scale=False)
-    assert diag.incompatible_fields(config_lib.Config(model="vae_diag")) == [
-        "contrast_scale"
-    ]
+    # vae_sph has one scale: it reads no contrast scale; vae_diag does.
+    flat = Likelihood(contrast_scale=False)
+    assert config("vae_sph", flat).incompatible_fields(config("vae_sph")) == {}
+    assert config("vae_diag", flat).incompatible_fields(config("vae_diag")) == {
+        "likelihood.contrast_scale": (True, False)
+    }

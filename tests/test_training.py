@@ -16,7 +16,7 @@ import tiny
 from PIL import Image
 
 from svae import config as config_lib
-from svae import data, models, training
+from svae import data, models, recipes, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -104,11 +104,12 @@ def test_config_json_round_trip_and_defaults():
 def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
     config = _config(tmp_path, model="vae_sph", color="gray", steps=2)
     training.train(config)
-    # As an older build wrote it: without a field added since, whose legacy
-    # value is the one trained. Resumed as it was, the file is left alone.
+    # As an older build wrote it: the likelihood's fields at the top level,
+    # and a field since removed at the value this build computes. Resumed as
+    # it was, the file is left alone.
     path = tmp_path / "config.json"
     fields = json.loads(path.read_text())
-    del fields["covariance_init"]
+    fields.update(fields.pop("likelihood"), covariance_init="random")
     path.write_text(json.dumps(fields))
     before = path.read_bytes()
     assert training.train(config)["step"] == 2
@@ -138,7 +139,7 @@ def test_init_from_a_vae_sph_run(tmp_path):
         tmp_path / "structured",
         steps=1,
         init_from=str(tmp_path / "sph"),
-        scales="learned",
+        likelihood=recipes.Likelihood(scales="learned"),
     )
     seen = {}
     training.train(config, callback=lambda step, model: seen.setdefault(step, model))

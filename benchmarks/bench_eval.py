@@ -4,10 +4,11 @@
 `svae.evaluation`'s per-batch evaluation (encoder, K decoder passes, the
 likelihood, `log q`, `log p`, logsumexp) and, in the same run, K bare decoder
 forward passes per image in the same chunks. The target is a ratio of at most
-1.25. `--write` replaces the `## bench_eval` section of benchmarks/RESULTS.md.
+1.25. `--write` appends the table, dated, to benchmarks/log/speed.md.
 """
 
 import argparse
+import datetime
 import os
 import pathlib
 import platform
@@ -21,8 +22,7 @@ import tensorflow as tf  # noqa: E402
 from svae import config as config_lib  # noqa: E402
 from svae import data, evaluation, models  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
-HEADING = "## bench_eval"
+LOG = pathlib.Path(__file__).resolve().parent / "log" / "speed.md"
 
 
 def _best_of(fns, repeats):
@@ -74,17 +74,12 @@ def bench_model(model_name, num_samples, sample_chunk, batch_size, repeats):
     return eval_s / batch_size, decoder_s / batch_size
 
 
-def _write_section(text):
-    """Replaces (or appends) the bench_eval section of RESULTS.md."""
-    content = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    start = content.find(HEADING + "\n")
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(HEADING))
-        rest = content[end + 1 :] if end >= 0 else ""
-        content = content[:start] + text + ("\n" + rest if rest else "")
-    RESULTS.write_text(content, encoding="utf-8")
+def _append_to_log(text):
+    """Appends `text` to the speed log under a dated heading."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d, %H:%M UTC")
+    content = LOG.read_text(encoding="utf-8") if LOG.exists() else ""
+    section = f"## {stamp}: bench_eval\n\n{text}"
+    LOG.write_text(content.rstrip("\n") + "\n\n" + section, encoding="utf-8")
 
 
 def main():
@@ -104,8 +99,6 @@ def main():
         rows.append((name, eval_s, decoder_s))
         print(f"{name}: {eval_s:.3f} s/image eval, {decoder_s:.3f} s/image decoder")
     lines = [
-        HEADING,
-        "",
         f"`python benchmarks/bench_eval.py` on this machine ({os.cpu_count()} CPU "
         f"cores, no GPU; TensorFlow {tf.__version__}, Python "
         f"{platform.python_version()}),"
@@ -127,8 +120,8 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        _write_section(text)
-        print(f"written to {RESULTS}")
+        _append_to_log(text)
+        print(f"appended to {LOG}")
     return np.array([r[1] / r[2] for r in rows])
 
 

@@ -1,4 +1,4 @@
-"""Issue 12's measurements: likelihood remedies and widths at the demo's length.
+"""The likelihood's fields and the widths, measured at the demo's length.
 
 Trains each named variant on `--dataset` (by default `sample_photos`, the
 demo's data; `benchmarks/other_photos.py` builds a second set of real
@@ -6,15 +6,16 @@ photographs for `--dataset=folder:PATH`) with the demo's settings and
 schedule (`vae_sph` first, then `structured` initialised from it), evaluates
 it on the held-out photographs (IW bound with `--num_samples`, KL, MSE) and
 measures its sample health (`svae.health`) and its training step time, then
-prints one Markdown row per run for benchmarks/RESULTS.md (the last column
-splits the ELBO's reconstruction term into Y and Cb/Cr, `recon_<group>_bpd`
-of `evaluate.py`). Finished runs in
-`--output_dir` are reused, so a long list can be run in pieces; every row is
-also appended to `OUTPUT_DIR/results.jsonl`.
+prints one Markdown row per run for benchmarks/log/likelihood.md (the last
+column splits the ELBO's reconstruction term into Y and Cb/Cr,
+`recon_<group>_bpd` of `evaluate.py`). Finished runs in `--output_dir` are
+reused, so a long list can be run in pieces; every row is also appended to
+`OUTPUT_DIR/results.jsonl`.
 
-    python benchmarks/bench_remedies.py --variants=paper,bounded --seeds=0,1
+    python benchmarks/bench_remedies.py --variants=paper,product_cs --seeds=0,1
 """
 
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -23,7 +24,7 @@ import time
 from absl import app, flags
 
 from svae import config as config_lib
-from svae import evaluation, training
+from svae import evaluation, recipes, training
 
 flags.DEFINE_string("output_dir", "/tmp/svae-remedies", "Where the runs go.")
 flags.DEFINE_string("dataset", "sample_photos", "Data set (any --dataset of train.py).")
@@ -41,56 +42,52 @@ flags.DEFINE_bool(
 )
 FLAGS = flags.FLAGS
 
-PAPER = dict(
-    factor="free", scales="learned", variance_term="empirical", contrast_scale=False
-)
-BOUNDED = dict(factor="bounded")
-PRODUCT = dict(factor="product")
-# name -> (model, Config overrides, whether it starts from a vae_sph run).
+PAPER = recipes.RECIPES["paper"]
+# The default recipe without the contrast scale: the variants' rows in the log
+# were measured so, before it became the default (`_cs`: with it).
+PLAIN = dataclasses.replace(recipes.DEFAULT, contrast_scale=False)
+
+
+def _plain(**fields):
+    """`PLAIN` with `fields` changed."""
+    return dataclasses.replace(PLAIN, **fields)
+
+
+# name -> (model, likelihood, other Config fields, whether it starts from a
+# vae_sph run).
 VARIANTS = {
-    "paper": ("structured", PAPER, True),
-    "paper_calibrated": ("structured", dict(factor="free"), True),
-    "bounded": ("structured", BOUNDED, True),
-    "bounded_090": ("structured", dict(BOUNDED, dominance=0.9), True),
-    "bounded_sampled": ("structured", dict(BOUNDED, variance_term="sampled"), True),
-    "free_sampled": ("structured", dict(PAPER, variance_term="sampled"), True),
-    "product": ("structured", PRODUCT, True),
-    "product_sampled": ("structured", dict(PRODUCT, variance_term="sampled"), True),
-    "product_basis": ("structured", dict(PRODUCT, num_basis=3), True),
-    "product_dilated": ("structured", dict(PRODUCT, dilation=2), True),
-    "supn_product": ("supn", PRODUCT, True),
-    "supn_product_095": ("supn", dict(PRODUCT, dominance=0.95), True),
-    "product_095": ("structured", dict(PRODUCT, dominance=0.95), True),
-    "supn_paper": ("supn", PAPER, True),
-    "supn_product_cap05": ("supn", dict(PRODUCT, max_scale=0.5), True),
-    "supn_product_cap025": ("supn", dict(PRODUCT, max_scale=0.25), True),
-    "supn_product_cap01": ("supn", dict(PRODUCT, max_scale=0.1), True),
-    "product_cap025": ("structured", dict(PRODUCT, max_scale=0.25), True),
-    "supn_product_copy": ("supn", dict(PRODUCT, covariance_init="mean_trunk"), True),
-    "product_cs": ("structured", dict(PRODUCT, contrast_scale=True), True),
-    "supn_product_cs": ("supn", dict(PRODUCT, contrast_scale=True), True),
-    "vae_sph": ("vae_sph", {}, False),
-    "vae_diag_cs": ("vae_diag", dict(contrast_scale=True), False),
-    "vae_sph_paper": ("vae_sph", PAPER, False),
-    "vae_diag": ("vae_diag", {}, False),
-    "vae_diag_paper": ("vae_diag", PAPER, False),
-    "beta_vae_diag": ("beta_vae_diag", {}, False),
+    "paper": ("structured", PAPER, {}, True),
+    "paper_calibrated": ("structured", _plain(factor="free"), {}, True),
+    "bounded": ("structured", _plain(factor="bounded"), {}, True),
+    "bounded_090": ("structured", _plain(factor="bounded", dominance=0.9), {}, True),
+    "product": ("structured", PLAIN, {}, True),
+    "product_095": ("structured", _plain(dominance=0.95), {}, True),
+    "product_basis": ("structured", PLAIN, {"num_basis": 3}, True),
+    "product_dilated": ("structured", PLAIN, {"dilation": 2}, True),
+    "product_cs": ("structured", recipes.DEFAULT, {}, True),
+    "supn_product": ("supn", PLAIN, {}, True),
+    "supn_product_095": ("supn", _plain(dominance=0.95), {}, True),
+    "supn_product_cs": ("supn", recipes.DEFAULT, {}, True),
+    "supn_paper": ("supn", PAPER, {}, True),
+    "vae_sph": ("vae_sph", PLAIN, {}, False),
+    "vae_sph_paper": ("vae_sph", PAPER, {}, False),
+    "vae_diag": ("vae_diag", PLAIN, {}, False),
+    "vae_diag_cs": ("vae_diag", recipes.DEFAULT, {}, False),
+    "vae_diag_paper": ("vae_diag", PAPER, {}, False),
+    "beta_vae_diag": ("beta_vae_diag", PLAIN, {}, False),
 }
 for _width in (6, 16, 32, 64):
-    VARIANTS[f"product_w{_width}"] = ("structured", dict(PRODUCT, filters=_width), True)
-    VARIANTS[f"vae_diag_w{_width}"] = ("vae_diag", dict(filters=_width), False)
-    VARIANTS[f"vae_sph_w{_width}"] = ("vae_sph", dict(filters=_width), False)
-# Every variant but the `_cs` ones runs with the heads' scales as they are
-# (`contrast_scale=False`), as its rows in RESULTS.md were measured before
-# the contrast scale became the default: `product_cs` is today's default.
-for _name, (_model, _overrides, _from_sph) in VARIANTS.items():
-    VARIANTS[_name] = (_model, {"contrast_scale": False} | _overrides, _from_sph)
+    _wide = {"filters": _width}
+    VARIANTS[f"product_w{_width}"] = ("structured", PLAIN, _wide, True)
+    VARIANTS[f"vae_diag_w{_width}"] = ("vae_diag", PLAIN, _wide, False)
+    VARIANTS[f"vae_sph_w{_width}"] = ("vae_sph", PLAIN, _wide, False)
 
 
-def _train(model, overrides, seed, steps, model_dir, init_from=None):
+def _train(model, likelihood, overrides, seed, steps, model_dir, init_from=None):
     """Trains one run (or finds it finished); returns median ms per step."""
     config = config_lib.Config(
         model=model,
+        likelihood=likelihood,
         model_dir=str(model_dir),
         dataset=FLAGS.dataset,
         steps=steps,
@@ -115,25 +112,29 @@ def _train(model, overrides, seed, steps, model_dir, init_from=None):
 
 def _run(name, seed):
     """Trains and evaluates one variant; returns its row as a dict."""
-    model, overrides, from_sph = VARIANTS[name]
+    model, likelihood, overrides, from_sph = VARIANTS[name]
     root = pathlib.Path(FLAGS.output_dir)
     init_from = None
     if from_sph:
         # The paper's structured model starts from its own (learned-scale)
         # vae_sph; every other variant from the calibrated one.
-        sph_name = (
-            "vae_sph_paper" if overrides.get("scales") == "learned" else "vae_sph"
-        )
-        sph = dict(
-            VARIANTS[sph_name][1],
-            **{k: v for k, v in overrides.items() if k == "filters"},
-        )
+        sph_name = "vae_sph_paper" if likelihood.scales == "learned" else "vae_sph"
+        sph = {k: v for k, v in overrides.items() if k == "filters"}
         init_from = root / f"{sph_name}-w{sph.get('filters', FLAGS.filters)}-s{seed}"
-        _train("vae_sph", sph, seed, FLAGS.sph_steps, init_from)
+        sph_likelihood = VARIANTS[sph_name][1]
+        _train("vae_sph", sph_likelihood, sph, seed, FLAGS.sph_steps, init_from)
     width = overrides.get("filters", FLAGS.filters)
     model_dir = root / f"{name}-w{width}-s{seed}"
     steps = FLAGS.steps if from_sph else FLAGS.sph_steps
-    ms = _train(model, overrides, seed, steps, model_dir, init_from and str(init_from))
+    ms = _train(
+        model,
+        likelihood,
+        overrides,
+        seed,
+        steps,
+        model_dir,
+        init_from and str(init_from),
+    )
     report = evaluation.evaluate(
         evaluation.EvalConfig(
             model_dir=str(model_dir),

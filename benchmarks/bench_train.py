@@ -6,7 +6,7 @@ that both see the same machine state, and counts FLOPs per image with TF's
 profiler. The machine's speed drifts by up to 30% within a minute, so the
 ratio is the median over rounds of `structured`'s time over the time of the
 `vae_diag` round just before it, with its quartiles; the ratio of the two
-medians is printed too. Prints a Markdown table for benchmarks/RESULTS.md.
+medians is printed too. Prints a Markdown table for benchmarks/log/speed.md.
 """
 
 import json
@@ -29,8 +29,8 @@ flags.DEFINE_integer("warmup_steps", 20, "Untimed steps per model first.")
 flags.DEFINE_list(
     "overrides",
     [],
-    "Config fields of both models as name=value (e.g. factor=free,scales=learned "
-    "for the paper's likelihood; default: svae's defaults).",
+    "Config fields of both models as name=value (e.g. likelihood=paper for the "
+    "paper's likelihood; default: svae's defaults).",
 )
 FLAGS = flags.FLAGS
 

@@ -13,7 +13,7 @@ crops as `sample_photos`) as PNGs into `OUT/train/` and `OUT/test/`, split by
 photograph, so the folder is a `folder:OUT` data set. `flower` and `aero` are
 held out; `--train_photos` chooses the training photographs (all six by
 default; `china,grace_hopper,ascent` is the three-photograph set of the first
-measurements in benchmarks/RESULTS.md). The files are named
+measurements in benchmarks/log/likelihood.md). The files are named
 `NUMBER_PHOTO.png`, so that in the folder's (sorted) order the photographs
 alternate and the first images of a split, which evaluate.py's `--max_images`
 and the sample health read, come from all of its photographs (named

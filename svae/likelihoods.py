@@ -230,8 +230,7 @@ def _masked_l1(off_diag, mask):
 
     Autodiff's gradient is four passes over `[batch, H, W, K]` (broadcast the
     upstream, multiply by the mask, take the sign, multiply); the kernel's is
-    one: 0.37 against 0.74 ms forward and backward at 64x64, batch 64
-    (benchmarks/RESULTS.md, bench_train).
+    one.
     """
 
     def grad(upstream):

@@ -18,8 +18,8 @@ import tensorflow as tf
 
 __all__ = ["UNROLL", "SkewPlan", "from_skewed", "skew_plan", "substitute", "to_skewed"]
 
-# Levels solved per while-loop iteration: measured best on CPU, graph and XLA
-# (benchmarks/RESULTS.md).
+# Levels solved per while-loop iteration: the best measured on CPU, in graph
+# mode and under XLA (benchmarks/bench_distribution.py).
 UNROLL = 8
 
 

@@ -2,17 +2,16 @@
 
 `L^T x` (`svae.linalg.factor_transpose_matvec`) and its gradient are chains
 of K pad, slice and multiply passes over full-size images; XLA fuses each
-chain into one loop (2.0 ms against 4.8 ms forward and backward at 64x64,
-batch 64, benchmarks/RESULTS.md). So are `split` of channel-last tensors and
-its gradient, which TF's SplitV and ConcatV2 copy element by element, and the
-gradient of the L1 term (`svae.likelihoods.off_diag_l1`). Elsewhere XLA does
-not pay on CPU: it runs each fusion on one thread and its small matrix
-products slowly, so only such chains are kernels. Functions decorated with
-`kernel` are XLA-compiled unless traced inside `portable()`, for graphs that
-must run where XLA is off, such as TF Serving's model server (`svae.export`),
-or when the environment variable `SVAE_XLA=0` is set, for machines whose XLA
-cannot compile (a GPU setup without `ptxas`, say). Results agree to float
-rounding.
+chain into one loop, forward and backward. So are `split` of channel-last
+tensors and its gradient, which TF's SplitV and ConcatV2 copy element by
+element, and the gradient of the L1 term (`svae.likelihoods.off_diag_l1`).
+Elsewhere XLA does not pay on CPU: it runs each fusion on one thread and its
+small matrix products slowly, so only such chains are kernels. Functions
+decorated with `kernel` are XLA-compiled unless traced inside `portable()`,
+for graphs that must run where XLA is off, such as TF Serving's model server
+(`svae.export`), or when the environment variable `SVAE_XLA=0` is set, for
+machines whose XLA cannot compile (a GPU setup without `ptxas`, say).
+Results agree to float rounding.
 """
 
 import contextlib
@@ -68,8 +67,7 @@ def _split(value, sizes, axis):
 def _concat(parts, axis):
     # Concatenating along the last axis interleaves the parts element by
     # element; XLA's loops do it faster as a concatenation of the parts moved
-    # to the front, moved back: 0.35 against 0.56 ms for `[64, 64, 64, 1 + 1
-    # + 4]`.
+    # to the front, moved back.
     rank = len(parts[0].shape)
     axis %= rank
     if axis == 0:
@@ -85,9 +83,7 @@ def split(value, sizes, axis=-1):
 
     On the CPU, TF's SplitV of a `[batch, H, W, channels]` tensor along the
     channels, and the ConcatV2 that is its gradient, copy element by element;
-    XLA's loops take 0.4 ms less for the structured model's six head channels
-    at 64x64, batch 64 (benchmarks/RESULTS.md, bench_train). Inside
-    `portable()` it is `tf.split`.
+    XLA's loops copy whole parts. Inside `portable()` it is `tf.split`.
 
     Args:
       value: a tensor.

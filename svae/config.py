@@ -271,6 +271,7 @@ class Config:
             if mine[name] != theirs[name]
         }
 
+
 def _upgraded(values: dict, source: str) -> dict:
     """An older build's `config.json` fields in this build's form.
 
@@ -296,6 +297,7 @@ def _upgraded(values: dict, source: str) -> dict:
             )
         values["likelihood"] = old
     return values
+
 
 def load(model_dir) -> Config:
     """Reads the config of the run in `model_dir`.

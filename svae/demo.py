@@ -1,4 +1,4 @@
-"""`make demo`: the paper's comparison in a few minutes, with no download.
+"""`make demo`: the paper's comparison at a small scale, with no download.
 
 Trains Table 1's rows on `sample_photos` (crops of the photographs shipped
 with scikit-image): a VAE with a spherical (`vae_sph`) and one with a
@@ -8,40 +8,74 @@ Evaluates each with the importance-weighted bound and the sample health
 (`svae.health`) on crops of held-out photographs, and writes the comparison
 table (Tables 1-2) and the figures (Figures 3-4: reconstructions, residual
 samples, prior samples).
+
+`python -m svae.demo [flags]`; every flag has a default, sized for a CPU.
 """
 
-import argparse
+import dataclasses
 import pathlib
-import sys
 import time
 
+from absl import flags, logging
+
 # cli comes first: importing it quiets TensorFlow's start-up lines.
-from svae import cli, evaluation, figures, runs, training  # noqa: F401
+from svae import cli, evaluation, figures, training  # noqa: F401
 from svae import config as config_lib
-from svae.config import DemoConfig  # Re-exported: the demo's budget.
+from svae.cli import common
+from svae.fields import check_fields, ranged
+
+FLAGS = flags.FLAGS
 
 MODELS = ("vae_sph", "vae_diag", "structured")
 
 
-def _train(demo, model, steps, init_from=None):
-    """Trains (or finds finished) one model of the demo; returns its run dir."""
-    model_dir = pathlib.Path(demo.output_dir) / model
+@dataclasses.dataclass
+class DemoConfig:
+    """The demo's budget: small runs of `train.py`'s models, a short evaluation.
+
+    `vae_sph` and `vae_diag` train `vae_steps` steps; `structured` starts
+    from the `vae_sph` run and trains `structured_steps` more, its first
+    epoch the structured branch alone. Each is evaluated on the first
+    `num_images` held-out crops with `num_samples` importance samples; the
+    figures show `num_figure_images` images.
+    """
+
+    output_dir: str = "demo_output"
+    image_size: int = ranged(64, ge=8)
+    latent_dim: int = ranged(100, ge=1)
+    filters: int = ranged(config_lib.Config.filters, ge=1)
+    crops_per_photo: int = ranged(512, ge=1)
+    batch_size: int = ranged(64, ge=1)
+    learning_rate: float = ranged(5e-4, gt=0)
+    vae_steps: int = ranged(1500, ge=1)
+    structured_steps: int = ranged(1000, ge=1)
+    num_images: int = ranged(128, ge=1)
+    num_samples: int = ranged(500, ge=1)
+    num_figure_images: int = ranged(6, ge=1)
+    seed: int = ranged(0, ge=0, le=config_lib.MAX_SEED)
+    progress: bool = True
+
+    def __post_init__(self):
+        """Checks each field; raises ValueError naming it."""
+        check_fields(self)
+
+
+def _config(demo, model, steps, init_from=None) -> config_lib.Config:
+    """The `Config` of one model of the demo, in `output_dir/<model>`."""
     shared = ("image_size", "latent_dim", "filters", "crops_per_photo")
     shared += ("batch_size", "learning_rate", "seed", "progress")
-    config = config_lib.Config(
+    return config_lib.Config(
         model=model,
-        model_dir=str(model_dir),
+        model_dir=str(pathlib.Path(demo.output_dir) / model),
         dataset="sample_photos",
         **{name: getattr(demo, name) for name in shared},
         steps=steps,
-        init_from=init_from and str(init_from),
+        init_from=init_from,
         structured_warmup_epochs=1,
         checkpoint_every=steps,
         summary_every=100,
         image_summary_every=steps,
     )
-    training.train(config)
-    return model_dir
 
 
 def run(demo=None):
@@ -57,18 +91,23 @@ def run(demo=None):
     """
     demo = demo or DemoConfig()
     start = time.perf_counter()
+    # Every run's config first: a value no run accepts is an error before
+    # anything is written.
+    configs = {
+        "vae_sph": _config(demo, "vae_sph", demo.vae_steps),
+        "vae_diag": _config(demo, "vae_diag", demo.vae_steps),
+    }
+    configs["structured"] = _config(
+        demo, "structured", demo.structured_steps, configs["vae_sph"].model_dir
+    )
     output_dir = pathlib.Path(demo.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
     run_dirs = {}
     for model in MODELS:
         begin = time.perf_counter()
-        if model == "structured":
-            run_dirs[model] = _train(
-                demo, model, demo.structured_steps, run_dirs["vae_sph"]
-            )
-        else:
-            run_dirs[model] = _train(demo, model, demo.vae_steps)
+        training.train(configs[model])
+        run_dirs[model] = pathlib.Path(configs[model].model_dir)
         seconds[f"train {model}"] = time.perf_counter() - begin
 
     reports = {}
@@ -141,15 +180,41 @@ def run(demo=None):
     }
 
 
-def main(argv=None):
-    """Command-line entry: `python -m svae.demo [--output_dir DIR]`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default=DemoConfig.output_dir)
-    parser.add_argument("--seed", type=int, default=DemoConfig.seed)
-    args = parser.parse_args(argv)
-    run(DemoConfig(output_dir=args.output_dir, seed=args.seed))
+HELPS = {
+    "output_dir": "Folder of the runs, the table and the figures.",
+    "image_size": "Crop side (a power of 2).",
+    "latent_dim": "Latent dimensions.",
+    "filters": "Width of the first conv layer.",
+    "crops_per_photo": "Training crops per photograph.",
+    "batch_size": "Batch size.",
+    "learning_rate": "Adam learning rate.",
+    "vae_steps": "Training steps of vae_sph and vae_diag.",
+    "structured_steps": (
+        "Steps of structured after it starts from vae_sph (its first epoch "
+        "trains the structured branch alone)."
+    ),
+    "num_images": "Held-out crops evaluated.",
+    "num_samples": "Importance samples K per held-out crop.",
+    "num_figure_images": "Images in each figure.",
+    "seed": "Seed of weights, crops, noise and figures.",
+    "progress": "Show progress bars.",
+}
+
+
+def define_flags(flag_values=FLAGS) -> None:
+    """Defines the flags: one per `DemoConfig` field, with its default and range."""
+    common.define_flags(DemoConfig, HELPS, flag_values=flag_values)
+
+
+def main() -> int:
+    """Builds the demo's budget from the flags and runs it."""
+    # TF logs every checkpoint save at INFO, which would break the progress bars.
+    logging.set_verbosity(logging.WARNING)
+    run(DemoConfig(**{name: FLAGS[name].value for name in HELPS}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(
+        main, define_flags, errors=(ValueError, OSError, training.NonFiniteLossError)
+    )

@@ -9,46 +9,94 @@ import sys
 
 import pytest
 import tensorflow as tf
+import tiny
 from absl import flags
 
-from svae import cli, data, evaluation, figures, runs
+from svae import cli, data, demo, evaluation, fields, figures, reproduce, runs
 from svae import config as config_lib
 from svae.cli import common
 from svae.cli import evaluate as evaluate_cli
 from svae.cli import export as export_cli
 from svae.cli import sample as sample_cli
 from svae.cli import train as train_cli
+from svae.data import prepare
+from svae.reproduce import command as reproduce_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-# Flags whose default differs from their field's, on purpose (svae.cli.train).
-TRAIN_DEFAULTS = {"cache_dir", "export"}
+# A flag default of data.default_cache_dir(), read when the test runs.
+CACHE_DIR = "$SVAE_CACHE_DIR"
 
 
 @pytest.mark.parametrize(
-    "script, cls, extra",
+    "script, cls, extra, argv, defaults",
     [
-        (train_cli, config_lib.Config, {"preset"}),
-        (evaluate_cli, evaluation.EvalConfig, {"compare"}),
-        (sample_cli, figures.SampleConfig, set()),
+        # train.py's and reproduce's cache_dir default to the prepared cache
+        # ($SVAE_CACHE_DIR), train.py exports, and its likelihood is a
+        # recipe's name: flag defaults that differ from their field's, on
+        # purpose.
+        (
+            train_cli,
+            config_lib.Config,
+            set(),
+            [],
+            {
+                "cache_dir": CACHE_DIR,
+                "export": True,
+                "likelihood": "default",
+            },
+        ),
+        (evaluate_cli, evaluation.EvalConfig, {"compare"}, [], {}),
+        (sample_cli, figures.SampleConfig, set(), [], {}),
+        (demo, demo.DemoConfig, set(), [], {}),
+        (
+            reproduce_cli,
+            reproduce.ReproduceConfig,
+            {"dry_run", "no_progress"},
+            [],
+            {"cache_dir": CACHE_DIR},
+        ),
+        (
+            prepare,
+            prepare.PrepareConfig,
+            set(),
+            ["--dataset=celeb_a"],
+            {"dataset": "celeb_a", "cache_dir": CACHE_DIR},
+        ),
     ],
 )
-def test_flags_are_the_fields_of_the_config_dataclasses(script, cls, extra):
+def test_flags_are_the_fields_of_the_config_dataclasses(
+    script, cls, extra, argv, defaults
+):
     flag_values = flags.FlagValues()
     script.define_flags(flag_values)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert set(flag_values) == fields.keys() | extra
-    flag_values(["prog"])
-    for name, field in fields.items():
-        if script is train_cli and name in TRAIN_DEFAULTS:
-            continue
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(flag_values) == names.keys() | extra
+    flag_values(["prog", *argv])
+    for name, field in names.items():
         default = None if field.default is dataclasses.MISSING else field.default
-        assert flag_values[name].value == default, name
-    for name, allowed in config_lib.field_ranges(cls).items():
+        expected = defaults.get(name, default)
+        if expected == CACHE_DIR:
+            expected = data.default_cache_dir()
+        assert flag_values[name].value == expected, name
+    for name, allowed in fields.field_ranges(cls).items():
         assert flag_values[name].help.endswith(f" Must be {allowed}."), name
-    if script is train_cli:
-        assert flag_values.export is True
-        assert flag_values.cache_dir == data.default_cache_dir()
+
+
+def test_a_tuple_field_is_a_comma_list_flag():
+    flag_values = flags.FlagValues()
+    reproduce_cli.define_flags(flag_values)
+    flag_values(["prog", "--models=structured,supn", "--likelihood=paper"])
+    assert flag_values.models == ["structured", "supn"]
+    assert flag_values.colors is None and flag_values.likelihood == "paper"
+    with pytest.raises(flags.IllegalFlagValueError, match=r"one of <default\|paper>"):
+        flag_values(["prog", "--likelihood=literal"])
+
+
+def test_the_dataset_of_prepare_is_required():
+    flag_values = flags.FlagValues()
+    prepare.define_flags(flag_values)
+    with pytest.raises(flags.IllegalFlagValueError, match="--dataset"):
+        flag_values(["prog", "--split=test"])
 
 
 def test_a_field_without_a_help_is_an_error():
@@ -226,3 +274,85 @@ def test_scripts_start_without_tensorflow_banners(tmp_path):
 )
 def test_only_log_lines_below_the_level_are_filtered(line, level, shown):
     assert cli._shown(line, level) == shown
+
+
+# ------------------------------------------- python -m svae.demo, reproduce, prepare
+
+# Per command: a flag of its own, the flags it needs, values out of range
+# (or of the wrong type) with the error each gives, and a value only `main`
+# refuses with its message. Relative output folders: nothing may appear in
+# the working folder.
+COMMANDS = {
+    "svae.demo": {
+        "own": "--vae_steps",
+        "needs": [],
+        "bad": {
+            "--seed=-1": "flag --seed=-1: must be in [0, 67108863], got -1",
+            "--vae_steps=many": "flag --vae_steps=many: invalid literal",
+        },
+        "refused": (["--image_size=24"], "image_size must be a power of 2"),
+    },
+    "svae.reproduce": {
+        "own": "--likelihood",
+        "needs": [],
+        "bad": {
+            "--num_samples=0": "flag --num_samples=0: must be >= 1, got 0",
+            "--likelihood=literal": "flag --likelihood=literal: value should be",
+        },
+        "refused": (
+            ["--dataset=lsun_church", "--models=supn"],
+            "--models: Table 2 has vae_sph, vae_diag, beta_vae_diag, structured; "
+            "got supn.",
+        ),
+    },
+    "svae.data.prepare": {
+        "own": "--image_size",
+        "needs": ["--dataset=sample_photos", "--cache_dir=cache"],
+        "bad": {"--image_size=0": "flag --image_size=0: must be >= 1, got 0"},
+        "refused": ([], "sample_photos is made in memory at every start"),
+    },
+}
+
+
+def _command(module, *args, cwd):
+    """Runs `python -m module args` in `cwd`; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", list(COMMANDS))
+def test_commands_answer_help_and_refuse_bad_flags_before_any_work(module, tmp_path):
+    case = COMMANDS[module]
+    done = _command(module, "--helpshort", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"  {case['own']}:" in done.stdout and "--preset" not in done.stdout
+    # A stray word is a usage error.
+    done = _command(module, *case["needs"], "stray", cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert (
+        "FATAL Flags parsing error: unexpected argument(s) 'stray': "
+        f"python -m {module} takes flags only (--name=value)."
+    ) in done.stderr.splitlines()
+    # A value out of range or of the wrong type: one line naming it.
+    for arg, message in case["bad"].items():
+        done = _command(module, *case["needs"], arg, cwd=tmp_path)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        name = arg.partition("=")[0]
+        (line,) = [line for line in done.stderr.splitlines() if name in line]
+        assert line.startswith(f"FATAL Flags parsing error: {message}"), line
+    # A value that only main refuses: one `svae: error:` line.
+    args, message = case["refused"]
+    done = _command(module, *case["needs"], *args, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "svae: error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"svae: error: {message}"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

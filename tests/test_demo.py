@@ -10,6 +10,28 @@ from PIL import Image
 from svae import demo
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"seed": -1}, "seed must be in"),
+        ({"vae_steps": 0}, "vae_steps must be >= 1"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"num_images": 1.5}, "num_images must be an integer"),
+    ],
+)
+def test_budget_out_of_range_is_an_error_naming_the_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        demo.DemoConfig(**values)
+
+
+def test_a_value_no_run_accepts_is_an_error_before_anything_is_written(tmp_path):
+    # In DemoConfig's range, but no power of 2: the runs' Config refuses it.
+    config = demo.DemoConfig(output_dir=str(tmp_path / "demo"), image_size=24)
+    with pytest.raises(ValueError, match="image_size must be a power of 2"):
+        demo.run(config)
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
     config = demo.DemoConfig(

@@ -320,16 +320,46 @@ def test_prepare_command_prepares_what_train_py_reads(tmp_path, monkeypatch):
     assert not calls
 
 
-@pytest.mark.slow
-def test_prepare_refuses_what_it_cannot_prepare(tmp_path, capsys):
-    """In-memory data, no cache_dir, an unwritable one: an error, exit status 1."""
+def test_prepare_refuses_what_it_cannot_prepare(tmp_path):
+    """In-memory data, no cache_dir, an unwritable one, no such split: errors."""
     name = _folder(tmp_path / "data", count=2)
     (tmp_path / "a_file").write_text("x")
-    for flags, message in (
-        (["--dataset=sample_photos", f"--image_size={SIZE}"], "nothing to prepare"),
-        ([f"--dataset={name}", "--cache_dir="], "needs a cache_dir"),
-        ([f"--dataset={name}", f"--cache_dir={tmp_path / 'a_file'}"], "warning"),
-        ([f"--dataset={name}", "--split=validation"], "has splits train, test"),
+    cache = str(tmp_path / "cache")
+    for dataset, kwargs, message in (
+        ("sample_photos", {"cache_dir": cache}, "nothing to prepare"),
+        (name, {"cache_dir": ""}, "needs a cache_dir"),
+        (name, {"cache_dir": str(tmp_path / "a_file")}, "see the warning above"),
+        (name, {"cache_dir": cache, "split": "validation"}, "has splits train, test"),
     ):
-        assert prepare.main([*flags, "--noprogress"]) == 1
-        assert message in capsys.readouterr().err
+        split = kwargs.pop("split", "train")
+        with pytest.raises(data.DatasetError, match=message):
+            prepare.prepare(dataset, split, image_size=SIZE, progress=False, **kwargs)
+    assert _cache_files(tmp_path / "cache") == []
+
+
+@pytest.mark.slow
+def test_prepare_command_says_what_it_cannot_prepare_in_one_line(tmp_path):
+    """An error of the data set: one `svae: error:` line, exit status 1."""
+    name = _folder(tmp_path / "data", count=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "svae.data.prepare", f"--dataset={name}"]
+        + ["--cache_dir=", "--noprogress"],
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if "svae: error" in line]
+    assert errors == ["svae: error: Preparing needs a cache_dir."], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prepare_options_are_checked():
+    """The options of the command: a range, and the splits of a comma list."""
+    with pytest.raises(ValueError, match="image_size must be >= 1, got 0"):
+        prepare.PrepareConfig(dataset="x", image_size=0)
+    assert prepare.PrepareConfig(dataset="x", split="train,,test").splits == [
+        "train",
+        "test",
+    ]

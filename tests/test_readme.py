@@ -219,3 +219,44 @@ def test_the_module_diagram_matches_the_imports():
         f"not drawn: {sorted(set(actual) - set(drawn))}; dashed (lazy) wrong: "
         f"{sorted(k for k in set(drawn) & set(actual) if drawn[k] != actual[k])}"
     )
+
+
+# The core: the distribution, the likelihood's value, heads and Keras layers.
+CORE = (
+    "distributions",
+    "conditional",
+    "linalg",
+    "wavefront",
+    "xla",
+    "recipes",
+    "fields",
+    "factors",
+    "heads",
+    "layers",
+    "losses",
+)
+# What a run is: its configuration and the model variants.
+RUN_CONFIGURATION = ("config", "variants", "runs", "training", "cli")
+
+
+def test_the_core_imports_nothing_of_a_runs_configuration():
+    imports = _imports()
+    for module in CORE:
+        assert (ROOT / "svae" / f"{module}.py").exists(), module
+        reached, todo = set(), [module]
+        while todo:
+            source = todo.pop()
+            for (a, b), _ in imports.items():
+                if a == source and b not in reached:
+                    reached.add(b)
+                    todo.append(b)
+        assert not reached & set(RUN_CONFIGURATION), (module, sorted(reached))
+
+
+def test_no_argparse_in_the_package():
+    users = [
+        path.relative_to(ROOT)
+        for path in (ROOT / "svae").rglob("*.py")
+        if re.search(r"^\s*(import argparse|from argparse)", path.read_text(), re.M)
+    ]
+    assert users == []

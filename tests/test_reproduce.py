@@ -1,5 +1,6 @@
 """Tests of `python -m svae.reproduce`, at a tiny scale."""
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 import tiny
 from PIL import Image
 
-from svae import reproduce
+from svae import config as config_lib
+from svae import recipes, reproduce, training
 
 TINY = dict(scale="tiny", progress=False, cache_dir="")
 
@@ -66,6 +68,47 @@ def test_the_configs_have_the_papers_settings_and_the_strategy():
     assert ec.num_samples == 500 and ec.max_images is None and ec.split == "test"
 
 
+def test_likelihood_names_a_recipe_every_run_takes():
+    run = reproduce.plan("celeb_a")[-1]
+    for name, recipe in recipes.RECIPES.items():
+        options = reproduce.ReproduceConfig(dataset="celeb_a", likelihood=name)
+        config = reproduce.run_config(run, options, "/out")
+        assert recipes.Likelihood.of(config.likelihood) == recipe, name
+    assert reproduce.ReproduceConfig().likelihood == "default"
+    with pytest.raises(ValueError, match="likelihood must be one of default, paper"):
+        reproduce.ReproduceConfig(likelihood="literal")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"seed": -1}, "seed must be in"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"num_samples": 0}, "num_samples must be >= 1"),
+        ({"dry_run_steps": 2}, "dry_run_steps must be >= 3"),
+        ({"scale": "huge"}, "scale must be one of paper, tiny"),
+        ({"dataset": "mnist"}, "dataset must be one of celeb_a"),
+    ],
+)
+def test_options_out_of_range_are_errors_naming_the_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        reproduce.ReproduceConfig(**values)
+
+
+def test_comma_lists_of_the_flags_are_the_plans_subsets():
+    options = reproduce.ReproduceConfig(models=["structured", ""], colors=[])
+    assert options.models == ("structured",) and options.colors is None
+
+
+def test_a_model_not_in_the_table_is_an_error_before_anything_is_written(tmp_path):
+    options = reproduce.ReproduceConfig(
+        dataset="lsun_church", models=("supn",), out=str(tmp_path / "out"), **TINY
+    )
+    with pytest.raises(ValueError, match="--models: Table 2 has .* got supn"):
+        reproduce.reproduce(options)
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_full_plans_totals():
     table1 = reproduce.totals(reproduce.ReproduceConfig(dataset="celeb_a"))
     # 110 epochs of 162,770 // 64 = 2,543 steps, 10 runs.
@@ -96,18 +139,18 @@ def test_reproduce_end_to_end_and_resumes_after_an_interruption(
         colors=("gray",),
         **TINY,
     )
-    real_train = reproduce.training.train
+    real_train = training.train
     calls = []
 
     def interrupted(config, **kwargs):
         """Trains structured halfway, then the machine "goes down"."""
         calls.append(config.model)
         if config.model == "structured":
-            real_train(reproduce.dataclasses.replace(config, steps=2), **kwargs)
+            real_train(dataclasses.replace(config, steps=2), **kwargs)
             raise RuntimeError("interrupted")
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(reproduce.training, "train", interrupted)
+    monkeypatch.setattr(training, "train", interrupted)
     with pytest.raises(RuntimeError, match="interrupted"):
         reproduce.reproduce(options)
     first = tmp_path / "runs" / "vae_sph-gray"
@@ -118,7 +161,7 @@ def test_reproduce_end_to_end_and_resumes_after_an_interruption(
         calls.append(config.model)
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(reproduce.training, "train", counted)
+    monkeypatch.setattr(training, "train", counted)
     calls.clear()
     capsys.readouterr()
     result = reproduce.reproduce(options)
@@ -171,7 +214,7 @@ def test_reproduce_on_the_celeb_a_layout_from_the_command_line(tmp_path):
     command = [sys.executable, "-m", "svae.reproduce", "--dataset=celeb_a"]
     command += [f"--data_dir={tmp_path / 'celeba'}", f"--out={out}"]
     command += ["--scale=tiny", "--steps=2", "--models=beta_vae_diag"]
-    command += ["--colors=ycbcr", "--no_progress"]
+    command += ["--colors=ycbcr", "--likelihood=paper", "--no_progress"]
     done = subprocess.run(
         command, env=tiny.script_env(), capture_output=True, text=True, timeout=120
     )
@@ -184,6 +227,8 @@ def test_reproduce_on_the_celeb_a_layout_from_the_command_line(tmp_path):
     table = (out / "table1.md").read_text()
     assert "| β-VAE (Diag) | -3123 ± 998 / -5574 ± 1083 | not run / " in table
     assert (out / "figures" / "ycbcr" / "reconstructions.png").is_file()
+    saved = config_lib.load(out / "runs" / "beta_vae_diag-ycbcr")
+    assert saved.likelihood == recipes.RECIPES["paper"] and not saved.progress
 
 
 @pytest.mark.slow

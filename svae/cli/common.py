@@ -6,7 +6,7 @@ with `define_flags` here from the fields of its config dataclass (`Config`,
 `EvalConfig`, `SampleConfig`): a flag per field, of the field's type, with
 its default and its range. `run(main, define_flags, errors)` is every
 script's entry point: absl parses the flags, and a value outside its range
-(`bound_flags`: the `svae.config.ranged` fields of the dataclass) or a
+(`bound_flags`: the `svae.fields.ranged` fields of the dataclass) or a
 positional argument is a usage error before `main` runs: `FATAL Flags
 parsing error: ...` on stderr, exit status 1, nothing done. An exception of
 `errors` raised by `main` is one `svae: error: ...` line, exit status 1.
@@ -22,7 +22,7 @@ import typing
 
 from absl import app, flags
 
-from svae import config as config_lib
+from svae import fields as fields_lib
 from svae import runs
 
 __all__ = [
@@ -42,10 +42,12 @@ _DEFINE = {
     int: flags.DEFINE_integer,
     float: flags.DEFINE_float,
     str: flags.DEFINE_string,
+    # A tuple field is a comma-separated list flag (`--models=a,b`).
+    tuple: flags.DEFINE_list,
 }
 
 
-def _check(allowed: config_lib.Range, value) -> bool:
+def _check(allowed: fields_lib.Range, value) -> bool:
     """Validates one flag value; raises flags.ValidationError naming the range."""
     # None is the default of a flag that was not given (absl parses no None).
     if value is None or value in allowed:
@@ -60,12 +62,12 @@ def bound_flags(cls=None, *, ranges=None, flag_values=flags.FLAGS) -> None:
     its range at the end of its help (`--help` shows it).
 
     Args:
-      cls: a dataclass with `svae.config.ranged` fields (`Config`,
+      cls: a dataclass with `svae.fields.ranged` fields (`Config`,
         `EvalConfig`, `SampleConfig`); fields that are no flag are skipped.
-      ranges: `{flag name: svae.config.Range}` of flags that are no field.
+      ranges: `{flag name: svae.fields.Range}` of flags that are no field.
       flag_values: the `absl.flags.FlagValues` holding the flags.
     """
-    table = config_lib.field_ranges(cls) if cls is not None else {}
+    table = fields_lib.field_ranges(cls) if cls is not None else {}
     for name, allowed in (table | (ranges or {})).items():
         if name not in flag_values:
             continue
@@ -80,10 +82,11 @@ def define_flags(
 ) -> None:
     """Defines one flag per field of the dataclass `cls`, bounded by its range.
 
-    Each flag has its field's name, type (`bool`, `int`, `float`, `str`,
-    optional or not) and default (a field without one: None), then
-    `bound_flags` adds the field's range. A field added to `cls` without a
-    help here is an error when the script starts (and in the tests).
+    Each flag has its field's name, type (`bool`, `int`, `float`, `str`, or
+    `tuple`: a comma-separated list; optional or not) and default (a field
+    without one: None), then `bound_flags` adds the field's range. A field
+    added to `cls` without a help here is an error when the script starts
+    (and in the tests).
 
     Args:
       cls: the script's config dataclass.
@@ -116,6 +119,8 @@ def define_flags(
                 name, default, list(enums[name]), helps[name], flag_values=flag_values
             )
         else:
+            if kind is tuple and default is not None:
+                default = list(default)  # absl's list flags take lists.
             _DEFINE[kind](name, default, helps[name], flag_values=flag_values)
     bound_flags(cls, flag_values=flag_values)
 
@@ -134,6 +139,15 @@ def model_dir_or_newest(model_dir) -> str:
     path = runs.newest_run()
     print(f"svae: using the newest finished run {path}", flush=True)
     return str(path)
+
+
+def _program(path) -> str:
+    """The command's name in messages: `train.py`, or `python -m svae.demo`."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    origin = getattr(spec, "origin", None)
+    if origin and os.path.realpath(origin) == os.path.realpath(path):
+        return "python -m " + spec.name.removesuffix(".__main__")
+    return os.path.basename(path)
 
 
 def parse_flags(argv, flag_values=flags.FLAGS) -> list[str]:
@@ -164,7 +178,7 @@ def parse_flags(argv, flag_values=flags.FLAGS) -> list[str]:
             hint = f" (did you mean {' '.join(meant)}?)" if meant else ""
             raise flags.Error(
                 f"unexpected argument(s) {' '.join(map(repr, stray))}{hint}: "
-                f"{os.path.basename(argv[0])} takes flags only (--name=value)."
+                f"{_program(argv[0])} takes flags only (--name=value)."
             )
     except flags.Error as error:
         # absl's own format (app.parse_flags_with_usage).

@@ -35,9 +35,7 @@ def define_flags(flag_values=FLAGS) -> None:
         flag_values=flag_values,
     )
     # TF Serving loads numeric versions > 0 only.
-    common.bound_flags(
-        ranges={"version": fields.Range(ge=1)}, flag_values=flag_values
-    )
+    common.bound_flags(ranges={"version": fields.Range(ge=1)}, flag_values=flag_values)
 
 
 def main() -> int:

@@ -3,19 +3,50 @@
 What `train.py`'s first start does before it trains, done ahead of time (on
 another machine, or once before several runs share the cache):
 
-    python -m svae.data.prepare --dataset=celeb_a --data_dir=DIR \
+    python -m svae.data.prepare --dataset=celeb_a --data_dir=DIR
         [--cache_dir=DIR] [--split=train,test] [--image_size=64]
 
 Each split is loaded as `train.py`, `evaluate.py` and `sample.py` load it
 (`svae.data.load` with a `cache_dir`), so they find it prepared when given
 the same `--dataset`, `--data_dir`, `--cache_dir` and `--image_size`. Prints,
-per split, the number of images, the files skipped and where the cache is.
+per split, the number of images, the files skipped and where the cache is;
+a data set that cannot be prepared is one `svae: error: ...` line.
 """
 
-import argparse
-import sys
+import dataclasses
+
+from absl import flags, logging
 
 from svae import data
+from svae.cli import common
+from svae.fields import check_fields, ranged
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """What `python -m svae.data.prepare` is asked; its flags fill it.
+
+    `split` is a comma-separated list of splits; the other fields are the
+    arguments of `prepare`.
+    """
+
+    dataset: str
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    split: str = "train"
+    image_size: int = ranged(64, ge=1)
+    progress: bool = True
+
+    def __post_init__(self):
+        """Checks each field; raises ValueError naming it."""
+        check_fields(self)
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits to prepare, in order."""
+        return [split for split in self.split.split(",") if split]
 
 
 def prepare(
@@ -77,33 +108,45 @@ def _report(name: str, split: str, found: data.SplitInfo) -> str:
     )
 
 
-def main(argv=None) -> int:
-    """Command-line entry: parses the flags, prepares, prints what it did."""
-    parser = argparse.ArgumentParser(
-        prog="python -m svae.data.prepare", description=__doc__.splitlines()[0]
+HELPS = {
+    "dataset": "Data set name (docs/data.md), or folder:PATH.",
+    "data_dir": "Folder with the data set's files.",
+    "cache_dir": (
+        "Folder of prepared caches, default $SVAE_CACHE_DIR or ~/.cache/svae."
+    ),
+    "split": "Comma-separated splits.",
+    "image_size": "Image side.",
+    "progress": "Show a progress bar with an ETA while decoding.",
+}
+
+
+def define_flags(flag_values=FLAGS) -> None:
+    """Defines the flags: one per `PrepareConfig` field; --dataset is required."""
+    common.define_flags(
+        PrepareConfig,
+        HELPS,
+        defaults={"cache_dir": data.default_cache_dir()},
+        flag_values=flag_values,
     )
-    parser.add_argument("--dataset", required=True, help="Data set name.")
-    parser.add_argument("--data_dir", default=None, help="Its files' folder.")
-    parser.add_argument(
-        "--cache_dir",
-        default=data.default_cache_dir(),
-        help="Folder of prepared caches (default $SVAE_CACHE_DIR or ~/.cache/svae).",
-    )
-    parser.add_argument("--split", default="train", help="Comma-separated splits.")
-    parser.add_argument("--image_size", type=int, default=64, help="Image side.")
-    parser.add_argument(
-        "--noprogress", dest="progress", action="store_false", help="No ETA bar."
-    )
-    options = vars(parser.parse_args(argv))
-    name, splits = options.pop("dataset"), options.pop("split")
-    try:
-        for split in filter(None, splits.split(",")):
-            print(_report(name, split, prepare(name, split, **options)), flush=True)
-    except data.DatasetError as error:
-        print(f"svae: error: {error}", file=sys.stderr)
-        return 1
+    flags.mark_flag_as_required("dataset", flag_values=flag_values)
+
+
+def main() -> int:
+    """Builds the options from the flags, prepares, prints what it did."""
+    logging.set_verbosity(logging.WARNING)
+    options = PrepareConfig(**{name: FLAGS[name].value for name in HELPS})
+    for split in options.splits:
+        found = prepare(
+            options.dataset,
+            split,
+            cache_dir=options.cache_dir,
+            data_dir=options.data_dir,
+            image_size=options.image_size,
+            progress=options.progress,
+        )
+        print(_report(options.dataset, split, found), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main, define_flags, errors=(ValueError,))

@@ -9,6 +9,7 @@ ratio is the median over rounds of `structured`'s time over the time of the
 medians is printed too. Prints a Markdown table for benchmarks/log/speed.md.
 """
 
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -19,7 +20,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from svae import config as config_lib
-from svae import data, flops
+from svae import data, flops, recipes
 
 flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's).")
 flags.DEFINE_integer("image_size", 64, "Image side.")
@@ -30,7 +31,8 @@ flags.DEFINE_list(
     "overrides",
     [],
     "Config fields of both models as name=value (e.g. likelihood=paper for the "
-    "paper's likelihood; default: svae's defaults).",
+    "paper's likelihood, likelihood.factor=product for one field of it; "
+    "default: svae's defaults).",
 )
 FLAGS = flags.FLAGS
 
@@ -40,17 +42,29 @@ MODELS = (("vae_diag", "train"), ("structured", "joint"))
 def _overrides():
     """Returns `--overrides` as Config keyword arguments (JSON values, else strings).
 
-    `Config` checks each value's type and range.
+    `likelihood.FIELD=VALUE` changes one field of the likelihood (of the
+    recipe `likelihood=NAME` names, else the default). `Config` checks each
+    value's type and range.
     """
-    values = {}
+    values, fields = {}, {}
     for item in FLAGS.overrides:
         name, _, value = item.partition("=")
-        if name not in config_lib.Config.__dataclass_fields__:
-            raise app.UsageError(f"--overrides: no Config field {name!r}.")
         try:
-            values[name] = json.loads(value)
+            value = json.loads(value)
         except ValueError:
+            pass
+        if name.startswith("likelihood."):
+            fields[name.partition(".")[2]] = value
+        elif name in config_lib.Config.__dataclass_fields__:
             values[name] = value
+        else:
+            raise app.UsageError(f"--overrides: no Config field {name!r}.")
+    if fields:
+        base = recipes.Likelihood.of(values.get("likelihood", "default"))
+        try:
+            values["likelihood"] = dataclasses.replace(base, **fields)
+        except (TypeError, ValueError) as e:
+            raise app.UsageError(f"--overrides: {e}") from e
     return values
 
 

@@ -18,8 +18,12 @@ round trip is exact up to float rounding.
 
 Chroma path: Cb and Cr are blurred and downsampled by an integer factor
 (4 in the paper: 64x64 -> 16x16) and upsampled back for display and RGB
-metrics. Both resamplings are separable linear maps, applied as two small
-matrix products, so they are exact in float64, cheap, and differentiable.
+metrics. Both resamplings are separable linear maps, cheap and
+differentiable: the downsampling two small matrix products, the upsampling
+two gathers and a linear interpolation. Every RGB image svae shows or serves
+(figures, TensorBoard, the SavedModel's `*_rgb` outputs) and the RGB MSE
+upsample the chroma bilinearly (`merge_to_rgb`'s default); only the encoder's
+input repeats it ("nearest", `svae.models`).
 """
 
 import functools
@@ -130,21 +134,35 @@ def _downsample_matrix(size: int, factor: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _upsample_matrix(size: int, factor: int, method: str) -> np.ndarray:
-    """Returns the `[size * factor, size]` interpolation matrix."""
-    out = size * factor
-    matrix = np.zeros((out, size))
+def _interpolation(size: int, factor: int, method: str) -> tuple:
+    """Returns `(lower, upper, frac)`, each `[size * factor]`, of one axis.
+
+    Output pixel i is `x[lower] + frac * (x[upper] - x[lower])`.
+    """
+    out = np.arange(size * factor)
     if method == "nearest":
-        matrix[np.arange(out), np.arange(out) // factor] = 1.0
-        return matrix
-    # Half-pixel centres: low-res sample j sits at the centre of its block.
-    coords = np.clip((np.arange(out) + 0.5) / factor - 0.5, 0.0, size - 1.0)
+        return out // factor, out // factor, np.zeros(out.shape)
+    # Half-pixel centres: low-res sample j sits at the centre of its block,
+    # (j + 0.5) * factor in pixel units, where the blur and block mean of
+    # downsample_chroma put it.
+    coords = np.clip((out + 0.5) / factor - 0.5, 0.0, size - 1.0)
     lower = np.floor(coords).astype(int)
     upper = np.minimum(lower + 1, size - 1)
-    frac = coords - lower
-    np.add.at(matrix, (np.arange(out), lower), 1.0 - frac)
-    np.add.at(matrix, (np.arange(out), upper), frac)
-    return matrix
+    return lower, upper, coords - lower
+
+
+def _interpolate_axis(images: tf.Tensor, axis: int, size: int, factor: int, method):
+    """Interpolates `[..., H, W, C]` images along axis -3 (H) or -2 (W)."""
+    lower, upper, frac = _interpolation(size, factor, method)
+    low = tf.gather(images, lower, axis=axis)
+    if not frac.any():
+        return low
+    high = tf.gather(images, upper, axis=axis)
+    frac = tf.constant(frac.reshape([-1] + [1] * (-axis - 1)), dtype=images.dtype)
+    # As a step from one sample towards the next rather than a weighted sum:
+    # equal neighbours give exactly their value (constant chroma stays
+    # constant to the bit), and a non-finite sample spoils only its neighbours.
+    return low + frac * (high - low)
 
 
 def _static_hw(images: tf.Tensor, name: str) -> tuple[int, int]:
@@ -203,8 +221,12 @@ def upsample_chroma(chroma, factor: int = 4, method: str = "bilinear") -> tf.Ten
     Bilinear (default) interpolates between the low-resolution samples placed
     at the centres of their `factor x factor` blocks (half-pixel centres, as
     `tf.image.resize`), clamping at the border: smooth colour with no block
-    edges, which suits chroma, and a linear map, so it is differentiable.
-    "nearest" repeats each sample over its block.
+    edges, as image viewers and JPEG decoders show chroma. Each pixel lies
+    between its two nearest samples on each axis, so the result never leaves
+    the samples' range (bicubic would overshoot at colour edges and need
+    clipping) and constant chroma stays exactly constant.
+    "nearest" repeats each sample over its block, which shows as colour
+    blocks: only the encoder's input uses it.
 
     Args:
       chroma: float `[..., height, width, channels]` with static height, width.
@@ -222,11 +244,8 @@ def upsample_chroma(chroma, factor: int = 4, method: str = "bilinear") -> tf.Ten
         raise ValueError(f"factor must be a positive integer, got {factor}.")
     if factor == 1:
         return chroma
-    return _apply_separable(
-        chroma,
-        _upsample_matrix(height, factor, method),
-        _upsample_matrix(width, factor, method),
-    )
+    chroma = _interpolate_axis(chroma, -3, height, factor, method)
+    return _interpolate_axis(chroma, -2, width, factor, method)
 
 
 def split_ycbcr(rgb, chroma_factor: int = 4) -> tuple[tf.Tensor, tf.Tensor]:

@@ -172,11 +172,18 @@ class Config:
 
     @property
     def structure(self):
-        """The `svae.distributions.Structure` of `L`, which the likelihood takes."""
+        """The `svae.distributions.Structure` of `L`, which the likelihood takes.
+
+        The neighbourhood of `L` is `kernel_size`'s, or larger where the
+        likelihood's factor multiplies factors of that size
+        (`svae.factors.structure_kernel`).
+        """
         # Here, not at the top: reading a config needs no TensorFlow.
         from svae.distributions import Structure
+        from svae.factors import structure_kernel
 
-        return Structure(self.kernel_size, self.dilation)
+        kernel = structure_kernel(self.likelihood.factor, self.kernel_size)
+        return Structure(kernel, self.dilation)
 
     def to_json(self) -> str:
         """Returns the config as indented JSON."""

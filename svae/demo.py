@@ -5,7 +5,8 @@ with scikit-image): a VAE with a spherical (`vae_sph`) and one with a
 diagonal Gaussian likelihood (`vae_diag`), and the structured-residual model
 (`structured`) initialised from the `vae_sph` run, as the paper pretrains it.
 Evaluates each with the importance-weighted bound and the sample health
-(`svae.health`) on crops of held-out photographs, and writes the comparison
+(`svae.health`, with the structure of the sampled residuals against the
+actual ones) on crops of held-out photographs, and writes the comparison
 table (Tables 1-2) and the figures (Figures 3-4: reconstructions, residual
 samples, prior samples).
 
@@ -162,8 +163,11 @@ def run(demo=None):
         f"{demo.structured_steps} more from vae_sph's, not the paper's 110 "
         "epochs): the numbers show the\ntrend, not the paper's values. Health: "
         "prior and reconstruction samples whose residual of Y leaves [-1, 1]\n"
-        "(diverged), and calibration = std of sampled / RMS of actual residuals "
-        "(svae.health).\n"
+        "(diverged), calibration = std of sampled / RMS of actual residuals, and "
+        "the structure of Y's sampled residuals\nagainst the actual ones: the "
+        "distance of their power spectra (dB, 0 = the same), the power on the\n"
+        "frequency axes over the power off them (1 = no plaid), the lag-1 "
+        "correlations (0 = white noise)\n(svae.health).\n"
     )
     print(table)
     print(f"\ntable: {table_path}")

@@ -15,7 +15,8 @@ Where the bits go: `recon_<group>_bpd` is the reconstruction term of the
 ELBO of one channel group, `-mean_k log p(x_group|z_k)` on the bound's
 samples, in bits per value of the group (`y`, and `cbcr` with colour); the
 ELBO is `-sum_group recon_group - KL` in nats. The report also holds the
-sample health of the run (`svae.health`) on the first evaluated images.
+sample health of the run (`svae.health`) on the first evaluated images,
+with the structure of Y's sampled residuals against its actual ones.
 """
 
 import csv
@@ -463,8 +464,12 @@ def compare(model_dirs, split="test", names=None):
       FLOPs per image, the reconstruction terms of Y and CbCr in bits per
       value (`recon_<group>_bpd`), then the sample health (`svae.health`):
       diverged prior and reconstruction samples as `count/num`, the calibration of Y
-      (median / p95) and of CbCr (median), the prior's CbCr spread; `-`
-      where a report predates these numbers or the run is gray.
+      (median / p95) and of CbCr (median), the prior's CbCr spread, and the
+      structure of Y's residuals (`svae.health.residual_structure`): the
+      spectral distance of the sampled to the actual residuals in dB, the
+      axis ratio (sampled / actual) and the lag-1 correlations along x, y
+      and the diagonals (sampled; actual); `-` where a report predates
+      these numbers or the run is gray.
 
     Raises:
       EvaluationError: a run without a saved evaluation of `split`.
@@ -475,8 +480,11 @@ def compare(model_dirs, split="test", names=None):
         "| Model | NLL (nats) | NLL (bits/dim) | KL | FLOPs | MSE | images, K "
         "| recon. Y / CbCr (bits/value) | prior diverged | recon. diverged "
         "| calibration Y (median / p95) "
-        "| calibration CbCr (median) | prior CbCr spread |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| calibration CbCr (median) | prior CbCr spread "
+        "| spectral dist. Y (dB) | axis ratio Y (sampled / actual) "
+        "| lag-1 Y x / y / diag (sampled; actual) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|---:|",
     ]
     for name, r in zip(names, reports, strict=True):
         lines.append(
@@ -498,9 +506,9 @@ def _recon_cell(report):
 
 
 def _health_cells(sample_health):
-    """Returns `compare`'s five health cells of a report's `health`, or dashes."""
+    """Returns `compare`'s eight health cells of a report's `health`, or dashes."""
     if sample_health is None:
-        return ["-"] * 5
+        return ["-"] * 8
     number = health.format_number
     y, cbcr = sample_health["calibration_y"], sample_health["calibration_cbcr"]
     return [
@@ -509,4 +517,5 @@ def _health_cells(sample_health):
         f"{number(y['median'])} / {number(y['p95'])}",
         number(cbcr and cbcr["median"]),
         number(sample_health["prior_cbcr_spread"]),
+        *health.format_structure(sample_health.get("structure_y")),
     ]

@@ -278,7 +278,10 @@ _SIGNATURES = {
     ),
 }
 _OUTPUTS = {
-    "mean_rgb": "the likelihood's mean in RGB, clipped to [0, 1]",
+    "mean_rgb": (
+        "the likelihood's mean in RGB, Cb and Cr upsampled bilinearly, clipped "
+        "to [0, 1]"
+    ),
     "z_mean": "the posterior's mean",
     "z_log_scale": "the log of the posterior's standard deviations",
     "residual_y": "a residual sample of Y (seed 0)",
@@ -288,7 +291,9 @@ _OUTPUTS = {
     "off_diag": "the off-diagonal entries of L, one channel per neighbour",
     "cbcr_mean": "the mean of Cb and Cr, downsampled",
     "cbcr_log_scale": "the log standard deviation of Cb and Cr",
-    "sample_rgb": "the drawn images in RGB, clipped to [0, 1]",
+    "sample_rgb": (
+        "the drawn images in RGB, Cb and Cr upsampled bilinearly, clipped to [0, 1]"
+    ),
     "sample_y": "the drawn Y",
     "iw_bound": "the importance-weighted bound of `log p(x)`, nats per image",
 }
@@ -400,6 +405,10 @@ def export(model_dir, export_dir=None, version=None):
     - `log_prob(images, num_samples)` -> `iw_bound` `[B]`, the
       importance-weighted bound with `num_samples` samples (seed 0), in
       [1, `MAX_SERVED_SAMPLES`], decoded `SERVED_SAMPLE_CHUNK` at a time.
+
+    The `*_rgb` outputs upsample Cb and Cr bilinearly
+    (`svae.likelihoods.to_rgb`), as the figures do; the likelihood and
+    `log_prob` keep the chroma at its modelled size.
 
     Inputs are checked when a signature runs: B >= 1, float images finite
     and in [0, 1], `z` finite; a bad one fails the call with a message.

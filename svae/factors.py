@@ -21,9 +21,31 @@ offset alone. Both run as one XLA computation (`svae.xla.kernel`).
 import tensorflow as tf
 
 from svae import xla
-from svae.linalg import neighbour_offsets
+from svae.linalg import neighbour_offsets, num_off_diagonals
 
-__all__ = ["bounded_off_diag", "product_off_diag"]
+__all__ = [
+    "bounded_off_diag",
+    "full_product_off_diag",
+    "product_off_diag",
+    "raw_size",
+    "structure_kernel",
+]
+
+
+def structure_kernel(factor, kernel_size):
+    """The neighbourhood of `L` that `factor` fills from factors of `kernel_size`.
+
+    "full_product" multiplies two factors of `kernel_size`: `L` links each
+    pixel to the raster-later half of its `2 kernel_size - 1` neighbourhood;
+    the other maps keep `kernel_size`.
+    """
+    return 2 * kernel_size - 1 if factor == "full_product" else kernel_size
+
+
+def raw_size(factor, kernel_size):
+    """The unconstrained parameters per pixel that `factor` maps to `L`'s."""
+    count = num_off_diagonals(kernel_size)
+    return 2 * count if factor == "full_product" else count
 
 
 def bounded_off_diag(log_diag, raw, dominance):
@@ -122,6 +144,81 @@ def _product(log_diag, raw, dominance, kernel_size, dilation):
     diag = tf.exp(log_diag)
     stacked = tf.stack([coeff * diag for coeff in coeffs], 0)
     return tf.transpose(stacked, [*range(1, rank), 0])
+
+
+def full_product_off_diag(log_diag, raw, dominance, kernel_size=3, dilation=1):
+    """Off-diagonals of `L^T = D (I + A)(I + B)`, two dominant half-plane factors.
+
+    `A` and `B` each link every pixel to the raster-later half of its
+    `kernel_size` neighbourhood, with the row's off-diagonal mass below
+    `dominance` (`_ball`), so `||L^{-T}||_inf <= 1 / (min_p L_pp (1 -
+    dominance)^2)`. Their product links each pixel to the raster-later half
+    of its `2 kernel_size - 1` neighbourhood (the offsets `a + b`, with
+    `A`'s entry at the pixel and `B`'s at the pixel `a` further on). It
+    holds the separable fields of `product_off_diag` (`A` a row, `B` a
+    column autoregression) and the diagonal and isotropic correlations a
+    separable field lacks.
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L`.
+      raw: `[..., H, W, 2 K]` unconstrained parameters, `K =
+        num_off_diagonals(kernel_size)`: `A`'s, then `B`'s, each in
+        `neighbour_offsets(kernel_size, dilation)` order.
+      dominance: bound of each factor's off-diagonal row mass, < 1.
+      kernel_size: neighbourhood size of each factor.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[..., H, W, K']` off-diagonal entries of `L`, `K' =
+      num_off_diagonals(2 kernel_size - 1)`, in `neighbour_offsets(2
+      kernel_size - 1, dilation)` order.
+    """
+    return _full_product(
+        log_diag, raw, float(dominance), int(kernel_size), int(dilation)
+    )
+
+
+@xla.kernel
+def _full_product(log_diag, raw, dominance, kernel_size, dilation):
+    """`full_product_off_diag` as one XLA computation (planes, as `_product`)."""
+    inner = neighbour_offsets(kernel_size, dilation)
+    outer = neighbour_offsets(2 * kernel_size - 1, dilation)
+    rank = raw.shape.rank
+    planes = tf.transpose(raw, [rank - 1, *range(rank - 1)])
+    count = len(inner)
+    first = _planar_ball([planes[m] for m in range(count)], dominance)
+    second = _planar_ball([planes[count + m] for m in range(count)], dominance)
+    terms = {offset: [] for offset in outer}
+    for m, offset in enumerate(inner):
+        terms[offset] += [first[m], second[m]]
+    for i, (ay, ax) in enumerate(inner):
+        for j, (by, bx) in enumerate(inner):
+            moved = _shifted(second[j], ay, ax)
+            terms[ay + by, ax + bx].append(first[i] * moved)
+    diag = tf.exp(log_diag)
+    stacked = tf.stack(
+        [
+            tf.add_n(terms[offset]) * diag if terms[offset] else tf.zeros_like(diag)
+            for offset in outer
+        ],
+        0,
+    )
+    return tf.transpose(stacked, [*range(1, rank), 0])
+
+
+def _shifted(plane, dy, dx):
+    """`plane[..., i + dy, j + dx]` at `[..., i, j]`, zero beyond the image."""
+    height, width = plane.shape[-2], plane.shape[-1]
+    lead = [[0, 0]] * (plane.shape.rank - 2)
+    dy = min(dy, height)
+    plane = tf.pad(plane[..., dy:, :], lead + [[0, dy], [0, 0]])
+    if dx > 0:
+        dx = min(dx, width)
+        plane = tf.pad(plane[..., dx:], lead + [[0, 0], [0, dx]])
+    elif dx < 0:
+        dx = min(-dx, width)
+        plane = tf.pad(plane[..., : width - dx], lead + [[0, 0], [dx, 0]])
+    return plane
 
 
 def _planar_ball(planes, radius):

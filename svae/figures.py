@@ -7,7 +7,8 @@ Prior samples (Figures 4 and 6): for `z ~ N(0, T^2 I)` the mean `mu(z)` and a
 full sample `mu + T * epsilon`. Reconstructions (Figures 1, 3 and 5): the
 input, the mean at the posterior mean `z`, a residual sample `epsilon` and the
 full sample `mu + T * epsilon`. Everything is shown in RGB with the chroma
-upsampled; residuals of Y are shown as gray images with +-3 robust standard
+upsampled bilinearly (`svae.likelihoods.to_rgb`: smooth colour, no 4x4
+blocks); residuals of Y are shown as gray images with +-3 robust standard
 deviations of the figure's residuals (`residual_spread`) spanning black to
 white. The per-pixel standard deviation of Y is a heat map: exact for the
 structured models (`SparsePrecisionGaussian.marginal_variance`),

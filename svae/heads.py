@@ -14,8 +14,14 @@ import tensorflow as tf
 
 from svae import xla
 from svae.distributions import Structure
-from svae.factors import bounded_off_diag, product_off_diag
-from svae.linalg import neighbour_offsets, num_off_diagonals
+from svae.factors import (
+    bounded_off_diag,
+    full_product_off_diag,
+    product_off_diag,
+    raw_size,
+    structure_kernel,
+)
+from svae.linalg import neighbour_offsets
 from svae.recipes import DEFAULT, FACTORS
 
 __all__ = [
@@ -104,13 +110,13 @@ class PrecisionHead(keras.layers.Layer):
         self.num_basis = num_basis
         self.factor = factor
         self.dominance = float(dominance)
-        num_off = num_off_diagonals(kernel_size)
-        self.num_off = num_off
+        # Unconstrained parameters per pixel that the factor maps to L's.
+        self.num_raw = raw_size(factor, kernel_size)
         # Zeros: the branch starts as the spherical likelihood it is offset by.
-        self.weights_conv = conv(num_basis or num_off + 1, "weights", "zeros")
+        self.weights_conv = conv(num_basis or self.num_raw + 1, "weights", "zeros")
         if num_basis:
             self.basis = self.add_weight(
-                shape=(num_off + 1, num_basis),
+                shape=(self.num_raw + 1, num_basis),
                 initializer=keras.initializers.RandomNormal(stddev=0.3),
                 name="basis",
             )
@@ -135,8 +141,8 @@ class PrecisionHead(keras.layers.Layer):
 
     @property
     def structure(self):
-        """The `svae.distributions.Structure` of `L`."""
-        return Structure(self.kernel_size, self.dilation)
+        """The `svae.distributions.Structure` of `L` (`structure_kernel`)."""
+        return Structure(structure_kernel(self.factor, self.kernel_size), self.dilation)
 
     def get_config(self):
         return {**super().get_config(), **self.arguments()}
@@ -144,7 +150,7 @@ class PrecisionHead(keras.layers.Layer):
     @property
     def splits(self):
         """Channel counts of `weights_conv`'s output parts, see `call`."""
-        return [self.num_basis] if self.num_basis else [1, self.num_off]
+        return [self.num_basis] if self.num_basis else [1, self.num_raw]
 
     def shift(self, log_scale):
         """Offsets of `weights_conv`'s output channels, for `pointwise`.
@@ -156,7 +162,7 @@ class PrecisionHead(keras.layers.Layer):
         """
         if self.num_basis:
             return [0.0] * self.num_basis
-        return [-log_scale] + [0.0] * self.num_off
+        return [-log_scale] + [0.0] * self.num_raw
 
     def call(self, features, parts=None, log_scale=0.0, offset=None):
         """Returns `(log_diag, off_diag)`.
@@ -173,7 +179,8 @@ class PrecisionHead(keras.layers.Layer):
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
-          `[batch, height, width, K]`.
+          `[batch, height, width, K]`, `K` the off-diagonals of
+          `self.structure`.
         """
         if parts is None:
             parts = pointwise(
@@ -183,7 +190,7 @@ class PrecisionHead(keras.layers.Layer):
             entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
             # A split, not slices: its gradient is one concat, a slice's a
             # scatter.
-            parts = xla.split(entries, [1, self.num_off])
+            parts = xla.split(entries, [1, self.num_raw])
         log_diag, off_diag = parts
         log_diag = tf.squeeze(log_diag, -1)
         if self.num_basis:
@@ -194,6 +201,10 @@ class PrecisionHead(keras.layers.Layer):
             off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
         elif self.factor == "product":
             off_diag = product_off_diag(
+                log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
+            )
+        elif self.factor == "full_product":
+            off_diag = full_product_off_diag(
                 log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
             )
         return log_diag, off_diag

@@ -19,6 +19,11 @@ images and on latents from the prior:
   size (colour runs).
 - `prior_cbcr_spread`: the RMS of the sampled Cb/Cr residual of the prior
   samples over the RMS of the actual Cb/Cr residual of the reconstructions.
+- `structure_y`: whether the sampled residuals of Y of the reconstructions
+  have the spatial structure of the actual ones (the paper's Figure 1 as
+  numbers, see `residual_structure`): the distance of their power spectra
+  in dB (`spectral_distance`), the power on the frequency axes against the
+  power off them (`axis_ratio`), and the lag-1 correlations (`lag1`).
 
 Every draw uses a stateless seed: the same seed gives the same numbers. The
 result is plain JSON (non-finite numbers become `"inf"` or None).
@@ -37,16 +42,24 @@ from svae.distributions import SparsePrecisionGaussian
 __all__ = [
     "DIVERGED_LIMIT",
     "DIVERGED_SHARE",
+    "LAG_KEYS",
     "NUM_IMAGES",
     "NUM_PRIOR",
+    "axis_ratio",
     "calibration",
     "divergence",
     "divergence_warning",
     "format_health",
     "format_number",
+    "format_structure",
     "is_diverged",
+    "lag1",
+    "power_spectrum",
+    "radial_bands",
+    "residual_structure",
     "run_health",
     "sample_health",
+    "spectral_distance",
     "spread",
 ]
 
@@ -59,6 +72,8 @@ DIVERGED_SHARE = 0.001
 # Prior samples and held-out images measured by default.
 NUM_PRIOR = config_lib.HEALTH_PRIOR
 NUM_IMAGES = config_lib.HEALTH_IMAGES
+# The lag-1 correlations of `lag1`, in the order they are shown.
+LAG_KEYS = ("x", "y", "diagonal")
 
 
 def _number(value):
@@ -173,6 +188,204 @@ def spread(sampled, actual):
     return _number(np.inf if np.isnan(ratio) else ratio)
 
 
+def _fields(residual):
+    """Returns the usable `[m, H, W]` float64 fields of `[n, H, W]` residuals.
+
+    Each loses its mean (an offset is a bias, not structure, and the window
+    would leak it into the lowest frequencies); fields with a non-finite
+    value (diverged samples, counted by `divergence`) or no variation are
+    left out.
+    """
+    values = np.asarray(residual, np.float64)
+    with np.errstate(all="ignore"):
+        values = values - np.mean(values, axis=(1, 2), keepdims=True)
+        finite = np.all(np.isfinite(values), axis=(1, 2))
+        varied = np.any(values != 0.0, axis=(1, 2))
+    return values[finite & varied]
+
+
+def radial_bands(height, width):
+    """Returns `[H, W]` integer radii of the frequency bins, in `np.fft` order.
+
+    The radius of bin `(ky, kx)` (signed integer frequencies, in cycles per
+    image) is `round(sqrt(kx^2 + ky^2))`; band `b` holds the bins of radius
+    `b`; the DC bin is band 0.
+    """
+    ky = np.fft.fftfreq(height) * height
+    kx = np.fft.fftfreq(width) * width
+    return np.rint(np.hypot(ky[:, None], kx[None, :])).astype(int)
+
+
+def power_spectrum(residual):
+    """Returns the mean normalised power spectrum of residual fields.
+
+    Per field `r` (mean removed, see `_fields`): `P = |FFT2(w * r)|^2` with
+    the 2D Hann window `w = outer(hanning(H), hanning(W))` (which keeps the
+    image edges from leaking power onto the frequency axes), the DC bin set
+    to 0 and `P` divided by its sum; then the mean over the fields.
+
+    Args:
+      residual: `[n, H, W]` residual fields.
+
+    Returns:
+      `[H, W]` float64 powers in `np.fft.fft2` order summing to 1, or None
+      when no field is usable (all non-finite or constant).
+    """
+    fields = _fields(residual)
+    if not fields.shape[0]:
+        return None
+    height, width = fields.shape[1:]
+    window = np.outer(np.hanning(height), np.hanning(width))
+    power = np.square(np.abs(np.fft.fft2(fields * window)))
+    power[:, 0, 0] = 0.0
+    power /= np.sum(power, axis=(1, 2), keepdims=True)
+    return np.mean(power, axis=0)
+
+
+def _band_means(power):
+    """Returns `[min(H, W) // 2]` mean powers per bin of bands 1 .. H/2."""
+    bands = radial_bands(*power.shape)
+    count = min(power.shape) // 2
+    sums = np.bincount(bands.ravel(), power.ravel(), minlength=count + 1)
+    bins = np.bincount(bands.ravel(), minlength=count + 1)
+    return sums[1 : count + 1] / bins[1 : count + 1]
+
+
+def spectral_distance(sampled, actual):
+    """Returns the distance of two residuals' power spectra, in dB.
+
+    With `P_s` and `P_a` the `power_spectrum` of the sampled and the actual
+    residuals, each averaged per radial band `b = 1 .. min(H, W) / 2`
+    (`radial_bands`):
+
+        distance = sqrt(mean_b (10 log10(P_s(b) / P_a(b)))^2)
+
+    0 when the sampled residuals have the actual ones' spectrum; swapping
+    the two gives the same distance. White noise against a correlated
+    residual gives several dB: the correlated one has its power at low
+    frequencies, white noise everywhere.
+
+    Args:
+      sampled: `[n, H, W]` sampled residuals.
+      actual: `[m, H, W]` actual residuals.
+
+    Returns:
+      A float, `"inf"` where a band of either has no power, or None when
+      either has no usable field.
+    """
+    sampled, actual = power_spectrum(sampled), power_spectrum(actual)
+    if sampled is None or actual is None:
+        return None
+    with np.errstate(all="ignore"):
+        decibels = 10.0 * np.log10(_band_means(sampled) / _band_means(actual))
+        distance = np.sqrt(np.mean(np.square(decibels)))
+    return _number(np.inf if np.isnan(distance) else distance)
+
+
+def axis_ratio(residual):
+    """Returns the mean power on the frequency axes over the power off them.
+
+    On the `power_spectrum` `P`, within each radial band `b = 2 .. min(H,
+    W) / 2` (`radial_bands`): `on(b)`, the mean of `P` over the band's bins
+    with `kx == 0` or `ky == 0`, and `off(b)`, the mean over its other bins;
+    then
+
+        ratio = sum_b on(b) / sum_b off(b).
+
+    Comparing bins of the same band keeps a spectrum that falls with the
+    frequency from counting as axis structure (over the whole plane the
+    off-axis bins lie at higher frequencies: an isotropic smooth field
+    would score 3 to 15); band 1 is left out, its off-axis bins `(+-1, +-1)`
+    being at radius sqrt(2). About 1 for white or isotropic fields, above 1
+    for a separable one, a row process times a column process ("plaid"):
+    about 2 for two AR(1) processes of coefficient 0.9 at 64x64.
+
+    Args:
+      residual: `[n, H, W]` residual fields.
+
+    Returns:
+      A float (`"inf"` if the off-axis bins have no power), or None when no
+      field is usable.
+    """
+    power = power_spectrum(residual)
+    if power is None:
+        return None
+    bands = radial_bands(*power.shape)
+    ky = np.fft.fftfreq(power.shape[0]) == 0
+    kx = np.fft.fftfreq(power.shape[1]) == 0
+    on_axis = ky[:, None] | kx[None, :]
+    on = off = 0.0
+    for band in range(2, min(power.shape) // 2 + 1):
+        inside = bands == band
+        on += np.mean(power[inside & on_axis])
+        off += np.mean(power[inside & ~on_axis])
+    with np.errstate(all="ignore"):
+        ratio = on / off
+    return _number(np.inf if np.isnan(ratio) else ratio)
+
+
+def _correlation(first, second):
+    """Returns the correlation of zero-mean values pooled over all fields."""
+    with np.errstate(all="ignore"):
+        return np.sum(first * second) / np.sqrt(
+            np.sum(np.square(first)) * np.sum(np.square(second))
+        )
+
+
+def lag1(residual):
+    """Returns the lag-1 correlations of residual fields along x, y, diagonals.
+
+    With `r` a field with its mean removed (see `_fields`), the correlation
+    at lag `(dy, dx)` pools the pixel pairs of all fields:
+
+        rho(dy, dx) = sum r[i, j] r[i+dy, j+dx]
+                      / sqrt(sum r[i, j]^2 * sum r[i+dy, j+dx]^2)
+
+    over the pairs inside the image. `x` is `rho(0, 1)` (neighbours in a
+    row), `y` is `rho(1, 0)` (in a column), `diagonal` the mean of
+    `rho(1, 1)` and `rho(1, -1)`. 0 for white noise; `a`, `b` and `a b` for
+    a separable AR(1) field with coefficients `a` along rows and `b` along
+    columns.
+
+    Args:
+      residual: `[n, H, W]` residual fields.
+
+    Returns:
+      `{"x", "y", "diagonal"}` floats, each None when no field is usable.
+    """
+    fields = _fields(residual)
+    if not fields.shape[0]:
+        return {"x": None, "y": None, "diagonal": None}
+    diagonal = _correlation(fields[:, :-1, :-1], fields[:, 1:, 1:])
+    anti_diagonal = _correlation(fields[:, :-1, 1:], fields[:, 1:, :-1])
+    return {
+        "x": _number(_correlation(fields[:, :, :-1], fields[:, :, 1:])),
+        "y": _number(_correlation(fields[:, :-1], fields[:, 1:])),
+        "diagonal": _number((diagonal + anti_diagonal) / 2.0),
+    }
+
+
+def residual_structure(sampled, actual):
+    """Returns how the spatial structure of sampled residuals matches actual ones.
+
+    Args:
+      sampled: `[n, H, W]` sampled residuals (one per image).
+      actual: `[n, H, W]` actual residuals of the same images.
+
+    Returns:
+      `{"spectral_distance_db": spectral_distance(sampled, actual),
+      "axis_ratio": {"sampled", "actual"}, "lag1": {"sampled", "actual"}}`
+      (see `axis_ratio` and `lag1`). A structured model whose samples look
+      like its errors has a small distance and the actual residuals' axis
+      ratio and lags.
+    """
+    return {
+        "spectral_distance_db": spectral_distance(sampled, actual),
+        "axis_ratio": {"sampled": axis_ratio(sampled), "actual": axis_ratio(actual)},
+        "lag1": {"sampled": lag1(sampled), "actual": lag1(actual)},
+    }
+
+
 def _residuals(outputs, seed, structure):
     """Returns `(means, sampled residuals)` of one draw of `p(x|z)`, numpy dicts."""
     mean = likelihoods.means(outputs)
@@ -208,7 +421,8 @@ def sample_health(model, config, batch, num_prior=NUM_PRIOR, seed=0):
       `prior_cbcr_spread` (see `spread`; None for gray runs) and
       `prior_off_diagonal` (the share of the prior samples' pixels at which
       `SparsePrecisionGaussian.off_diagonal_ratio()` exceeds 1; None for
-      factorised Y).
+      factorised Y), `structure_y` (`residual_structure` of the sampled
+      against the actual residuals of Y of the reconstructions).
     """
     structure = config.structure
     z_seed, prior_seed, recon_seed = tfp.random.split_seed(
@@ -239,6 +453,7 @@ def sample_health(model, config, batch, num_prior=NUM_PRIOR, seed=0):
         ),
         "prior_cbcr_spread": spread(prior["cbcr"], actual["cbcr"]) if colour else None,
         "prior_off_diagonal": _off_diagonal_share(prior_outputs, structure),
+        "structure_y": residual_structure(recon["y"], actual["y"]),
     }
 
 
@@ -282,8 +497,28 @@ def _diverged(part):
     return f"{part['count']}/{part['num']} (max {largest})"
 
 
+def format_structure(structure):
+    """Returns the three cells of a `residual_structure` dict, `-` if None.
+
+    `(distance, axis ratios, lags)`: the spectral distance in dB, the axis
+    ratios as `sampled / actual`, the lags as `x / y / diagonal` of the
+    sampled residuals, `;`, those of the actual ones.
+    """
+    if structure is None:
+        return ("-", "-", "-")
+    ratio, lags = structure["axis_ratio"], structure["lag1"]
+    return (
+        format_number(structure["spectral_distance_db"], ".2f"),
+        f"{format_number(ratio['sampled'])} / {format_number(ratio['actual'])}",
+        "; ".join(
+            " / ".join(format_number(lags[part][k], ".2f") for k in LAG_KEYS)
+            for part in ("sampled", "actual")
+        ),
+    )
+
+
 def format_health(health):
-    """Returns two printed lines summarising a `sample_health` dict."""
+    """Returns the printed lines summarising a `sample_health` dict."""
     y = health["calibration_y"]
     lines = [
         f"  health: diverged samples (|residual of Y| > {health['diverged_limit']:g} "
@@ -299,6 +534,14 @@ def format_health(health):
             f"; CbCr median {format_number(cbcr['median'])}, p95 "
             f"{format_number(cbcr['p95'])}; prior CbCr spread "
             f"{format_number(health['prior_cbcr_spread'])}"
+        )
+    structure = health.get("structure_y")
+    if structure is not None:
+        distance, ratios, lags = format_structure(structure)
+        lines.append(
+            f"  health: structure of Y's residuals (sampled vs actual): spectral "
+            f"distance {distance} dB, axis ratio {ratios}, lag-1 x / y / diagonal "
+            f"{lags}"
         )
     return "\n".join(lines)
 

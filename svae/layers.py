@@ -18,6 +18,8 @@ returns `-log_prob`; `to_distribution` turns it into the
 one implementation for them and for any image model.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -29,6 +31,7 @@ from svae.recipes import DEFAULT
 __all__ = [
     "SparsePrecisionGaussianHead",
     "as_images",
+    "kernel_size_of",
     "params_size",
     "serving_outputs",
     "to_distribution",
@@ -57,6 +60,26 @@ def params_size(kernel_size=3):
     return 2 + num_off_diagonals(kernel_size)
 
 
+def kernel_size_of(channels):
+    """The neighbourhood of `L` whose head output has `channels` channels.
+
+    `channels = 2 + (k**2 - 1) // 2` for an odd `k >= 3`, so the count names
+    `k` (not the dilation).
+
+    Raises:
+      ValueError: no odd `k >= 3` has that many channels.
+    """
+    twice = 2 * (int(channels) - 2) + 1
+    kernel_size = math.isqrt(max(twice, 0))
+    if kernel_size < 3 or kernel_size % 2 == 0 or kernel_size**2 != twice:
+        raise ValueError(
+            f"params must have 2 + (k**2 - 1) // 2 channels (loc, log_diag and "
+            f"the off-diagonals of L for an odd k >= 3: 6, 14, 26, ...); got "
+            f"{channels}."
+        )
+    return kernel_size
+
+
 def unpack(params):
     """Splits the head's `[..., H, W, 2 + K]` output into its parameters.
 
@@ -74,13 +97,14 @@ def unpack(params):
     return loc, log_diag, off_diag
 
 
-def to_distribution(params, kernel_size=3, dilation=1, validate_args=False):
+def to_distribution(params, kernel_size=None, dilation=1, validate_args=False):
     """Returns the `SparsePrecisionGaussian` that the head's output describes.
 
     Args:
       params: `[..., H, W, 2 + K]`, `SparsePrecisionGaussianHead`'s output.
-      kernel_size: the head's `kernel_size`, or a `Structure`
-        (then `dilation` is ignored).
+      kernel_size: the neighbourhood of `L` (`head.structure.kernel_size`),
+        or the head's `structure` (then `dilation` is ignored); None reads
+        it from the channel count (`kernel_size_of`).
       dilation: the head's `dilation`.
       validate_args: passed to the distribution.
 
@@ -92,6 +116,8 @@ def to_distribution(params, kernel_size=3, dilation=1, validate_args=False):
     """
     kernel_size, dilation = _structure(kernel_size, dilation)
     params = tf.convert_to_tensor(params)
+    if kernel_size is None:
+        kernel_size = kernel_size_of(params.shape[-1])
     expected = params_size(kernel_size)
     channels = params.shape[-1]
     if channels is not None and channels != expected:
@@ -111,14 +137,15 @@ def to_distribution(params, kernel_size=3, dilation=1, validate_args=False):
     )
 
 
-def serving_outputs(params, images, seed, kernel_size=3, dilation=1):
+def serving_outputs(params, images, seed, kernel_size=None, dilation=1):
     """The tensors an exported signature returns, from the head's output.
 
     Args:
       params: `[batch, H, W, 2 + K]`, the head's output.
       images: `[batch, H, W]` (or `[batch, H, W, 1]`) images to score.
       seed: int32 `[2]` stateless seed of the sample (same seed, same sample).
-      kernel_size: the head's `kernel_size`, or a `Structure`.
+      kernel_size: as for `to_distribution`: the neighbourhood of `L`, the
+        head's `structure`, or None (read from the channel count).
       dilation: the head's `dilation`.
 
     Returns:
@@ -276,7 +303,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
         return tf.concat([loc, log_diag[..., None], off_diag], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], params_size(self.precision.kernel_size))
+        return (*input_shape[:-1], params_size(self.structure))
 
     def get_config(self):
         return {

@@ -13,7 +13,8 @@ class SparsePrecisionNLL(keras.losses.Loss):
     """Negative log-likelihood of images under the head's sparse-precision Gaussian.
 
     `call(y_true, y_pred)` builds `svae.layers.to_distribution(y_pred,
-    kernel_size, dilation)` and returns `-log_prob(y_true)` per example, in
+    kernel_size, dilation)` (`kernel_size=None`: the neighbourhood of `L` read
+    from `y_pred`'s channels) and returns `-log_prob(y_true)` per example, in
     nats; `keras.losses.Loss` then reduces it over the batch (by default its
     mean, `reduction="sum_over_batch_size"`).
 
@@ -24,7 +25,7 @@ class SparsePrecisionNLL(keras.losses.Loss):
 
     def __init__(
         self,
-        kernel_size=3,
+        kernel_size=None,
         dilation=1,
         per_pixel=False,
         name="sparse_precision_nll",
@@ -33,15 +34,18 @@ class SparsePrecisionNLL(keras.losses.Loss):
         """Creates the loss.
 
         Args:
-          kernel_size: the head's `kernel_size`.
+          kernel_size: the neighbourhood of `L` (the head's
+            `structure.kernel_size`); None reads it from the head's output.
           dilation: the head's `dilation`.
           per_pixel: divide each example's loss by `H * W`.
           name: the loss's name.
           **kwargs: `keras.losses.Loss`'s (`reduction`, `dtype`).
         """
         super().__init__(name=name, **kwargs)
-        layers.params_size(kernel_size)  # Validates it.
-        self.kernel_size = int(kernel_size)
+        if kernel_size is not None:
+            layers.params_size(kernel_size)  # Validates it.
+            kernel_size = int(kernel_size)
+        self.kernel_size = kernel_size
         self.dilation = int(dilation)
         self.per_pixel = bool(per_pixel)
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from svae import color
 from svae.distributions import Structure
+from svae.factors import structure_kernel
 from svae.heads import ContrastScale, PrecisionHead, conv, pointwise
 from svae.recipes import DEFAULT, Likelihood
 from svae.variants import VARIANTS
@@ -135,9 +136,12 @@ class VAE(keras.Model):
     ):
         super().__init__(**kwargs)
         self.model_name = model
-        self.likelihood = likelihood = Likelihood.of(likelihood)
+        likelihood = Likelihood.of(likelihood)
+        self.likelihood = likelihood
         self.variant = VARIANTS[model]
-        self.structure = Structure(kernel_size, dilation)
+        self.structure = Structure(
+            structure_kernel(likelihood.factor, kernel_size), dilation
+        )
         self.use_chroma = color == "ycbcr"
         self.image_size = image_size
         self.chroma_size = image_size // chroma_factor

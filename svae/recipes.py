@@ -29,7 +29,7 @@ from svae.fields import check_fields, ranged
 __all__ = ["DEFAULT", "FACTORS", "RECIPES", "SCALES", "Likelihood"]
 
 # The parameterisations of L's off-diagonals (svae.factors, svae.heads).
-FACTORS = ("product", "bounded", "free")
+FACTORS = ("full_product", "product", "bounded", "free")
 # How the global log scales of Y and CbCr are set (svae.objective).
 SCALES = ("calibrated", "learned")
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tiny
 from tensorflow.core.protobuf import saved_model_pb2
 
-from svae import data, evaluation, export, likelihoods
+from svae import color, data, evaluation, export, likelihoods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 16  # conftest's tiny_run.
@@ -184,10 +184,33 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
         np.testing.assert_allclose(
             served["sample_sample_y"], drawn["y"], rtol=1e-3, atol=1e-4
         )
-        mean_rgb = likelihoods.to_rgb(
-            {"y": outputs["y_mean"], "cbcr": outputs["cbcr_mean"]}
+        # The RGB outputs upsample the chroma bilinearly (svae.color's
+        # function), as the figures do; repeated chroma would differ by the
+        # colour steps between 4x4 blocks.
+        mean_rgb = color.merge_to_rgb(
+            outputs["y_mean"], outputs["cbcr_mean"], 4, "bilinear", clip=True
         )
-        np.testing.assert_allclose(served["served_mean_rgb"], mean_rgb, atol=1e-5)
+        repeated = color.merge_to_rgb(
+            outputs["y_mean"], outputs["cbcr_mean"], 4, "nearest", clip=True
+        )
+        for key in ("served_mean_rgb", "decoded_mean_rgb", "sample_mean_rgb"):
+            np.testing.assert_allclose(served[key], mean_rgb, atol=1e-5)
+            assert np.abs(served[key] - repeated).max() > 1e-3
+        drawn_rgb = color.merge_to_rgb(
+            drawn["y"], drawn["cbcr"], 4, "bilinear", clip=True
+        )
+        np.testing.assert_allclose(served["sample_sample_rgb"], drawn_rgb, atol=2e-3)
+        repeated = color.merge_to_rgb(drawn["y"], drawn["cbcr"], 4, "nearest")
+        assert np.abs(served["sample_sample_rgb"] - repeated).max() > 0.02
+        for key in ("served_mean_rgb", "sample_sample_rgb"):
+            assert served[key].min() >= 0.0 and served[key].max() <= 1.0
+        # The likelihood keeps its chroma at the modelled size.
+        assert served["decoded_cbcr_mean"].shape == (
+            batch_size,
+            SIZE // 4,
+            SIZE // 4,
+            2,
+        )
         # uint8 images (rounded to 1/255) reconstruct almost like floats.
         np.testing.assert_allclose(
             served["served_uint8_mean_rgb"], served["served_mean_rgb"], atol=0.05
@@ -371,6 +394,10 @@ def test_export_describes_its_signatures(exported):
         "- `num_samples (int32 scalar) must be in [1, 5000]`",
         "- `z (float32 latents) must be finite (no NaN or inf)`",
         "decoded 100 at a time",
+        "- `mean_rgb` float32 `[B, 16, 16, 3]`: the likelihood's mean in RGB, Cb "
+        "and Cr upsampled bilinearly, clipped to [0, 1]",
+        "- `sample_rgb` float32 `[B, 16, 16, 3]`: the drawn images in RGB, Cb and "
+        "Cr upsampled bilinearly",
     ):
         assert text in readme, text
 

@@ -8,10 +8,12 @@ import sys
 import numpy as np
 import pytest
 import scipy.stats
+import tensorflow as tf
 import tiny
 from PIL import Image
+from tensorflow.core.util import event_pb2
 
-from svae import data, evaluation, figures, health
+from svae import color, data, evaluation, figures, health
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE, NUM, SCALE = 16, 3, 2
@@ -71,6 +73,87 @@ def test_figures_have_the_right_size_range_and_content(tiny_run, tmp_path):
     recon = _cells(paths["reconstructions"], 4)
     # The input row is the test images themselves, which are not constant.
     assert recon[0].std() > 5.0
+
+
+def _chroma_misfit(rgb, method, margin=0.0):
+    """Returns how far RGB images' chroma is from chroma upsampled by `method`.
+
+    The worst RMS, over images and channels, of the least-squares residual of
+    Cb (Cr) on the images that `color.upsample_chroma(., 4, method)` makes of
+    every 4x4-smaller chroma; pixels within `margin` of 0 or 1 in a channel
+    (clipped, their chroma lost) are left out. Chroma upsampled bilinearly
+    has a bilinear misfit at float rounding, and a nearest misfit as large as
+    the colour varies within a block; repeated chroma the other way round.
+    """
+    rgb = np.asarray(rgb, np.float64)
+    num, size = rgb.shape[:2]
+    low = size // 4
+    unit = np.eye(low * low).reshape(low * low, low, low, 1)
+    basis = color.upsample_chroma(unit, 4, method).numpy().reshape(low * low, -1).T
+    chroma = color.rgb_to_ycbcr(rgb).numpy()[..., 1:].reshape(num, -1, 2)
+    kept = np.all((rgb > margin) & (rgb < 1.0 - margin), -1).reshape(num, -1)
+    worst = 0.0
+    for image in range(num):
+        rows = basis[kept[image]]
+        for channel in range(2):
+            values = chroma[image, kept[image], channel]
+            fit = rows @ np.linalg.lstsq(rows, values, rcond=None)[0]
+            worst = max(worst, float(np.sqrt(np.mean((fit - values) ** 2))))
+    return worst
+
+
+def test_figures_show_chroma_upsampled_bilinearly(tiny_run):
+    # Every RGB row the figures show (sample.py's and the demo's) has its
+    # chroma upsampled bilinearly: smooth colour, no 4x4 blocks. A row drawn
+    # with repeated (nearest) chroma would miss the bilinear images by the
+    # colour steps between blocks, about 0.02 here.
+    config, model, _ = evaluation.load_run(tiny_run)
+    batch = figures.load_images(config, "test", NUM)
+    prior = figures.prior_samples(model, config, NUM, seed=0)
+    recon = figures.reconstructions(model, config, batch, seed=0)
+    mask = figures.inpainting_mask("center", NUM, SIZE)
+    filled = figures.inpaint(model, config, batch, mask, seed=1)
+    shown = {
+        "prior mean": prior["mean"],
+        "prior sample": prior["sample"],
+        "reconstruction mean": recon["mean"],
+        "reconstruction sample": recon["sample"],
+        **{f"inpainting {row}": filled[row] for row in filled if row != "input"},
+    }
+    shown = {name: rows for name, rows in shown.items() if np.ndim(rows) == 4}
+    assert len(shown) == 8
+    for name, rows in shown.items():
+        assert _chroma_misfit(rows, "bilinear") < 1e-6, name
+        assert _chroma_misfit(rows, "nearest") > 1e-3, name
+    outputs = prior["outputs"]
+    repeated = color.merge_to_rgb(
+        outputs["y_mean"], outputs["cbcr_mean"], 4, "nearest", clip=True
+    )
+    assert _chroma_misfit(repeated, "bilinear") > 1e-3
+    # The mean is the likelihood's, converted by svae.color's function.
+    expected = color.merge_to_rgb(
+        outputs["y_mean"], outputs["cbcr_mean"], 4, "bilinear", clip=True
+    )
+    np.testing.assert_array_equal(prior["mean"], expected)
+
+
+def test_tensorboard_images_show_chroma_upsampled_bilinearly(tiny_run):
+    # The training's image summaries (svae.hooks), 8-bit PNGs: the bilinear
+    # misfit is their rounding (about 0.001), repeated chroma's 0.02 or more.
+    images = {}
+    for path in (pathlib.Path(tiny_run) / "train").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    pngs = tf.make_ndarray(value.tensor)[2:]
+                    images[value.tag] = np.stack(
+                        [tf.io.decode_png(png).numpy() / 255.0 for png in pngs]
+                    )
+    for tag in ("reconstruction_means", "sample_means", "samples"):
+        assert images[tag].shape[1:] == (SIZE, SIZE, 3), tag
+        assert _chroma_misfit(images[tag], "bilinear", 1.5 / 255) < 0.003, tag
+        assert _chroma_misfit(images[tag], "nearest", 1.5 / 255) > 0.01, tag
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tiny_run, tmp_path):

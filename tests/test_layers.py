@@ -67,20 +67,27 @@ def test_params_size_and_unpack():
     with pytest.raises(ValueError, match="kernel_size"):
         layers.params_size(4)
     with pytest.raises(ValueError, match="6 channels"):
+        layers.to_distribution(tf.zeros([1, 4, 4, 7]), kernel_size=3)
+    with pytest.raises(ValueError, match="6, 14, 26, ...\\); got 7"):
         layers.to_distribution(tf.zeros([1, 4, 4, 7]))
+    for kernel_size in (3, 5, 7):
+        channels = layers.params_size(kernel_size)
+        assert layers.kernel_size_of(channels) == kernel_size
     with pytest.raises(ValueError, match="factor"):
         layers.SparsePrecisionGaussianHead(factor="dense")
 
 
 @pytest.mark.parametrize("num_basis", [0, 3])
-@pytest.mark.parametrize("factor", ["product", "bounded", "free"])
+@pytest.mark.parametrize("factor", ["full_product", "product", "bounded", "free"])
 def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
     features = tf.random.stateless_normal([2, SIZE, SIZE, 5], seed=[1, 2])
     head = layers.SparsePrecisionGaussianHead(
         kernel_size=5, dilation=2, num_basis=num_basis, factor=factor, log_scale=-1.0
     )
     params = head(features)
-    assert params.shape == (2, SIZE, SIZE, layers.params_size(5))
+    kernel = 9 if factor == "full_product" else 5  # L of two 5x5 factors.
+    assert head.structure == Structure(kernel, 2)
+    assert params.shape == (2, SIZE, SIZE, layers.params_size(kernel))
     # At initialisation the precision branch is the spherical likelihood.
     loc, log_diag, off_diag = layers.unpack(params)
     np.testing.assert_allclose(log_diag, 1.0, atol=1e-6)
@@ -94,7 +101,8 @@ def test_head_outputs_the_precision_heads_parameters(factor, num_basis):
     np.testing.assert_allclose(off_diag, expected[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(loc[..., None], head.loc_conv(features), atol=1e-5)
     dist = head.distribution(head(features))
-    assert dist.kernel_size == 5 and dist.dilation == 2
+    assert dist.kernel_size == kernel and dist.dilation == 2
+    assert layers.to_distribution(params, dilation=2).kernel_size == kernel
     if factor == "bounded":
         assert np.all(dist.off_diagonal_ratio().numpy() < 0.99 + 1e-6)
     assert isinstance(head.precision, heads.PrecisionHead)

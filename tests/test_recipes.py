@@ -94,6 +94,62 @@ def test_product_factor_is_the_product_of_two_dominant_factors(kernel_size, dila
     assert np.abs(np.linalg.inv(dense.T)).sum(axis=1).max() <= bound
 
 
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (3, 2), (5, 1)])
+def test_full_product_factor_is_the_product_of_two_dominant_factors(
+    kernel_size, dilation
+):
+    # L^T = D (I + A)(I + B), A and B full half-plane factors of kernel_size,
+    # assembled densely in numpy from their definitions; against the entries
+    # full_product_off_diag makes for L of 2 kernel_size - 1.
+    dominance = 0.95
+    height, width = 6, 7
+    rng = np.random.default_rng(10 * kernel_size + dilation)
+    inner = dense_reference.offsets_from_definition(kernel_size, dilation)
+    outer = 2 * kernel_size - 1
+    log_diag = rng.normal(size=[height, width])
+    raw = 3.0 * rng.normal(size=[height, width, 2 * len(inner)])
+    off = factors.full_product_off_diag(log_diag, raw, dominance, kernel_size, dilation)
+    assert off.shape[-1] == len(dense_reference.offsets_from_definition(outer, 1))
+    dense = dense_reference.dense_factor(log_diag, off, outer, dilation).numpy()
+    n = height * width
+    parts = []
+    for values in (raw[..., : len(inner)], raw[..., len(inner) :]):
+        values = _numpy_ball(values, dominance)
+        factor = np.eye(n)
+        for i in range(height):
+            for j in range(width):
+                for k, (dy, dx) in enumerate(inner):
+                    if i + dy < height and 0 <= j + dx < width:
+                        factor[i * width + j, (i + dy) * width + j + dx] = values[
+                            i, j, k
+                        ]
+        parts.append(factor)
+    want = np.diag(np.exp(log_diag).ravel()) @ parts[0] @ parts[1]
+    np.testing.assert_allclose(dense.T, want, atol=1e-12)
+    bound = 1.0 / (np.exp(log_diag).min() * (1.0 - dominance) ** 2)
+    assert np.abs(np.linalg.inv(dense.T)).sum(axis=1).max() <= bound
+
+
+def test_full_product_holds_the_product_factor():
+    # A a row, B a column autoregression: the product factor's L.
+    height, width, dominance = 5, 6, 0.9
+    rng = np.random.default_rng(3)
+    log_diag = rng.normal(size=[height, width])
+    raw = 2.0 * rng.normal(size=[height, width, 4])
+    offsets = dense_reference.offsets_from_definition(3, 1)
+    rows = [m for m, (dy, _) in enumerate(offsets) if dy == 0]
+    below = [m for m, (dy, dx) in enumerate(offsets) if dy > 0 and dx <= 0]
+    full = np.zeros([height, width, 8])
+    full[..., rows] = raw[..., rows]
+    full[..., [4 + m for m in below]] = raw[..., below]
+    # The row factor's ball holds one entry, the column's two: as product's.
+    got = factors.full_product_off_diag(log_diag, full, dominance)
+    want = factors.product_off_diag(log_diag, raw, dominance)
+    dense_got = dense_reference.dense_factor(log_diag, got, 5, 1).numpy()
+    dense_want = dense_reference.dense_factor(log_diag, want, 3, 1).numpy()
+    np.testing.assert_allclose(dense_got, dense_want, atol=1e-12)
+
+
 def test_bounded_factor_reaches_the_edge_of_the_ball():
     # One neighbour may take (almost) all the mass: raw = [t, 0, 0, 0].
     log_diag = np.zeros([1, 1])

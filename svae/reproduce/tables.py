@@ -108,7 +108,14 @@ def write_table(options: ReproduceConfig, out, plan_runs, figure_paths) -> pathl
         + "; runs' final steps: "
         + ", ".join(str(s) for s in steps)
         + ". Paper: its Table "
-        + f"{table.number} (`svae.reproduce.PAPER_TABLE{table.number}`).",
+        + f"{table.number} (`svae.reproduce.PAPER_TABLE{table.number}`). "
+        "All measurements add the sample health (`svae.health`, "
+        "docs/evaluation.md): diverged samples, calibration and, as numbers "
+        "for the paper's Figure 1, the structure of Y's sampled residuals "
+        "against the actual ones: the distance of their power spectra in dB "
+        "(0: the same spectrum), the axis ratio (power on the frequency axes "
+        "over the power off them; 1: no plaid) and the lag-1 correlations "
+        "(0: white noise).",
         "",
         table_markdown(options.dataset, out, plan_runs),
     ]

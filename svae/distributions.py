@@ -118,6 +118,8 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
         validate_args=False,
         allow_nan_stats=True,
         name="SparsePrecisionGaussian",
+        factor_a=None,
+        factor_b=None,
     ):
         """Builds the distribution.
 
@@ -131,6 +133,13 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
           validate_args: check shapes and finiteness (costs time).
           allow_nan_stats: TFP's flag; statistics here are always defined.
           name: name prefixed to the ops this distribution creates.
+          factor_a, factor_b: None, or `L` in factors, `L^T = D (I + A)(I +
+            B)` (`svae.factors.full_product_off_diag`): `[..., H, W, k]` the
+            off-diagonal rows of `I + A` and `I + B`, each a factor of the
+            `(kernel_size + 1) // 2` neighbourhood, and `off_diag` their
+            product. `log_prob` and `whiten` then apply the two factors one
+            after the other, which costs less than `L` whole; the caller
+            keeps `off_diag` equal to their product.
 
         Raises:
           ValueError: for a `kernel_size` or `dilation` of the wrong kind, or
@@ -153,6 +162,17 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
             )
             self._kernel_size = int(kernel_size)
             self._dilation = int(dilation)
+            self._factor_a = self._factor_b = None
+            if (factor_a is None) != (factor_b is None):
+                raise ValueError("Pass both factor_a and factor_b, or neither.")
+            if factor_a is not None:
+                linalg.neighbour_offsets((kernel_size + 1) // 2, dilation)
+                self._factor_a = tensor_util.convert_nonref_to_tensor(
+                    factor_a, dtype=dtype, name="factor_a"
+                )
+                self._factor_b = tensor_util.convert_nonref_to_tensor(
+                    factor_b, dtype=dtype, name="factor_b"
+                )
             super().__init__(
                 dtype=dtype,
                 reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
@@ -168,6 +188,14 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
             loc=parameter_properties.ParameterProperties(event_ndims=2),
             log_diag=parameter_properties.ParameterProperties(event_ndims=2),
             off_diag=parameter_properties.ParameterProperties(
+                event_ndims=3,
+                default_constraining_bijector_fn=parameter_properties.BIJECTOR_NOT_IMPLEMENTED,
+            ),
+            factor_a=parameter_properties.ParameterProperties(
+                event_ndims=3,
+                default_constraining_bijector_fn=parameter_properties.BIJECTOR_NOT_IMPLEMENTED,
+            ),
+            factor_b=parameter_properties.ParameterProperties(
                 event_ndims=3,
                 default_constraining_bijector_fn=parameter_properties.BIJECTOR_NOT_IMPLEMENTED,
             ),
@@ -255,11 +283,24 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
             log_diag, off_diag, eps, **self._structure()
         )
 
+    def _whitened(self, log_diag, off_diag, residual):
+        """`L^T residual`: with `L` whole, or its two factors one after the other."""
+        if self._factor_a is None:
+            return linalg.factor_transpose_matvec(
+                log_diag, off_diag, residual, **self._structure()
+            )
+        return linalg.factors_transpose_matvec(
+            log_diag,
+            tf.convert_to_tensor(self._factor_a),
+            tf.convert_to_tensor(self._factor_b),
+            residual,
+            kernel_size=(self._kernel_size + 1) // 2,
+            dilation=self._dilation,
+        )
+
     def _log_prob(self, x):
         loc, log_diag, off_diag = self._params()
-        whitened = linalg.factor_transpose_matvec(
-            log_diag, off_diag, x - loc, **self._structure()
-        )
+        whitened = self._whitened(log_diag, off_diag, x - loc)
         log_det = tf.reduce_sum(log_diag, axis=[-2, -1])
         mahalanobis = tf.reduce_sum(tf.square(whitened), axis=[-2, -1])
         log_normalizer = tf.constant(
@@ -292,9 +333,7 @@ class SparsePrecisionGaussian(tfd.AutoCompositeTensorDistribution):
         with self._name_and_control_scope(name):
             loc, log_diag, off_diag = self._params()
             x = tf.convert_to_tensor(x, dtype=self.dtype)
-            return linalg.factor_transpose_matvec(
-                log_diag, off_diag, x - loc, **self._structure()
-            )
+            return self._whitened(log_diag, off_diag, x - loc)
 
     def precision_matvec(self, v, name="precision_matvec"):
         """Returns `Lambda v = L (L^T v)` in `O(H * W * K)`.

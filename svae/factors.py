@@ -25,6 +25,8 @@ from svae.linalg import neighbour_offsets, num_off_diagonals
 
 __all__ = [
     "bounded_off_diag",
+    "compose_full_product",
+    "full_product_factors",
     "full_product_off_diag",
     "product_off_diag",
     "raw_size",
@@ -157,7 +159,9 @@ def full_product_off_diag(log_diag, raw, dominance, kernel_size=3, dilation=1):
     `A`'s entry at the pixel and `B`'s at the pixel `a` further on). It
     holds the separable fields of `product_off_diag` (`A` a row, `B` a
     column autoregression) and the diagonal and isotropic correlations a
-    separable field lacks.
+    separable field lacks. `full_product_factors` and `compose_full_product`
+    are its two halves: the likelihood whitens with the factors, one after
+    the other, and only sampling and conditioning need `L` itself.
 
     Args:
       log_diag: `[..., H, W]` log of the diagonal of `L`.
@@ -173,21 +177,56 @@ def full_product_off_diag(log_diag, raw, dominance, kernel_size=3, dilation=1):
       num_off_diagonals(2 kernel_size - 1)`, in `neighbour_offsets(2
       kernel_size - 1, dilation)` order.
     """
-    return _full_product(
-        log_diag, raw, float(dominance), int(kernel_size), int(dilation)
-    )
+    first, second = full_product_factors(raw, dominance)
+    return compose_full_product(log_diag, first, second, kernel_size, dilation)
+
+
+def full_product_factors(raw, dominance):
+    """The unit-diagonal factors `(A, B)` of `full_product_off_diag`.
+
+    Args:
+      raw: `[..., H, W, 2 K]` unconstrained parameters, `A`'s then `B`'s.
+      dominance: bound of each factor's off-diagonal row mass, < 1.
+
+    Returns:
+      `(A, B)`, each `[..., H, W, K]`: the off-diagonal entries of the rows
+      of `I + A` and `I + B`, each row in the open L1 ball of `dominance`.
+    """
+    return _factors(raw, float(dominance))
 
 
 @xla.kernel
-def _full_product(log_diag, raw, dominance, kernel_size, dilation):
-    """`full_product_off_diag` as one XLA computation (planes, as `_product`)."""
+def _factors(raw, dominance):
+    """`full_product_factors` as one XLA computation."""
+    count = raw.shape[-1] // 2
+    return _ball(raw[..., :count], dominance), _ball(raw[..., count:], dominance)
+
+
+def compose_full_product(log_diag, first, second, kernel_size=3, dilation=1):
+    """The off-diagonals of `L^T = D (I + A)(I + B)` from its factors.
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L` (of `D`).
+      first: `[..., H, W, K]` the rows of `A` (`full_product_factors`).
+      second: `[..., H, W, K]` the rows of `B`.
+      kernel_size: neighbourhood size of each factor.
+      dilation: spacing of the neighbourhood.
+
+    Returns:
+      `[..., H, W, K']`, as `full_product_off_diag`.
+    """
+    return _compose(log_diag, first, second, int(kernel_size), int(dilation))
+
+
+@xla.kernel
+def _compose(log_diag, first, second, kernel_size, dilation):
+    """`compose_full_product` as one XLA computation (planes, as `_product`)."""
     inner = neighbour_offsets(kernel_size, dilation)
     outer = neighbour_offsets(2 * kernel_size - 1, dilation)
-    rank = raw.shape.rank
-    planes = tf.transpose(raw, [rank - 1, *range(rank - 1)])
-    count = len(inner)
-    first = _planar_ball([planes[m] for m in range(count)], dominance)
-    second = _planar_ball([planes[count + m] for m in range(count)], dominance)
+    rank = first.shape.rank
+    order = [rank - 1, *range(rank - 1)]
+    first = tf.unstack(tf.transpose(first, order))
+    second = tf.unstack(tf.transpose(second, order))
     terms = {offset: [] for offset in outer}
     for m, offset in enumerate(inner):
         terms[offset] += [first[m], second[m]]

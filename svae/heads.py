@@ -16,7 +16,8 @@ from svae import xla
 from svae.distributions import Structure
 from svae.factors import (
     bounded_off_diag,
-    full_product_off_diag,
+    compose_full_product,
+    full_product_factors,
     product_off_diag,
     raw_size,
     structure_kernel,
@@ -164,8 +165,10 @@ class PrecisionHead(keras.layers.Layer):
             return [0.0] * self.num_basis
         return [-log_scale] + [0.0] * self.num_raw
 
-    def call(self, features, parts=None, log_scale=0.0, offset=None):
-        """Returns `(log_diag, off_diag)`.
+    def call(
+        self, features, parts=None, log_scale=0.0, offset=None, with_factors=False
+    ):
+        """Returns `(log_diag, off_diag)`, and the factors of `L` if asked.
 
         Args:
           features: `[batch, height, width, C]` trunk features.
@@ -176,11 +179,14 @@ class PrecisionHead(keras.layers.Layer):
           offset: None, or a per-image log scale `[batch]` taken off
             `log_diag` before the factor is formed (with the bounded and
             product factors, `L` times `exp(-offset)`).
+          with_factors: also return the factors `(A, B)` of "full_product"'s
+            `L^T = D (I + A)(I + B)` (None for the other factors), which the
+            likelihood whitens with (`svae.distributions`).
 
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`, `K` the off-diagonals of
-          `self.structure`.
+          `self.structure`; with `with_factors`, a third element.
         """
         if parts is None:
             parts = pointwise(
@@ -203,10 +209,14 @@ class PrecisionHead(keras.layers.Layer):
             off_diag = product_off_diag(
                 log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
             )
-        elif self.factor == "full_product":
-            off_diag = full_product_off_diag(
-                log_diag, off_diag, self.dominance, self.kernel_size, self.dilation
+        factors = None
+        if self.factor == "full_product":
+            factors = full_product_factors(off_diag, self.dominance)
+            off_diag = compose_full_product(
+                log_diag, *factors, self.kernel_size, self.dilation
             )
+        if with_factors:
+            return log_diag, off_diag, factors
         return log_diag, off_diag
 
 

@@ -88,8 +88,10 @@ def likelihood(outputs, structure=None):
     """Returns `p(x|z)` as a dict of distributions, one per channel group.
 
     Y has the structured likelihood (eq. 9) when `outputs` hold `log_diag`
-    and `off_diag`, else a factorised Gaussian with `y_log_scale`; Cb and Cr
-    (downsampled) are factorised Gaussians (eq. 10-11).
+    and `off_diag` (and, for the "full_product" factor, `factor_a` and
+    `factor_b`, with which `log_prob` whitens), else a factorised Gaussian
+    with `y_log_scale`; Cb and Cr (downsampled) are factorised Gaussians
+    (eq. 10-11).
 
     Args:
       outputs: a model's output dict, see `svae.models.VAE.decode`.
@@ -106,6 +108,8 @@ def likelihood(outputs, structure=None):
             outputs["log_diag"],
             outputs["off_diag"],
             **_required(structure).kwargs,
+            factor_a=outputs.get("factor_a"),
+            factor_b=outputs.get("factor_b"),
         )
     else:
         y = tfd.Independent(
@@ -206,6 +210,11 @@ def whitened_square_sums(outputs, batch, structure=None, log_probs=None):
 def off_diag_l1(outputs, structure=None):
     """Returns `sum |L_ij|, i != j` over the entries inside the image (eq. 12).
 
+    With `L^T = D (I + A)(I + B)` in factors (`factor_a`, `factor_b`), the
+    sum over the factors' off-diagonals, `sum |D A| + |D B|`: the same
+    sparsity prior on what the head predicts, and it scales with `D` as
+    `L`'s does, without forming `L`.
+
     Args:
       outputs: a model's output dict with `off_diag` `[batch, H, W, K]`.
       structure: the `svae.distributions.Structure` of `L` (`config.structure`,
@@ -216,12 +225,27 @@ def off_diag_l1(outputs, structure=None):
     """
     if not is_structured(outputs):
         return tf.zeros_like(outputs["y_mean"][:, 0, 0])
+    structure = _required(structure)
+    if "factor_a" in outputs:
+        kernel_size = (structure.kernel_size + 1) // 2
+        height, width = outputs["factor_a"].shape[1:3]
+        mask = off_diag_mask(
+            height, width, kernel_size, structure.dilation, outputs["log_diag"].dtype
+        )
+        return _factors_l1(
+            outputs["log_diag"], outputs["factor_a"], outputs["factor_b"], mask
+        )
     off_diag = outputs["off_diag"]
     height, width = off_diag.shape[1], off_diag.shape[2]
-    mask = off_diag_mask(
-        height, width, **_required(structure).kwargs, dtype=off_diag.dtype
-    )
+    mask = off_diag_mask(height, width, **structure.kwargs, dtype=off_diag.dtype)
     return _masked_l1(off_diag, mask)
+
+
+@xla.kernel
+def _factors_l1(log_diag, first, second, mask):
+    """`sum |D A| + |D B|` over the entries inside the image, per image."""
+    mass = tf.reduce_sum((tf.abs(first) + tf.abs(second)) * mask, axis=-1)
+    return tf.reduce_sum(tf.exp(log_diag) * mass, axis=[1, 2])
 
 
 @tf.custom_gradient

@@ -41,6 +41,7 @@ __all__ = [
     "off_diag_mask",
     "factor_matvec",
     "factor_transpose_matvec",
+    "factors_transpose_matvec",
     "factor_solve",
     "factor_transpose_solve",
     "dense_factor",
@@ -190,6 +191,43 @@ def factor_transpose_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
         return _transpose_matvec(log_diag, off_diag, x, offsets), grad
 
     return matvec(log_diag, off_diag, x)
+
+
+def factors_transpose_matvec(log_diag, first, second, x, kernel_size=3, dilation=1):
+    """Returns `L^T x` for `L^T = D (I + A)(I + B)` given in its factors.
+
+    `D = diag(exp(log_diag))`; `A` and `B` unit-diagonal factors of the
+    `kernel_size` neighbourhood, whose off-diagonal rows are `first` and
+    `second` (`svae.factors.full_product_factors`): `(I + B) x`, then
+    `(I + A)` of that, then `D`, as one XLA kernel with its gradient. It
+    equals `factor_transpose_matvec` of the product's off-diagonals
+    (`svae.factors.compose_full_product`) on the `2 kernel_size - 1`
+    neighbourhood, without forming them.
+
+    Args:
+      log_diag: `[..., H, W]` log of the diagonal of `L`.
+      first: `[..., H, W, K]` the rows of `A`, `neighbour_offsets` order.
+      second: `[..., H, W, K]` the rows of `B`.
+      x: `[..., H, W]` images.
+      kernel_size: odd neighbourhood size of each factor, >= 3.
+      dilation: spacing between linked pixels, >= 1.
+
+    Returns:
+      `[..., H, W]` tensor `L^T x`.
+    """
+    offsets = tuple(neighbour_offsets(kernel_size, dilation))
+    return _factors_transpose_matvec(log_diag, first, second, x, offsets)
+
+
+@xla.kernel
+def _factors_transpose_matvec(log_diag, first, second, x, offsets):
+    """`D (I + A)(I + B) x` by shifted products, factor by factor."""
+    for factor in (second, first):
+        y = x
+        for m, (dy, dx) in enumerate(offsets):
+            y = y + factor[..., m] * _shift(x, dy, dx)
+        x = y
+    return tf.exp(log_diag) * x
 
 
 @xla.kernel

@@ -196,8 +196,9 @@ class VAE(keras.Model):
         Returns:
           A dict of tensors: `y_mean` `[batch, H, W]`; then either
           `y_log_scale` `[batch, H, W]` or `log_diag` `[batch, H, W]` and
-          `off_diag` `[batch, H, W, K]`; with colour, `cbcr_mean` and
-          `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
+          `off_diag` `[batch, H, W, K]` (with the "full_product" factor also
+          its factors `factor_a`, `factor_b` `[batch, H, W, k]`); with colour,
+          `cbcr_mean` and `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
         """
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
@@ -250,9 +251,16 @@ class VAE(keras.Model):
             if offset is not None:
                 outputs["y_log_scale"] += offset[:, None, None]
         else:
-            outputs["log_diag"], outputs["off_diag"] = self.precision_head(
-                features[size], y_scale, log_scale=self.y_log_scale, offset=offset
+            log_diag, off_diag, factors = self.precision_head(
+                features[size],
+                y_scale,
+                log_scale=self.y_log_scale,
+                offset=offset,
+                with_factors=True,
             )
+            outputs.update(log_diag=log_diag, off_diag=off_diag)
+            if factors is not None:
+                outputs["factor_a"], outputs["factor_b"] = factors
         if self.use_chroma:
             if cbcr_scale:
                 scale = cbcr_scale[0]

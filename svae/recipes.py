@@ -9,9 +9,9 @@ head, training, the reproduction and the export all read; `RECIPES` names
 the two a user chooses between (`train.py --likelihood=NAME`):
 
 ```none
-recipe    factor   dominance  contrast_scale  scales
-default   product  0.99       true            calibrated
-paper     free     0.99       false           learned
+recipe    factor        dominance  contrast_scale  scales
+default   full_product  0.99       true            calibrated
+paper     free          0.99       false           learned
 ```
 
 A run's `config.json` holds the value's fields, not the recipe's name, so a
@@ -40,12 +40,15 @@ class Likelihood:
 
     Attributes:
       factor: the precision factor's off-diagonals (`svae.factors`).
+        "full_product": `L^T = D (I + A)(I + B)`, two diagonally dominant
+        half-plane factors of the `kernel_size` neighbourhood (so `L` has
+        the `2 kernel_size - 1` one), so a sample `L^{-T} eps` is bounded
+        whatever `z` and its correlations can run in every direction;
         "product": `L^T = D (I + R)(I + V)`, `R` a row and `V` a column
-        autoregression, each diagonally dominant, so a sample `L^{-T} eps`
-        is bounded whatever `z`; "bounded": one diagonally dominant factor
-        `L^T = D (I + A)`, bounded too but unable to hold the strong
-        correlations of smooth residuals; "free": the paper's,
-        unconstrained.
+        autoregression, bounded too but separable (its samples are woven
+        along the axes); "bounded": one dominant factor `L^T = D (I + A)`,
+        bounded but unable to hold the strong correlations of smooth
+        residuals; "free": the paper's, unconstrained.
       dominance: the bound of each dominant factor's off-diagonal mass
         relative to its diagonal, in (0, 1); not read with "free".
       contrast_scale: offset each image's Y scales by a learned slope times
@@ -58,7 +61,7 @@ class Likelihood:
         as the paper does.
     """
 
-    factor: str = "product"
+    factor: str = "full_product"
     dominance: float = ranged(
         0.99, gt=0, lt=1, note="L^T is diagonally dominant only below 1"
     )

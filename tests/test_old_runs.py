@@ -18,14 +18,16 @@ from svae import config as config_lib
 from svae import likelihoods, recipes, runs, training
 
 OLD_RUNS = pathlib.Path(__file__).parent / "fixtures" / "old_runs"
-# The recipe each run was trained with (None: a likelihood of no recipe).
+# The likelihood each run was trained with: that build's default, the
+# paper's, or fields of their own.
+OLD_DEFAULT = recipes.Likelihood(factor="product")
 RECIPE = {
-    "structured_default": "default",
-    "structured_paper": "paper",
-    "structured_bounded": None,
-    "vae_diag_default": "default",
-    "vae_sph_default": "default",
-    "structured_legacy": "paper",
+    "structured_default": OLD_DEFAULT,
+    "structured_paper": recipes.RECIPES["paper"],
+    "structured_bounded": recipes.Likelihood(factor="bounded", contrast_scale=False),
+    "vae_diag_default": OLD_DEFAULT,
+    "vae_sph_default": OLD_DEFAULT,
+    "structured_legacy": recipes.RECIPES["paper"],
 }
 
 
@@ -38,7 +40,7 @@ def _copy(name, tmp_path):
 def test_old_run_loads_to_the_same_numbers(name, tmp_path):
     model_dir = _copy(name, tmp_path)
     config, model, step = runs.load_run(model_dir)
-    assert config.likelihood.name == RECIPE[name]
+    assert config.likelihood == RECIPE[name]
     reference = json.loads((model_dir / "reference.json").read_text())
     assert step == reference["step"]
     inputs = np.load(OLD_RUNS / "inputs.npz")
@@ -76,6 +78,7 @@ def test_resuming_an_old_run_with_another_recipe_names_the_fields(tmp_path):
     config = dataclasses.replace(
         saved, model_dir=str(model_dir), steps=4, likelihood="default"
     )
+    assert saved.likelihood.name == "paper"
     with pytest.raises(ValueError, match="likelihood.factor") as error:
         training.train(config)
     assert "likelihood.scales" in str(error.value)
@@ -100,4 +103,4 @@ def test_removed_options_at_their_neutral_values_load():
     values = json.loads((OLD_RUNS / "structured_default" / "config.json").read_text())
     assert values["max_scale"] is None and values["variance_term"] == "empirical"
     config = config_lib.Config.from_json(json.dumps(values))
-    assert config.likelihood == recipes.DEFAULT
+    assert config.likelihood == OLD_DEFAULT

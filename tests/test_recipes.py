@@ -415,7 +415,7 @@ def test_fields_a_model_does_not_read_do_not_block_resuming():
     old = config("vae_sph", free, kernel_size=5)
     assert old.incompatible_fields(config("vae_sph")) == {}
     assert config("structured", free).incompatible_fields(config("structured")) == {
-        "likelihood.factor": ("product", "free")
+        "likelihood.factor": (recipes.DEFAULT.factor, "free")
     }
     # The free factor reads no dominance.
     loose = Likelihood(factor="free", dominance=0.5)

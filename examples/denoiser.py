@@ -70,7 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--crops_per_photo", type=int, default=256)
     parser.add_argument("--noise", type=float, default=0.1, help="std of the noise")
     parser.add_argument("--filters", type=int, default=32)
-    parser.add_argument("--kernel_size", type=int, default=3, help="of the head's L")
+    parser.add_argument("--kernel_size", type=int, default=3, help="of the head")
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--num_test", type=int, default=512, help="test images")
     parser.add_argument("--num_show", type=int, default=8, help="figure columns")
@@ -130,7 +130,7 @@ def build_models(args):
     )
     structured.compile(
         keras.optimizers.Adam(args.learning_rate),
-        loss=losses.SparsePrecisionNLL(kernel_size=args.kernel_size, per_pixel=True),
+        loss=losses.SparsePrecisionNLL(per_pixel=True),
     )
     independent.compile(
         keras.optimizers.Adam(args.learning_rate),
@@ -160,7 +160,7 @@ def evaluate(model, kind, noisy, clean, args):
         x, y = noisy[start : start + 128], clean[start : start + 128, ..., 0]
         params = model(x, training=False)
         if kind == "structured":
-            dist = layers.to_distribution(params, args.kernel_size)
+            dist = layers.to_distribution(params)
             log_prob, mean = dist.log_prob(y), dist.mean()
         else:
             loss = IndependentGaussianNLL(reduction=None)
@@ -181,7 +181,7 @@ def figure(structured, independent, noisy, clean, args, path):
     """Writes the figure of the first `num_show` test images."""
     show = np.unique(np.linspace(0, len(clean) - 1, args.num_show).astype(int))
     x, y = noisy[show], clean[show, ..., 0]
-    dist = layers.to_distribution(structured(x, training=False), args.kernel_size)
+    dist = layers.to_distribution(structured(x, training=False))
     samples = [dist.sample(seed=[args.seed, i]).numpy() for i in (1, 2)]
     std = np.sqrt(dist.marginal_variance().numpy())
     params = independent(x, training=False).numpy()

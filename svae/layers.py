@@ -193,9 +193,9 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
     ```none
     inputs = keras.Input([32, 32, 3])
     h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    params = SparsePrecisionGaussianHead(kernel_size=3)(h)   # [b, 32, 32, 6]
+    params = SparsePrecisionGaussianHead(kernel_size=3)(h)   # [b, 32, 32, 14]
     model = keras.Model(inputs, params)
-    model.compile("adam", loss=svae.losses.SparsePrecisionNLL(kernel_size=3))
+    model.compile("adam", loss=svae.losses.SparsePrecisionNLL())
     ```
     """
 

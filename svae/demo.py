@@ -20,7 +20,7 @@ import time
 from absl import flags, logging
 
 # cli comes first: importing it quiets TensorFlow's start-up lines.
-from svae import cli, evaluation, figures, training  # noqa: F401
+from svae import cli, evaluation, figures, runs, training  # noqa: F401
 from svae import config as config_lib
 from svae.cli import common
 from svae.fields import check_fields, ranged
@@ -79,6 +79,34 @@ def _config(demo, model, steps, init_from=None) -> config_lib.Config:
     )
 
 
+def check_output_dir(output_dir, configs) -> None:
+    """Checks that the demo's runs can go in `output_dir`; writes nothing.
+
+    Args:
+      output_dir: the demo's folder.
+      configs: `{model: Config}` of its runs.
+
+    Raises:
+      svae.runs.RunError: `output_dir` (or a run's folder) is a file, lies
+        under one or cannot be written; or a run's folder holds files of a
+        run that its config cannot resume.
+    """
+    runs.check_model_dir(output_dir, flag="--output_dir")
+    for model, config in configs.items():
+        runs.check_model_dir(config.model_dir, flag="--output_dir")
+        saved = runs.run_state(config.model_dir)
+        changed = {} if saved is None else config.incompatible_fields(saved)
+        if changed:
+            details = ", ".join(
+                f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items()
+            )
+            raise runs.RunError(
+                f"--output_dir={output_dir} holds a {model} run made with other "
+                f"settings ({details}). Rerun with the flags it was made with, or "
+                "pass another --output_dir. Nothing was written."
+            )
+
+
 def run(demo=None):
     """Runs the demo; returns the table, file paths, reports and timings.
 
@@ -101,15 +129,23 @@ def run(demo=None):
     configs["structured"] = _config(
         demo, "structured", demo.structured_steps, configs["vae_sph"].model_dir
     )
+    check_output_dir(demo.output_dir, configs)
     output_dir = pathlib.Path(demo.output_dir)
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
     run_dirs = {}
-    for model in MODELS:
-        begin = time.perf_counter()
-        training.train(configs[model])
-        run_dirs[model] = pathlib.Path(configs[model].model_dir)
-        seconds[f"train {model}"] = time.perf_counter() - begin
+    try:
+        for model in MODELS:
+            begin = time.perf_counter()
+            training.train(configs[model])
+            run_dirs[model] = pathlib.Path(configs[model].model_dir)
+            seconds[f"train {model}"] = time.perf_counter() - begin
+    except BaseException:
+        # A start that fails before any run wrote a file leaves no folder.
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        raise
 
     reports = {}
     for model, run_dir in run_dirs.items():

@@ -204,7 +204,9 @@ def _endpoints(model, config):
         return {"z_mean": z_mean, "z_log_scale": z_log_scale}
 
     def decode(z):
-        outputs = dict(model.decode(spec["z"].check(z)))
+        outputs = model.decode(spec["z"].check(z))
+        # L whole is `off_diag`; the factors it is composed of stay inside.
+        outputs = {k: v for k, v in outputs.items() if not k.startswith("factor_")}
         outputs["mean_rgb"] = mean_rgb(outputs)
         return outputs
 

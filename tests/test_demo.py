@@ -2,12 +2,15 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import tiny
 from PIL import Image
 
-from svae import demo
+from svae import demo, runs
 
 
 @pytest.mark.parametrize(
@@ -30,6 +33,72 @@ def test_a_value_no_run_accepts_is_an_error_before_anything_is_written(tmp_path)
     with pytest.raises(ValueError, match="image_size must be a power of 2"):
         demo.run(config)
     assert not (tmp_path / "demo").exists()
+
+
+def _demo(*args, cwd):
+    """Runs `python -m svae.demo args` in `cwd`; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "svae.demo", "--noprogress", *args],
+        cwd=cwd,
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _tree(folder):
+    """{path: bytes or None (a folder)} of everything under `folder`."""
+    return {p: None if p.is_dir() else p.read_bytes() for p in folder.rglob("*")}
+
+
+def test_a_seed_out_of_range_is_a_usage_error(tmp_path):
+    done = _demo("--seed=-1", cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(
+        "FATAL Flags parsing error: flag --seed=-1: must be in [0, "
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def _under_a_file(tmp_path):
+    """An --output_dir below a regular file."""
+    (tmp_path / "file").write_text("a file")
+    return "--output_dir=file/demo"
+
+
+def _incompatible_run(tmp_path):
+    """An --output_dir whose vae_diag run was made at another image size."""
+    other = demo.DemoConfig(output_dir=str(tmp_path / "out"), image_size=32)
+    config = demo._config(other, "vae_diag", 10)
+    runs.write_config(config, config.model_dir)
+    return "--output_dir=out"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_under_a_file, "--output_dir=file/demo lies under "),
+        (
+            _incompatible_run,
+            "--output_dir=out holds a vae_diag run made with other settings "
+            "(image_size: 32 -> 64). Rerun with the flags it was made with, or "
+            "pass another --output_dir. Nothing was written.",
+        ),
+    ],
+)
+def test_an_unusable_output_dir_is_one_error_line_and_writes_nothing(
+    make, message, tmp_path
+):
+    flag = make(tmp_path)
+    before = _tree(tmp_path)
+    done = _demo(flag, cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    errors = [line for line in done.stderr.splitlines() if "svae: error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"svae: error: {message}"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert _tree(tmp_path) == before
 
 
 @pytest.mark.slow

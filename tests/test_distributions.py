@@ -427,3 +427,39 @@ def test_the_distribution_carries_its_structure():
         tf.zeros([5, 6]), tf.zeros([5, 6]), tf.zeros([5, 6, 12]), 5, dilation=2
     )
     assert dist.structure == Structure(kernel_size=5, dilation=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_factored_log_prob_equals_the_composed_factor_and_tfps(dtype):
+    # L^T = D (I + A)(I + B): log_prob and whiten through the two factors
+    # equal those of L composed (svae.factors), and TFP's dense Gaussian.
+    from svae import factors
+
+    rng = np.random.default_rng(5)
+    log_diag = (0.3 * rng.normal(size=[2, 6, 7])).astype(dtype)
+    raw = (2.0 * rng.normal(size=[2, 6, 7, 8])).astype(dtype)
+    first, second = factors.full_product_factors(raw, 0.95)
+    off = factors.compose_full_product(log_diag, first, second)
+    x = rng.normal(size=[2, 6, 7]).astype(dtype)
+    loc = np.zeros_like(x)
+    whole = SparsePrecisionGaussian(loc, log_diag, off, kernel_size=5)
+    split = SparsePrecisionGaussian(
+        loc, log_diag, off, kernel_size=5, factor_a=first, factor_b=second
+    )
+    rtol = 1e-10 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(split.log_prob(x), whole.log_prob(x), rtol=rtol)
+    np.testing.assert_allclose(split.whiten(x), whole.whiten(x), rtol=rtol, atol=rtol)
+    dense = dense_reference.dense_factor(log_diag, off, 5, 1)
+    reference = (
+        tfp.experimental.distributions.MultivariateNormalPrecisionFactorLinearOperator(
+            loc=tf.reshape(loc, [2, -1]),
+            precision_factor=tf.linalg.LinearOperatorLowerTriangular(dense),
+        )
+    )
+    np.testing.assert_allclose(
+        split.log_prob(x), reference.log_prob(tf.reshape(x, [2, -1])), rtol=rtol
+    )
+    # Slicing keeps the factors (TFP's batch-shape conventions).
+    np.testing.assert_allclose(split[1].log_prob(x[1]), whole.log_prob(x)[1], rtol=rtol)
+    with pytest.raises(ValueError, match="both"):
+        SparsePrecisionGaussian(loc, log_diag, off, kernel_size=5, factor_a=first)

@@ -390,7 +390,7 @@ def test_export_describes_its_signatures(exported):
         "- `z` float32 `[B, 4]`: finite (no NaN or inf)",
         "- `num_samples` int32 `[]`: in [1, 5000]",
         "- `iw_bound` float32 `[B]`",
-        "- `off_diag` float32 `[B, 16, 16, 4]`",
+        "- `off_diag` float32 `[B, 16, 16, 12]`",
         "- `num_samples (int32 scalar) must be in [1, 5000]`",
         "- `z (float32 latents) must be finite (no NaN or inf)`",
         "decoded 100 at a time",

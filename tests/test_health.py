@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from svae import config as config_lib
-from svae import evaluation, health
+from svae import evaluation, health, recipes
 
 NUM_IMAGES = 21
 # Image `i` is decoded with scale `UNIT * (0.5 + 0.1 i)` and has an actual
@@ -64,8 +64,14 @@ class _FakeModel:
 
 def _config(color="ycbcr", size=32):
     """A config of the fake model's size (chroma at half resolution)."""
+    # The product factor: the fake model's L is the 3x3 pattern itself.
     return config_lib.Config(
-        image_size=size, color=color, chroma_factor=2, latent_dim=1, kernel_size=3
+        image_size=size,
+        color=color,
+        chroma_factor=2,
+        latent_dim=1,
+        kernel_size=3,
+        likelihood=recipes.Likelihood(factor="product"),
     )
 
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tiny
 
 from svae import data, heads, likelihoods, models, training
+from svae.distributions import Structure
 
 SIZE = 16
 
@@ -38,8 +39,13 @@ def test_output_shapes(model, kernel_size, num_basis):
     assert outputs["cbcr_log_scale"].shape == (2, 4, 4, 2)
     assert outputs["z_mean"].shape == (2, 8)
     if model in ("structured", "supn"):
-        k = (kernel_size**2 - 1) // 2
-        assert outputs["off_diag"].shape == (2, SIZE, SIZE, k)
+        # The default factor multiplies two factors of kernel_size: L's is
+        # 2 kernel_size - 1, the factors' own rows are kernel_size's.
+        big, k = 2 * kernel_size - 1, (kernel_size**2 - 1) // 2
+        assert vae.structure == config.structure == Structure(big, 1)
+        assert outputs["off_diag"].shape == (2, SIZE, SIZE, (big**2 - 1) // 2)
+        assert outputs["factor_a"].shape == outputs["factor_b"].shape
+        assert outputs["factor_a"].shape == (2, SIZE, SIZE, k)
         assert outputs["log_diag"].shape == (2, SIZE, SIZE)
         assert vae.uncertainty_variables()
     else:
@@ -52,7 +58,7 @@ def test_output_shapes(model, kernel_size, num_basis):
 def test_gray_model_has_no_chroma():
     vae = models.build_model(_config(color="gray"))
     outputs = vae(_batch("gray", 2))
-    assert "cbcr_mean" not in outputs and outputs["off_diag"].shape[-1] == 4
+    assert "cbcr_mean" not in outputs and outputs["off_diag"].shape[-1] == 12
 
 
 def test_pointwise_heads_match_each_convolution():

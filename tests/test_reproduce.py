@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import tiny
 from PIL import Image
 
 from svae import config as config_lib
-from svae import recipes, reproduce, training
+from svae import evaluation, recipes, reproduce, runs, training
 
 TINY = dict(scale="tiny", progress=False, cache_dir="")
 
@@ -85,6 +86,8 @@ def test_likelihood_names_a_recipe_every_run_takes():
         ({"seed": -1}, "seed must be in"),
         ({"steps": 0}, "steps must be >= 1"),
         ({"num_samples": 0}, "num_samples must be >= 1"),
+        ({"num_samples": -1}, "num_samples must be >= 1"),
+        ({"max_images": 0}, "max_images must be >= 1"),
         ({"dry_run_steps": 2}, "dry_run_steps must be >= 3"),
         ({"scale": "huge"}, "scale must be one of paper, tiny"),
         ({"dataset": "mnist"}, "dataset must be one of celeb_a"),
@@ -118,6 +121,153 @@ def test_the_full_plans_totals():
     table2 = reproduce.totals(reproduce.ReproduceConfig(dataset="lsun_church"))
     assert table2["steps"] == 4 * 150 * (126_227 // 64)
     assert table2["eval_images"] == 4 * 300
+
+
+def test_steps_0_is_no_plan_of_the_tables_epochs():
+    # steps=0 once read as "not given" (falsy), planning 2,797,300 steps.
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        reproduce.totals(reproduce.ReproduceConfig(dataset="celeb_a", steps=0))
+    one = reproduce.totals(reproduce.ReproduceConfig(dataset="celeb_a", steps=1))
+    assert one["steps"] == 10
+
+
+def _reproduce(*args, cwd):
+    """Runs `python -m svae.reproduce` at the tiny scale in `cwd`."""
+    command = [sys.executable, "-m", "svae.reproduce", "--scale=tiny"]
+    command += ["--out=OUT", "--no_progress", *args]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num_samples=-1"], "FATAL Flags parsing error: flag --num_samples=-1: "),
+        (["--num_samples=0"], "FATAL Flags parsing error: flag --num_samples=0: "),
+        (["--max_images=0"], "FATAL Flags parsing error: flag --max_images=0: "),
+        (["--steps=0"], "FATAL Flags parsing error: flag --steps=0: must be >= 1"),
+        (["--seed=-1"], "FATAL Flags parsing error: flag --seed=-1: must be in"),
+        (["--models=nope"], "svae: error: --models: Table 1 has vae_sph, "),
+        (["--colors=rgb"], "svae: error: --colors: Table 1 has gray, ycbcr; "),
+    ],
+)
+def test_bad_flags_fail_at_once_and_write_nothing(args, message, tmp_path):
+    done = _reproduce("--models=vae_sph", "--colors=gray", *args, cwd=tmp_path)
+    assert done.returncode == 1 and "svae reproduce:" not in done.stdout
+    (line,) = [line for line in done.stderr.splitlines() if message in line]
+    assert line.startswith(message) and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fake_runs(options):
+    """Writes the config.json of every run of `options`'s plan, and plan.json."""
+    out = pathlib.Path(options.out)
+    for run in reproduce.plan(options.dataset, options.models, options.colors):
+        config = reproduce.run_config(run, options, out)
+        runs.write_config(config, config.model_dir)
+    (out / "plan.json").write_text("the first plan\n")
+
+
+def _tree(folder):
+    """{path: bytes} of every file under `folder`."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_rerun_names_the_flags_and_leaves_out_as_it_was(tmp_path):
+    options = reproduce.ReproduceConfig(
+        out=str(tmp_path / "OUT"), models=("structured",), colors=("gray",), **TINY
+    )
+    _fake_runs(options)
+    before = _tree(tmp_path)
+    paper = dataclasses.replace(options, likelihood="paper")
+    with pytest.raises(runs.RunError) as error:
+        reproduce.reproduce(paper)
+    message = str(error.value)
+    assert message.startswith(f"--out={tmp_path / 'OUT'} holds runs made with other")
+    assert "vae_sph-gray: likelihood.scales: 'calibrated' -> 'learned'" in message
+    assert "The flags that differ: --likelihood (it was made with " in message
+    assert "--likelihood=default)" in message and "--model_dir" not in message
+    assert "or pass another --out" in message
+    assert _tree(tmp_path) == before  # plan.json too
+    # Another scale differs in the fields --scale sets.
+    with pytest.raises(runs.RunError, match="The flags that differ: --scale"):
+        reproduce.reproduce(dataclasses.replace(options, scale="paper"))
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["OUT", "OUT/runs/vae_sph-gray"])
+def test_an_out_that_is_a_file_is_refused(where, tmp_path):
+    (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / where).write_text("a file")
+    before = _tree(tmp_path)
+    options = reproduce.ReproduceConfig(
+        out=str(tmp_path / "OUT"), models=("vae_sph",), colors=("gray",), **TINY
+    )
+    with pytest.raises(runs.RunError, match="is a file, not a folder"):
+        reproduce.reproduce(options)
+    assert _tree(tmp_path) == before
+
+
+def test_a_first_run_that_fails_leaves_no_out(tmp_path):
+    options = reproduce.ReproduceConfig(
+        dataset="celeb_a",
+        data_dir=str(tmp_path / "missing"),
+        out=str(tmp_path / "OUT"),
+        models=("vae_sph",),
+        colors=("gray",),
+        **TINY,
+    )
+    with pytest.raises(ValueError, match="is not a folder"):
+        reproduce.reproduce(options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_evaluation_is_reused_only_at_the_settings_asked(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(
+        tiny_run, run_dir, ignore=shutil.ignore_patterns("eval", reproduce.MARKER)
+    )
+    ec = config_lib.EvalConfig(
+        model_dir=str(run_dir),
+        num_samples=4,
+        max_images=4,
+        batch_size=4,
+        health_images=4,
+        num_prior=4,
+        progress=False,
+    )
+    saved = run_dir / "eval" / "test.json"
+
+    def evaluated(ec):
+        outcome = reproduce.evaluate_run(run_dir, ec)
+        report = json.loads(saved.read_text())
+        return outcome.split(":")[0], report["num_samples"], report["num_images"]
+
+    assert evaluated(ec) == ("evaluated", 4, 4)
+    assert evaluated(ec)[0].startswith("evaluation reused")
+    assert evaluated(dataclasses.replace(ec, num_samples=2)) == ("evaluated", 2, 4)
+    assert evaluated(dataclasses.replace(ec, max_images=2)) == ("evaluated", 4, 2)
+    # evaluate.py replaced the report with another K since: evaluated again.
+    evaluation.evaluate(dataclasses.replace(ec, max_images=2, num_samples=3))
+    assert evaluated(dataclasses.replace(ec, max_images=2)) == ("evaluated", 4, 2)
+
+
+def test_a_table_of_evaluations_of_different_k_is_refused(tmp_path):
+    options = reproduce.ReproduceConfig(out=str(tmp_path), colors=("gray",), **TINY)
+    plan_runs = reproduce.plan("sample_photos", ("vae_sph", "vae_diag"), ("gray",))
+    for run, k in zip(plan_runs, (8, 4), strict=True):
+        path = tmp_path / "runs" / run.name / "eval" / "test.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"num_images": 8, "num_samples": k, "step": 4}))
+    with pytest.raises(ValueError, match="vae_sph-gray: K=8, vae_diag-gray: K=4"):
+        reproduce.write_table(options, tmp_path, plan_runs, {})
+    assert not (tmp_path / "table1.md").exists()
 
 
 def _files(run_dir):

@@ -4,7 +4,11 @@ Each run folder holds a marker, `reproduce.json`: the step its training
 finished at and the settings of its saved evaluation. A run whose newest
 readable checkpoint is that step, and whose config is unchanged, is reused
 untouched; an interrupted run resumes (`svae.training.train`); an evaluation
-is redone only if K, the images, the seed or the run's step changed.
+is redone only if K, the images, the seed or the run's step changed, in the
+marker or in the saved report.
+
+Before anything is written, every run folder that exists must be one its run
+can resume (`check_out`); a refused start leaves `OUT` as it was.
 """
 
 import json
@@ -13,11 +17,68 @@ import pathlib
 from svae import config as config_lib
 from svae import evaluation, runs, training
 from svae.reproduce import tables
-from svae.reproduce.planning import ReproduceConfig, eval_config, plan, run_config
+from svae.reproduce.planning import (
+    SCALES,
+    ReproduceConfig,
+    eval_config,
+    plan,
+    run_config,
+)
 
-__all__ = ["MARKER", "evaluate_run", "reproduce", "train_run"]
+__all__ = ["MARKER", "check_out", "evaluate_run", "reproduce", "train_run"]
 
 MARKER = "reproduce.json"
+
+# The config fields that a flag of reproduce sets (the rest follow --scale).
+_FLAG_FIELDS = {"dataset": "--dataset", "seed": "--seed", "init_from": "--out"}
+
+
+def _flag_of(field: str) -> str:
+    """The reproduce flag that sets a run's config field."""
+    if field.startswith("likelihood."):
+        return "--likelihood"
+    if any(field in scale["config"] for scale in SCALES.values()):
+        return "--scale"
+    return _FLAG_FIELDS.get(field, field)
+
+
+def check_out(out, configs: dict) -> None:
+    """Checks that `out` can hold the plan: a folder, its runs resumable.
+
+    Args:
+      out: the output folder.
+      configs: `{run name: Config}` of the plan.
+
+    Raises:
+      svae.runs.RunError: `out` is a file, lies under one or cannot be
+        written; or a run folder holds files of a run that its config cannot
+        resume (the message names the run, the fields and the flags that
+        differ).
+    """
+    runs.check_model_dir(out, flag="--out")
+    changed, flags = [], {}
+    for name, config in configs.items():
+        runs.check_model_dir(config.model_dir, flag="--out")
+        saved = runs.run_state(config.model_dir)
+        fields = {} if saved is None else config.incompatible_fields(saved)
+        if not fields:
+            continue
+        changed.append(
+            f"{name}: "
+            + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in fields.items())
+        )
+        for field in fields:
+            flag = _flag_of(field)
+            if flag == "--likelihood" and saved.likelihood.name:
+                flag += f" (it was made with --likelihood={saved.likelihood.name})"
+            flags.setdefault(flag)
+    if changed:
+        raise runs.RunError(
+            f"--out={out} holds runs made with other settings "
+            f"({'; '.join(changed)}). "
+            f"The flags that differ: {', '.join(flags)}. Rerun with the flags it "
+            "was made with, or pass another --out. Nothing was written."
+        )
 
 
 def _checkpoint_step(run_dir) -> int | None:
@@ -62,8 +123,21 @@ def train_run(config) -> str:
     return f"trained to step {result['step']}"
 
 
+def _saved_report(path) -> dict | None:
+    """A saved evaluation report, or None if missing or unreadable."""
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def evaluate_run(run_dir, ec) -> str:
-    """Evaluates a run on the test split unless an equal evaluation is saved."""
+    """Evaluates a run on the test split unless an equal evaluation is saved.
+
+    The saved one is reused only if the marker records this K, `max_images`,
+    seed and step, and the report on disk still is that evaluation (an
+    `evaluate.py` of another K may have replaced it since).
+    """
     run_dir = pathlib.Path(run_dir)
     wanted = {
         "num_samples": ec.num_samples,
@@ -72,42 +146,72 @@ def evaluate_run(run_dir, ec) -> str:
         "step": _checkpoint_step(run_dir),
     }
     marker = _read_marker(run_dir)
+    recorded = dict(marker.get("evaluated") or {})
+    num_images = recorded.pop("num_images", None)
     saved = run_dir / evaluation.EVAL_DIR / f"{ec.split}.json"
-    if marker.get("evaluated") == wanted and saved.exists():
+    report = _saved_report(saved)
+    if (
+        recorded == wanted
+        and isinstance(report, dict)
+        and report.get("num_images") == num_images
+        and all(report.get(k) == wanted[k] for k in ("num_samples", "seed", "step"))
+    ):
         return f"evaluation reused ({saved})"
     report = evaluation.evaluate(ec)
-    marker["evaluated"] = wanted
+    marker["evaluated"] = wanted | {"num_images": report["num_images"]}
     runs.write_json(run_dir / MARKER, marker)
     return f"evaluated: {report['num_images']} images, K={report['num_samples']}"
+
+
+def _remove(paths) -> None:
+    """Removes what a failed start made: files, then empty folders, innermost first."""
+    for path in sorted(paths, key=lambda p: (p.is_dir(), -len(p.parts))):
+        try:
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # A folder something else wrote into stays.
 
 
 def reproduce(options: ReproduceConfig) -> dict:
     """Trains, evaluates and draws the plan into `options.out`; resumable.
 
-    The plan and every run's config are built (and so checked) before
-    anything is written; `out/plan.json` then holds every run's config.
+    The plan and every run's config are built (and so checked), and every
+    existing run folder checked resumable (`check_out`), before anything is
+    written; `out/plan.json` then holds every run's config. If the first run
+    fails before its folder holds anything, what this call wrote is removed.
 
     Returns:
       A dict: `table_path`, `figures` (label to path), `runs` (name to what
       was done: trained, reused, evaluated).
 
     Raises:
-      ValueError: a model or colour not in the data set's table, or a run's
-        setting out of range.
+      ValueError: a model or colour not in the data set's table, a run's
+        setting out of range, an unusable `out`, or runs in `out` made with
+        other settings (`svae.runs.RunError`).
     """
     out = pathlib.Path(options.out)
     plan_runs = plan(options.dataset, options.models, options.colors)
     configs = {r.name: run_config(r, options, out) for r in plan_runs}
+    check_out(out, configs)
+    made = [p for p in (out, out / "runs", out / "plan.json") if not p.exists()]
     (out / "runs").mkdir(parents=True, exist_ok=True)
     runs.write_json(
         out / "plan.json",
         {r.name: json.loads(configs[r.name].to_json()) for r in plan_runs},
     )
     done = {}
-    for index, run in enumerate(plan_runs, 1):
-        print(f"svae reproduce: [{index}/{len(plan_runs)}] {run.name}")
-        done[run.name] = train_run(configs[run.name])
-        print(f"svae reproduce: {run.name}: {done[run.name]}")
+    try:
+        for index, run in enumerate(plan_runs, 1):
+            print(f"svae reproduce: [{index}/{len(plan_runs)}] {run.name}")
+            done[run.name] = train_run(configs[run.name])
+            print(f"svae reproduce: {run.name}: {done[run.name]}")
+    except BaseException:
+        if made and not any((out / "runs").iterdir()):
+            _remove(made)
+        raise
     for run in plan_runs:
         ec = eval_config(configs[run.name].model_dir, options)
         outcome = evaluate_run(configs[run.name].model_dir, ec)

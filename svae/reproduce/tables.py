@@ -91,10 +91,24 @@ def table_markdown(dataset: str, out, runs_done) -> str:
 
 
 def write_table(options: ReproduceConfig, out, plan_runs, figure_paths) -> pathlib.Path:
-    """Writes `out/table<N>.md`: the table, how it was made, details, figures."""
+    """Writes `out/table<N>.md`: the table, how it was made, details, figures.
+
+    Raises:
+      ValueError: the plan's saved evaluations differ in K (nothing written).
+    """
     table = table_of(options.dataset)
     reports = [r for r in (_report(out, run.name) for run in plan_runs) if r]
     counts = sorted({(r["num_images"], r["num_samples"]) for r in reports})
+    if len({k for _, k in counts}) > 1:
+        raise ValueError(
+            f"The evaluations in {out}/runs differ in K ("
+            + ", ".join(
+                f"{run.name}: K={r['num_samples']}"
+                for run in plan_runs
+                if (r := _report(out, run.name))
+            )
+            + "): one table holds one K. Run the command again to re-evaluate."
+        )
     steps = sorted({r["step"] for r in reports})
     parts = [
         f"# Table {table.number}, reproduced on `{options.dataset}`",

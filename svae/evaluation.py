@@ -350,11 +350,17 @@ def evaluate(eval_config):
       and `csv`.
 
     Raises:
-      EvaluationError: see `load_run`; also an empty split.
+      EvaluationError: see `load_run`; also an empty split, or an
+        `output_dir` that cannot be created and written (checked first).
       svae.data.DatasetError: an unknown data set or split, missing files.
     """
     ec = eval_config
+    flag = "--output_dir"
+    output_dir = ec.output_dir and runs.check_model_dir(ec.output_dir, flag)
     config, model, step = load_run(ec.model_dir, ec.dataset, ec.data_dir, ec.cache_dir)
+    output_dir = output_dir or runs.check_model_dir(
+        pathlib.Path(ec.model_dir) / EVAL_DIR, flag
+    )
     batches, count = _images(config, ec.split, ec.max_images, ec.batch_size)
     evaluator = _BatchEvaluator(model, config)
     dims = modelled_dims(config)
@@ -406,7 +412,6 @@ def evaluate(eval_config):
     }
     sample_health = health.sample_health(model, config, held_out, ec.num_prior, ec.seed)
 
-    output_dir = pathlib.Path(ec.output_dir or pathlib.Path(ec.model_dir) / EVAL_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / f"{ec.split}.json"
     csv_path = output_dir / f"{ec.split}.csv"
@@ -440,15 +445,63 @@ def evaluate(eval_config):
     return report
 
 
+# The fields of a saved report that `compare` prints, dotted into dicts.
+_REPORT_TEXT = ("model", "model_dir")
+_REPORT_NUMBERS = (
+    "nll.mean",
+    "nll.std",
+    "nll_bpd.mean",
+    "kl.mean",
+    "flops_per_image",
+    "mse.mean",
+    "mse.std",
+    "num_images",
+    "num_samples",
+)
+
+
+def _report_problem(report):
+    """Returns what keeps `compare` from printing a saved report, or None."""
+    if not isinstance(report, dict):
+        return f"it holds {json.dumps(report)[:40]}, not a JSON object"
+    for dotted in _REPORT_TEXT + _REPORT_NUMBERS:
+        value = report
+        for key in dotted.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return f"it has no {dotted}"
+            value = value[key]
+        kind = str if dotted in _REPORT_TEXT else (int, float)
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            return f"its {dotted} is {json.dumps(value)[:40]}, not a " + (
+                "string" if kind is str else "number"
+            )
+    try:
+        _recon_cell(report)
+        _health_cells(report.get("health"))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        why = f"{type(e).__name__}: {e}"
+        return f"its reconstruction terms or health are malformed ({why})"
+    return None
+
+
 def _read_report(model_dir, split):
-    """Reads a saved `<split>.json` of a run."""
+    """Reads a saved `<split>.json` of a run; raises if `compare` cannot print it."""
     path = pathlib.Path(model_dir) / EVAL_DIR / f"{split}.json"
+    again = f"python evaluate.py --model_dir={model_dir} --split={split}"
     if not path.exists():
+        raise EvaluationError(f"{path} does not exist: run `{again}` first.")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        problem = f"it cannot be read as JSON: {e}"
+    else:
+        problem = _report_problem(report)
+    if problem:
         raise EvaluationError(
-            f"{path} does not exist: run `python evaluate.py --model_dir={model_dir} "
-            f"--split={split}` first."
+            f"{path} is not an evaluation written by evaluate.py ({problem}). "
+            f"Run `{again}` to write it again."
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return report
 
 
 def compare(model_dirs, split="test", names=None):
@@ -472,7 +525,8 @@ def compare(model_dirs, split="test", names=None):
       these numbers or the run is gray.
 
     Raises:
-      EvaluationError: a run without a saved evaluation of `split`.
+      EvaluationError: a run without a saved evaluation of `split`, or with
+        one that is not JSON or lacks (or holds null in) a printed field.
     """
     reports = [_read_report(d, split) for d in model_dirs]
     names = names or [f"{r['model']} (`{r['model_dir']}`)" for r in reports]

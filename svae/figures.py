@@ -77,14 +77,20 @@ def write_figures(sample_config):
       `"inpainting"`): the paths written.
 
     Raises:
-      svae.runs.RunError: see `svae.runs.load_run`.
+      svae.runs.RunError: see `svae.runs.load_run`; also an `output_dir`
+        that cannot be created and written (checked before any work).
       svae.data.DatasetError: an unknown data set or split.
     """
     sc = sample_config
+    # Before any work: an --output_dir that cannot be written, then the run.
+    flag = "--output_dir"
+    output_dir = sc.output_dir and runs.check_model_dir(sc.output_dir, flag)
     config, model, step = runs.load_run(
         sc.model_dir, sc.dataset, sc.data_dir, sc.cache_dir
     )
-    output_dir = pathlib.Path(sc.output_dir or pathlib.Path(sc.model_dir) / "samples")
+    output_dir = output_dir or runs.check_model_dir(
+        pathlib.Path(sc.model_dir) / "samples", flag
+    )
     name = f"{config.model}, step {step}, T={sc.temperature:g}, seed {sc.seed}"
     std_seed = (sc.seed, 3)
 

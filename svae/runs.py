@@ -36,8 +36,8 @@ import tempfile
 
 import tensorflow as tf
 
+from svae import checkpoints, models
 from svae import config as config_lib
-from svae import models
 
 __all__ = [
     "LOCK_FILE",
@@ -340,15 +340,21 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Takes the lock; raises `RunError` if another process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                raise RunError(
+                    f"{self.path.parent} is being trained by {self._holder()}. "
+                    "Wait for it to finish or stop it, or pass another --model_dir."
+                ) from None
+            if self._is_current(file):
+                break
+            # Its holder removed the file between our open and our lock: a
+            # lock on a removed file excludes no one. Lock the file there now.
             file.close()
-            raise RunError(
-                f"{self.path.parent} is being trained by {self._holder()}. "
-                "Wait for it to finish or stop it, or pass another --model_dir."
-            ) from None
         file.seek(0)
         previous = file.read().strip()
         if previous:
@@ -371,8 +377,23 @@ class RunLock:
         self._file = file
         return self
 
+    def _is_current(self, file) -> bool:
+        """Whether `file` (open) is the file at `self.path` now, not a removed one."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(file.fileno())
+        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
     def release(self) -> None:
-        """Removes the lock file and drops the lock."""
+        """Removes the lock file, then drops the lock.
+
+        The file is removed while locked, and `acquire` checks that the file
+        it locked is still the one at the path: a trainer that opened the
+        file before it was removed locks a removed file, notices, and locks
+        the new one, so two trainers never both hold the lock.
+        """
         if self._file is None:
             return
         self.path.unlink(missing_ok=True)
@@ -442,6 +463,12 @@ def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
 def restore(checkpoint, prefix, model_dir, partial=False) -> None:
     """Restores `checkpoint` from `prefix`; a mismatch is a `RunError`.
 
+    The model's variables (`checkpoint.model`) must be those the checkpoint
+    holds for its model, no more and no fewer: a variable of the checkpoint
+    the model does not have (a `config.json` edited to drop a part of the
+    likelihood) would otherwise be ignored. What the checkpoint holds besides
+    the model (the optimizer) is not compared.
+
     Args:
       checkpoint: a `tf.train.Checkpoint` of the run's objects.
       prefix: the checkpoint's path prefix.
@@ -449,16 +476,36 @@ def restore(checkpoint, prefix, model_dir, partial=False) -> None:
       partial: the checkpoint may hold more (an optimizer) than `checkpoint`.
     """
     config_path = pathlib.Path(model_dir) / config_lib.CONFIG_FILE
+
+    def mismatch(why):
+        return RunError(
+            f"{prefix} does not match the model {config_path} describes ({why}). "
+            "Was config.json edited, or the checkpoint copied from another run?"
+        )
+
+    model = getattr(checkpoint, "model", None)
+    saved = checkpoints.saved_model_variables(prefix) if model is not None else None
+    if saved is not None:
+        built = checkpoints.model_variables(model)
+        parts = []
+        if saved - built:
+            parts.append(
+                "the checkpoint holds model variable(s) the model does not have: "
+                + ", ".join(sorted(saved - built))
+            )
+        if built - saved:
+            parts.append(
+                "the model has variable(s) the checkpoint lacks: "
+                + ", ".join(sorted(built - saved))
+            )
+        if parts:
+            raise mismatch("; ".join(parts))
     try:
         status = checkpoint.read(str(prefix))
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         lines = str(e).strip().splitlines()
-        raise RunError(
-            f"{prefix} does not match the model {config_path} describes "
-            f"({lines[0] if lines else type(e).__name__}). Was config.json "
-            "edited, or the checkpoint copied from another run?"
-        ) from e
+        raise mismatch(lines[0] if lines else type(e).__name__) from e
     if partial:
         status.expect_partial()
 

@@ -27,6 +27,7 @@ from svae.objective import (  # Re-exported: the objective's names.
 )
 
 __all__ = [
+    "INIT_FIELDS",
     "TERMS",
     "NonFiniteLossError",
     "Phase",
@@ -37,8 +38,12 @@ __all__ = [
     "calibrated_scales",
     "calibration_shift",
     "make_strategy",
+    "init_source",
     "train",
 ]
+
+# The fields a run must share with the vae_sph run it is initialised from.
+INIT_FIELDS = ("latent_dim", "image_size", "filters", "color", "chroma_factor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,25 +313,10 @@ class _Trainer:
             self._check_fns[phase.name] = check
         return bool(self._check_fns[phase.name](batch))
 
-    def init_from(self, run_dir):
-        """Loads encoder, trunk, means and spherical scales of a `vae_sph` run."""
-        if not (pathlib.Path(run_dir) / config_lib.CONFIG_FILE).exists():
-            raise ValueError(f"--init_from={run_dir} is not a run directory.")
-        source = config_lib.load(run_dir)
-        fields = ("latent_dim", "image_size", "filters", "color", "chroma_factor")
-        if source.model != "vae_sph" or any(
-            getattr(source, f) != getattr(self.config, f) for f in fields
-        ):
-            raise ValueError(
-                f"--init_from={run_dir} must be a vae_sph run with the same "
-                f"{', '.join(fields)}; it is a {source.model} run with "
-                + ", ".join(f"{f}={getattr(source, f)!r}" for f in fields)
-            )
-        latest = runs.good_checkpoint(pathlib.Path(run_dir) / runs.CHECKPOINTS)
-        if latest is None:
-            raise ValueError(f"--init_from={run_dir} has no checkpoint.")
-        tf.train.Checkpoint(model=self.model).read(latest).expect_partial()
-        print(f"svae: initialised from {latest}")
+    def init_from(self, prefix):
+        """Loads encoder, trunk, means and spherical scales of a vae_sph checkpoint."""
+        tf.train.Checkpoint(model=self.model).read(prefix).expect_partial()
+        print(f"svae: initialised from {prefix}")
 
     def save(self, step):
         """Writes a checkpoint of `step` (every worker takes part)."""
@@ -408,9 +398,16 @@ def train(config, strategy=None, callback=None):
       A dict with `model_dir`, `step` and the last step's mean loss terms.
 
     Raises:
-      ValueError: an incompatible config in an existing `model_dir`.
+      ValueError: an incompatible config in an existing `model_dir`, an
+        empty `model_dir`, or an unusable `init_from` (`init_source`; checked
+        before anything is written).
       NonFiniteLossError: a loss term became NaN or infinite.
     """
+    if config.model_dir is not None and not config.model_dir.strip():
+        raise ValueError(
+            f"--model_dir={config.model_dir!r} is empty: pass a folder, or leave "
+            "the flag out for a fresh run directory under runs/."
+        )
     if config.model_dir is None:
         config = dataclasses.replace(config, model_dir=runs.fresh_model_dir(config))
     model_dir = runs.check_model_dir(config.model_dir)
@@ -430,6 +427,39 @@ def train(config, strategy=None, callback=None):
             model_dir.rmdir()
 
 
+def init_source(config):
+    """Returns the checkpoint `config.init_from` names, checked before any work.
+
+    Raises:
+      ValueError: `init_from` is not a run directory, not a `vae_sph` run with
+        the config's `INIT_FIELDS`, or has no readable checkpoint.
+    """
+    run_dir = pathlib.Path(config.init_from)
+    flag = f"--init_from={config.init_from}"
+    if not (run_dir / config_lib.CONFIG_FILE).is_file():
+        raise ValueError(
+            f"{flag} is not a run directory (no {run_dir / config_lib.CONFIG_FILE}): "
+            "pass the --model_dir of a finished vae_sph run."
+        )
+    source = config_lib.load(run_dir)
+    if source.model != "vae_sph" or any(
+        getattr(source, f) != getattr(config, f) for f in INIT_FIELDS
+    ):
+        raise ValueError(
+            f"{flag} must be a vae_sph run with the same "
+            f"{', '.join(INIT_FIELDS)}; it is a {source.model} run with "
+            + ", ".join(f"{f}={getattr(source, f)!r}" for f in INIT_FIELDS)
+            + "."
+        )
+    prefix = runs.good_checkpoint(run_dir / runs.CHECKPOINTS)
+    if prefix is None:
+        raise ValueError(
+            f"{flag} has no checkpoint in {run_dir / runs.CHECKPOINTS}: "
+            "train it first, or pass another run."
+        )
+    return prefix
+
+
 def _train(config, strategy, model_dir, is_chief, task_id, callback):
     """`train` once the run directory is checked (and locked by the chief)."""
     checkpoints = model_dir / runs.CHECKPOINTS
@@ -443,6 +473,8 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     else:
         latest = runs.good_checkpoint(checkpoints, quiet=True)
     resuming = latest is not None
+    # Before anything is written: a bad --init_from leaves no run behind.
+    init_prefix = init_source(config) if config.init_from and not resuming else None
     # The data first: a missing data set or too few images leaves no run
     # directory behind to trip over.
     dataset = _Data(config, strategy)
@@ -457,8 +489,8 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     phases = schedule(config, steps_per_epoch, total_steps)
     trainer = _Trainer(config, strategy, model_dir, is_chief, task_id)
     step = trainer.restore(latest) if resuming else 0
-    if step == 0 and config.init_from:
-        trainer.init_from(config.init_from)
+    if init_prefix is not None:
+        trainer.init_from(init_prefix)
     if step:
         print(f"svae: resuming from step {step}")
     writer = (

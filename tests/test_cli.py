@@ -356,3 +356,49 @@ def test_commands_answer_help_and_refuse_bad_flags_before_any_work(module, tmp_p
     assert errors[0].startswith(f"svae: error: {message}"), done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["evaluate.py", "sample.py"])
+def test_unwritable_output_dir_is_one_error_line_before_any_work(
+    tiny_run, tmp_path, name
+):
+    regular = tmp_path / "regular"
+    regular.write_text("x")
+    for output_dir, message in [
+        (regular / "out", f"lies under {regular}, which is a file"),
+        ("/proc/svae-out", "cannot be written"),
+    ]:
+        done = _script(
+            name,
+            f"--model_dir={tiny_run}",
+            f"--output_dir={output_dir}",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines() == [
+            line for line in done.stderr.splitlines() if line.startswith("svae: error")
+        ], done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"svae: error: --output_dir={output_dir} "), line
+        assert message in line
+        assert done.stdout == ""  # No table, no health: nothing was computed.
+    assert [p.name for p in tmp_path.iterdir()] == ["regular"]
+
+
+@pytest.mark.slow
+def test_compare_of_a_broken_report_is_one_error_line(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    for text, problem in [
+        ("{}", "it has no model"),
+        ("garbage", "it cannot be read as JSON"),
+    ]:
+        (run / "eval" / "test.json").write_text(text)
+        done = _script("evaluate.py", f"--compare={run}", cwd=tmp_path)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(
+            f"svae: error: {run}/eval/test.json is not an evaluation written by "
+            f"evaluate.py ({problem}"
+        ), line

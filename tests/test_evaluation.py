@@ -3,6 +3,8 @@
 import csv
 import json
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ import tiny
 from scipy import stats
 
 from svae import config as config_lib
-from svae import data, evaluation, flops, training
+from svae import data, evaluation, figures, flops, training
 
 tfd = tfp.distributions
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -302,6 +304,81 @@ def test_bad_inputs_raise_errors_that_say_what_to_do(tiny_run, tmp_path):
         evaluation.compare([str(no_checkpoint)])
     with pytest.raises(ValueError, match="num_samples"):
         evaluation.EvalConfig(model_dir=str(tiny_run), num_samples=0)
+
+
+# A saved report with only what `compare` prints.
+REPORT = {
+    "model": "vae_diag",
+    "model_dir": "run",
+    "nll": {"mean": -100.0, "std": 5.0},
+    "nll_bpd": {"mean": -0.5},
+    "kl": {"mean": 3.0},
+    "flops_per_image": 1e6,
+    "mse": {"mean": 30.0, "std": 4.0},
+    "num_images": 3,
+    "num_samples": 4,
+}
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{}", "it has no model"),
+        ("null", "it holds null, not a JSON object"),
+        ("[1, 2]", "it holds \\[1, 2\\], not a JSON object"),
+        ("not json {", "cannot be read as JSON: Expecting value"),
+        ("", "cannot be read as JSON"),
+        (json.dumps(REPORT | {"nll": {"mean": None, "std": 1}}), "nll.mean is null"),
+        (json.dumps(REPORT | {"kl": 3.0}), "it has no kl.mean"),
+        (json.dumps(REPORT | {"num_images": "3"}), 'num_images is "3", not a number'),
+        (json.dumps(REPORT | {"model": None}), "its model is null, not a string"),
+        (json.dumps(REPORT | {"recon_y_bpd": None}), "reconstruction terms or health"),
+        (json.dumps(REPORT | {"health": {"x": 1}}), "reconstruction terms or health"),
+    ],
+)
+def test_compare_names_the_report_it_cannot_read(tmp_path, text, problem):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for run, content in ((good, json.dumps(REPORT)), (bad, text)):
+        (run / evaluation.EVAL_DIR).mkdir(parents=True)
+        (run / evaluation.EVAL_DIR / "test.json").write_text(content)
+    assert "| vae_diag (`run`) | -100 ± 5 |" in evaluation.compare([str(good)])
+    path = bad / evaluation.EVAL_DIR / "test.json"
+    with pytest.raises(evaluation.EvaluationError) as error:
+        evaluation.compare([str(good), str(bad)])
+    message = str(error.value)
+    assert message.startswith(f"{path} is not an evaluation written by evaluate.py")
+    assert re.search(problem, message), message
+    assert "\n" not in message and "evaluate.py --model_dir=" in message
+
+
+@pytest.mark.parametrize("where", ["under_file", "proc"])
+def test_unwritable_output_dir_fails_before_the_run_is_read(tmp_path, where):
+    regular = tmp_path / "regular"
+    regular.write_text("x")
+    output_dir = {"under_file": regular / "eval", "proc": "/proc/svae-eval"}[where]
+    message = {"under_file": "lies under .*regular, which is a file"}
+    message = message.get(where, "cannot be written")
+    # The run does not exist: the output folder is checked before it is read.
+    missing = tmp_path / "missing"
+    with pytest.raises(evaluation.EvaluationError, match="--output_dir=.*" + message):
+        _evaluate(missing, output_dir=str(output_dir))
+    sample_config = figures.SampleConfig(
+        model_dir=str(missing), output_dir=str(output_dir)
+    )
+    with pytest.raises(evaluation.EvaluationError, match="--output_dir=.*" + message):
+        figures.write_figures(sample_config)
+
+
+@pytest.mark.slow
+def test_unwritable_default_output_dir_is_an_error_before_any_work(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval", "samples"))
+    (run / evaluation.EVAL_DIR).write_text("x")
+    (run / "samples").write_text("x")
+    with pytest.raises(evaluation.EvaluationError, match="eval is a file"):
+        _evaluate(run)
+    with pytest.raises(evaluation.EvaluationError, match="samples is a file"):
+        figures.write_figures(figures.SampleConfig(model_dir=str(run)))
 
 
 @pytest.mark.slow

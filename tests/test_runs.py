@@ -5,6 +5,7 @@ deleted or truncated checkpoint files, a garbage index, a deleted
 config.json, two trainers on one folder, a trainer killed with its lock.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -19,7 +20,7 @@ import tensorflow as tf
 import tiny
 
 from svae import config as config_lib
-from svae import evaluation, runs, training
+from svae import evaluation, models, runs, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -168,6 +169,36 @@ def test_checkpoint_that_does_not_match_the_config(run):
         evaluation.load_run(run)
 
 
+def test_checkpoint_with_other_model_variables_than_the_config(run):
+    # config.json edited to drop the contrast scale: the checkpoint's slope
+    # would be ignored.
+    path = run / config_lib.CONFIG_FILE
+    original = path.read_text()
+    saved = json.loads(original)
+    assert saved["likelihood"]["contrast_scale"] is True
+    saved["likelihood"]["contrast_scale"] = False
+    path.write_text(json.dumps(saved))
+    extra = (
+        "ckpt-6 does not match the model .*config.json describes \\(the "
+        "checkpoint holds model variable\\(s\\) the model does not have: "
+        "contrast_scale/slope_variable\\)"
+    )
+    with pytest.raises(runs.RunError, match=extra):
+        evaluation.load_run(run)
+    edited = config_lib.load(run)
+    with pytest.raises(runs.RunError, match=extra):
+        training.train(dataclasses.replace(edited, model_dir=str(run), steps=8))
+    assert runs.checkpoint_steps(run / "checkpoints") == [6, 4, 2]
+    # A checkpoint without the slope, under the config that has it.
+    model = models.build_model(edited)
+    step = tf.Variable(10, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, step=step).write(str(run / "checkpoints/ckpt-10"))
+    path.write_text(original)
+    lacks = "the model has variable\\(s\\) the checkpoint lacks: contrast_scale/"
+    with pytest.raises(runs.RunError, match="ckpt-10 does not match .*" + lacks):
+        evaluation.load_run(run)
+
+
 @pytest.mark.parametrize(
     "where, message",
     [
@@ -203,6 +234,30 @@ def test_second_trainer_fails_naming_the_holder(run):
         info = json.loads((run / runs.LOCK_FILE).read_text())
         assert info["pid"] == os.getpid()
     assert not (run / runs.LOCK_FILE).exists()
+
+
+def test_lock_released_between_open_and_flock_is_never_held_twice(
+    tmp_path, monkeypatch
+):
+    # B opens svae.lock, A releases (removes the file, unlocks), then B locks:
+    # B's lock is on a removed file, so a third trainer C would get one too.
+    first = runs.RunLock(tmp_path).acquire()
+    flock = runs.fcntl.flock
+    interleaved = []
+
+    def release_first_then_flock(file, operation):
+        if operation & runs.fcntl.LOCK_EX and not interleaved:
+            interleaved.append(True)
+            first.release()
+        return flock(file, operation)
+
+    monkeypatch.setattr(runs.fcntl, "flock", release_first_then_flock)
+    second = runs.RunLock(tmp_path).acquire()
+    assert interleaved
+    with pytest.raises(runs.RunError, match=f"pid {os.getpid()}"):
+        runs.RunLock(tmp_path).acquire()
+    second.release()
+    runs.RunLock(tmp_path).acquire().release()
 
 
 _HOLD = """

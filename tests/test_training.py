@@ -1,5 +1,6 @@
 """Tests of svae.training: schedule, resume after SIGKILL, NaN policy, strategies."""
 
+import dataclasses
 import json
 import pathlib
 import signal
@@ -16,7 +17,7 @@ import tiny
 from PIL import Image
 
 from svae import config as config_lib
-from svae import data, models, recipes, training
+from svae import data, models, recipes, runs, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -376,6 +377,52 @@ def test_every_variant_trains_from_the_command_line_on_the_papers_layouts(
     assert checkpoint.endswith("ckpt-6"), output[-3000:]
     weights = _model_weights(tmp_path / "run")
     assert all(np.all(np.isfinite(value)) for value in weights.values())
+
+
+def test_bad_init_from_fails_before_anything_is_written(tmp_path):
+    sph = tmp_path / "sph"
+    run = tmp_path / "run"
+    structured = dict(model="structured", steps=2, latent_dim=4)
+    with pytest.raises(ValueError, match="--init_from=.*missing is not a run"):
+        training.train(_config(run, init_from=str(tmp_path / "missing"), **structured))
+    assert not run.exists()
+    # A vae_sph run without a checkpoint, and one of another latent_dim.
+    runs.write_config(_config(sph, model="vae_sph", latent_dim=4), sph)
+    with pytest.raises(ValueError, match="--init_from=.*sph has no checkpoint"):
+        training.train(_config(run, init_from=str(sph), **structured))
+    assert not run.exists()
+    training.train(_config(sph, model="vae_sph", steps=1, latent_dim=4))
+    wider = structured | dict(latent_dim=8)
+    with pytest.raises(ValueError, match="same latent_dim.* run with latent_dim=4"):
+        training.train(_config(run, init_from=str(sph), **wider))
+    assert not run.exists()
+    run.mkdir()  # An existing empty folder stays empty.
+    with pytest.raises(ValueError, match="must be a vae_sph run with the same"):
+        training.train(_config(run, init_from=str(sph), **wider))
+    assert list(run.iterdir()) == []
+    # The corrected retry is not refused as a different configuration.
+    retry = _config(run, init_from=str(sph), **structured)
+    assert training.train(retry)["step"] == 2
+
+
+@pytest.mark.parametrize("model_dir", ["", " "])
+def test_empty_model_dir_is_refused(tmp_path, monkeypatch, model_dir):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="--model_dir=.* is empty: pass a folder"):
+        training.train(dataclasses.replace(_config(None, steps=1), model_dir=model_dir))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_model_dir_flag_is_one_error_line(tmp_path):
+    process = _train_cli(["--steps=1", "--model_dir=", "--noexport"], cwd=tmp_path)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 1
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .startswith("svae: error: --model_dir='' is empty")
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tpu_strategy_without_a_tpu_is_a_clear_error():

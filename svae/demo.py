@@ -92,19 +92,12 @@ def check_output_dir(output_dir, configs) -> None:
         run that its config cannot resume.
     """
     runs.check_model_dir(output_dir, flag="--output_dir")
-    for model, config in configs.items():
-        runs.check_model_dir(config.model_dir, flag="--output_dir")
-        saved = runs.run_state(config.model_dir)
-        changed = {} if saved is None else config.incompatible_fields(saved)
-        if changed:
-            details = ", ".join(
-                f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items()
-            )
-            raise runs.RunError(
-                f"--output_dir={output_dir} holds a {model} run made with other "
-                f"settings ({details}). Rerun with the flags it was made with, or "
-                "pass another --output_dir. Nothing was written."
-            )
+    for model, (_, changed) in runs.unresumable(configs, "--output_dir").items():
+        raise runs.RunError(
+            f"--output_dir={output_dir} holds a {model} run made with other "
+            f"settings ({runs.describe_changes(changed)}). Rerun with the flags "
+            "it was made with, or pass another --output_dir. Nothing was written."
+        )
 
 
 def run(demo=None):

@@ -11,17 +11,22 @@ With `a[p, m] = off_diag[p, m] / L_pp`, `L^T = D (I + A)`:
   `||L^{-T}||_inf <= 1 / (min_p L_pp (1 - dominance))` (Varah).
 - "product" (`product_off_diag`): `L^T = D (I + R)(I + V)`, a row and a
   column autoregression, each dominant, which together hold the strong
-  correlations of smooth residuals that one dominant factor cannot.
+  correlations of smooth residuals that one dominant factor cannot; their
+  product is separable.
+- "full_product" (`full_product_factors`, `compose_full_product`): `L^T =
+  D (I + A)(I + B)`, two dominant half-plane factors, whose `L` has the
+  `2 kernel_size - 1` neighbourhood (`structure_kernel`) and holds
+  correlations in every direction.
 
 The log-determinant is `sum log_diag` under every map, and the dominant
 maps scale with the diagonal, so a global scale of `L` is `log_diag`'s
-offset alone. Both run as one XLA computation (`svae.xla.kernel`).
+offset alone. Each map runs as one XLA computation (`svae.xla.kernel`).
 """
 
 import tensorflow as tf
 
 from svae import xla
-from svae.linalg import neighbour_offsets, num_off_diagonals
+from svae.linalg import neighbour_offsets, num_off_diagonals, shift
 
 __all__ = [
     "bounded_off_diag",
@@ -134,14 +139,16 @@ def _product(log_diag, raw, dominance, kernel_size, dilation):
     width = raw.shape[-2]
     pad = [[0, 0]] * (log_diag.shape.rank - 1)
     for i, m in enumerate(rows):
-        shift = offsets[m][1]
+        right_by = offsets[m][1]
         for j, n in enumerate(below):
             dy, dx = offsets[n]
-            target = index.get((dy, dx + shift))
+            target = index.get((dy, dx + right_by))
             if target is not None:
-                # V's entry at the pixel `shift` to the right (zero beyond
+                # V's entry at the pixel `right_by` to the right (zero beyond
                 # the edge).
-                moved = tf.pad(lower[j][..., shift:], pad + [[0, min(shift, width)]])
+                moved = tf.pad(
+                    lower[j][..., right_by:], pad + [[0, min(right_by, width)]]
+                )
                 coeffs[target] = coeffs[target] + right[i] * moved
     diag = tf.exp(log_diag)
     stacked = tf.stack([coeff * diag for coeff in coeffs], 0)
@@ -232,7 +239,7 @@ def _compose(log_diag, first, second, kernel_size, dilation):
         terms[offset] += [first[m], second[m]]
     for i, (ay, ax) in enumerate(inner):
         for j, (by, bx) in enumerate(inner):
-            moved = _shifted(second[j], ay, ax)
+            moved = shift(second[j], ay, ax)
             terms[ay + by, ax + bx].append(first[i] * moved)
     diag = tf.exp(log_diag)
     stacked = tf.stack(
@@ -243,21 +250,6 @@ def _compose(log_diag, first, second, kernel_size, dilation):
         0,
     )
     return tf.transpose(stacked, [*range(1, rank), 0])
-
-
-def _shifted(plane, dy, dx):
-    """`plane[..., i + dy, j + dx]` at `[..., i, j]`, zero beyond the image."""
-    height, width = plane.shape[-2], plane.shape[-1]
-    lead = [[0, 0]] * (plane.shape.rank - 2)
-    dy = min(dy, height)
-    plane = tf.pad(plane[..., dy:, :], lead + [[0, dy], [0, 0]])
-    if dx > 0:
-        dx = min(dx, width)
-        plane = tf.pad(plane[..., dx:], lead + [[0, 0], [0, dx]])
-    elif dx < 0:
-        dx = min(-dx, width)
-        plane = tf.pad(plane[..., : width - dx], lead + [[0, 0], [dx, 0]])
-    return plane
 
 
 def _planar_ball(planes, radius):

@@ -42,6 +42,7 @@ __all__ = [
     "factor_matvec",
     "factor_transpose_matvec",
     "factors_transpose_matvec",
+    "shift",
     "factor_solve",
     "factor_transpose_solve",
     "dense_factor",
@@ -132,7 +133,7 @@ def off_diag_mask(height, width, kernel_size=3, dilation=1, dtype=tf.float32):
     )
 
 
-def _shift(x, dy, dx):
+def shift(x, dy, dx):
     """Returns `y[..., i, j] = x[..., i + dy, j + dx]`, zero outside `x`."""
     if dy == 0 and dx == 0:
         return x
@@ -225,7 +226,7 @@ def _factors_transpose_matvec(log_diag, first, second, x, offsets):
     for factor in (second, first):
         y = x
         for m, (dy, dx) in enumerate(offsets):
-            y = y + factor[..., m] * _shift(x, dy, dx)
+            y = y + factor[..., m] * shift(x, dy, dx)
         x = y
     return tf.exp(log_diag) * x
 
@@ -235,7 +236,7 @@ def _transpose_matvec(log_diag, off_diag, x, offsets):
     """`L^T x` by K shifted products."""
     y = tf.exp(log_diag) * x
     for m, (dy, dx) in enumerate(offsets):
-        y = y + off_diag[..., m] * _shift(x, dy, dx)
+        y = y + off_diag[..., m] * shift(x, dy, dx)
     return y
 
 
@@ -244,10 +245,10 @@ def _transpose_matvec_grad(upstream, log_diag, off_diag, x, offsets):
     """Gradients of `_transpose_matvec` by shifted products (fused by XLA)."""
     scale = tf.exp(log_diag)
     d_log_diag = upstream * scale * x
-    d_off_diag = tf.stack([upstream * _shift(x, dy, dx) for dy, dx in offsets], -1)
+    d_off_diag = tf.stack([upstream * shift(x, dy, dx) for dy, dx in offsets], -1)
     d_x = scale * upstream
     for m, (dy, dx) in enumerate(offsets):
-        d_x = d_x + _shift(off_diag[..., m] * upstream, -dy, -dx)
+        d_x = d_x + shift(off_diag[..., m] * upstream, -dy, -dx)
     return _sums_to_shapes((d_log_diag, d_off_diag, d_x), (log_diag, off_diag, x))
 
 
@@ -314,7 +315,7 @@ def _neighbours_transpose(z, kernel_size, dilation):
     offsets = neighbour_offsets(kernel_size, dilation)
     if dilation > 1:
         return tf.add_n(
-            [_shift(z[..., m], -dy, -dx) for m, (dy, dx) in enumerate(offsets)]
+            [shift(z[..., m], -dy, -dx) for m, (dy, dx) in enumerate(offsets)]
         )
     height, width = z.shape[-3], z.shape[-2]
     kernel = tf.constant(_neighbour_kernel(kernel_size, dilation), dtype=z.dtype)
@@ -344,7 +345,7 @@ def factor_matvec(log_diag, off_diag, x, kernel_size=3, dilation=1):
     mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
     y = tf.exp(log_diag) * x
     for m, (dy, dx) in enumerate(offsets):
-        y = y + _shift(off_diag[..., m] * mask[..., m] * x, -dy, -dx)
+        y = y + shift(off_diag[..., m] * mask[..., m] * x, -dy, -dx)
     return y
 
 
@@ -358,7 +359,7 @@ def _row_entries(off_diag, kernel_size, dilation):
     mask = off_diag_mask(height, width, kernel_size, dilation, off_diag.dtype)
     return tf.stack(
         [
-            _shift(off_diag[..., m] * mask[..., m], -dy, -dx)
+            shift(off_diag[..., m] * mask[..., m], -dy, -dx)
             for m, (dy, dx) in enumerate(neighbour_offsets(kernel_size, dilation))
         ],
         axis=-1,

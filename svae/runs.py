@@ -290,13 +290,41 @@ def run_state(model_dir):
     )
 
 
+def describe_changes(changed) -> str:
+    """`"name: old -> new, ..."` of `Config.incompatible_fields`' dict."""
+    return ", ".join(
+        f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items()
+    )
+
+
+def unresumable(configs, flag="--model_dir") -> dict:
+    """The runs whose folders hold a run their config cannot resume.
+
+    Checks each config's `model_dir` (`check_model_dir`, named as `flag` in
+    the message) before any work; writes nothing.
+
+    Args:
+      configs: `{name: Config}`.
+      flag: the flag that chose the folders, for the messages.
+
+    Returns:
+      `{name: (saved Config, incompatible_fields dict)}`, empty if none.
+    """
+    found = {}
+    for name, config in configs.items():
+        check_model_dir(config.model_dir, flag=flag)
+        saved = run_state(config.model_dir)
+        changed = {} if saved is None else config.incompatible_fields(saved)
+        if changed:
+            found[name] = (saved, changed)
+    return found
+
+
 def check_resumable(config, saved, model_dir):
     """Raises if the run `saved` in `model_dir` cannot be resumed with `config`."""
     changed = config.incompatible_fields(saved)
     if changed:
-        details = ", ".join(
-            f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items()
-        )
+        details = describe_changes(changed)
         recipe = saved.likelihood.name
         hint = (
             f" (it was trained with --likelihood={recipe})"

@@ -57,16 +57,8 @@ def check_out(out, configs: dict) -> None:
     """
     runs.check_model_dir(out, flag="--out")
     changed, flags = [], {}
-    for name, config in configs.items():
-        runs.check_model_dir(config.model_dir, flag="--out")
-        saved = runs.run_state(config.model_dir)
-        fields = {} if saved is None else config.incompatible_fields(saved)
-        if not fields:
-            continue
-        changed.append(
-            f"{name}: "
-            + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in fields.items())
-        )
+    for name, (saved, fields) in runs.unresumable(configs, "--out").items():
+        changed.append(f"{name}: {runs.describe_changes(fields)}")
         for field in fields:
             flag = _flag_of(field)
             if flag == "--likelihood" and saved.likelihood.name:

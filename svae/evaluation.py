@@ -521,8 +521,9 @@ def compare(model_dirs, split="test", names=None):
       structure of Y's residuals (`svae.health.residual_structure`): the
       spectral distance of the sampled to the actual residuals in dB, the
       axis ratio (sampled / actual) and the lag-1 correlations along x, y
-      and the diagonals (sampled; actual); `-` where a report predates
-      these numbers or the run is gray.
+      and the diagonals (sampled; actual), and the lag-1 correlations of
+      CbCr's residuals; `-` where a report predates these numbers or the
+      run is gray.
 
     Raises:
       EvaluationError: a run without a saved evaluation of `split`, or with
@@ -536,9 +537,10 @@ def compare(model_dirs, split="test", names=None):
         "| calibration Y (median / p95) "
         "| calibration CbCr (median) | prior CbCr spread "
         "| spectral dist. Y (dB) | axis ratio Y (sampled / actual) "
-        "| lag-1 Y x / y / diag (sampled; actual) |",
+        "| lag-1 Y x / y / diag (sampled; actual) "
+        "| lag-1 CbCr x / y / diag (sampled; actual) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-        "|---:|---:|---:|",
+        "|---:|---:|---:|---:|",
     ]
     for name, r in zip(names, reports, strict=True):
         lines.append(
@@ -560,9 +562,9 @@ def _recon_cell(report):
 
 
 def _health_cells(sample_health):
-    """Returns `compare`'s eight health cells of a report's `health`, or dashes."""
+    """Returns `compare`'s nine health cells of a report's `health`, or dashes."""
     if sample_health is None:
-        return ["-"] * 8
+        return ["-"] * 9
     number = health.format_number
     y, cbcr = sample_health["calibration_y"], sample_health["calibration_cbcr"]
     return [
@@ -572,4 +574,5 @@ def _health_cells(sample_health):
         number(cbcr and cbcr["median"]),
         number(sample_health["prior_cbcr_spread"]),
         *health.format_structure(sample_health.get("structure_y")),
+        health.format_structure(sample_health.get("structure_cbcr"))[2],
     ]

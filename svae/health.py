@@ -24,6 +24,9 @@ images and on latents from the prior:
   numbers, see `residual_structure`): the distance of their power spectra
   in dB (`spectral_distance`), the power on the frequency axes against the
   power off them (`axis_ratio`), and the lag-1 correlations (`lag1`).
+- `structure_cbcr`: the same for Cb and Cr at their downsampled size (colour
+  runs): a factorised chroma draws white noise there, where the actual
+  residuals are smooth, which shows as confetti of colour.
 
 Every draw uses a stateless seed: the same seed gives the same numbers. The
 result is plain JSON (non-finite numbers become `"inf"` or None).
@@ -422,7 +425,9 @@ def sample_health(model, config, batch, num_prior=NUM_PRIOR, seed=0):
       `prior_off_diagonal` (the share of the prior samples' pixels at which
       `SparsePrecisionGaussian.off_diagonal_ratio()` exceeds 1; None for
       factorised Y), `structure_y` (`residual_structure` of the sampled
-      against the actual residuals of Y of the reconstructions).
+      against the actual residuals of Y of the reconstructions) and
+      `structure_cbcr` (the same of Cb and Cr, each channel a field; None
+      for gray runs).
     """
     structure = config.structure
     z_seed, prior_seed, recon_seed = tfp.random.split_seed(
@@ -454,7 +459,19 @@ def sample_health(model, config, batch, num_prior=NUM_PRIOR, seed=0):
         "prior_cbcr_spread": spread(prior["cbcr"], actual["cbcr"]) if colour else None,
         "prior_off_diagonal": _off_diagonal_share(prior_outputs, structure),
         "structure_y": residual_structure(recon["y"], actual["y"]),
+        "structure_cbcr": (
+            residual_structure(
+                _channel_fields(recon["cbcr"]), _channel_fields(actual["cbcr"])
+            )
+            if colour
+            else None
+        ),
     }
+
+
+def _channel_fields(values):
+    """`[n, H, W, C]` -> `[n * C, H, W]`: each channel of each image a field."""
+    return np.moveaxis(values, -1, 1).reshape((-1,) + values.shape[1:3])
 
 
 def run_health(run, split="test", num_images=NUM_IMAGES, num_prior=NUM_PRIOR, seed=0):
@@ -535,13 +552,15 @@ def format_health(health):
             f"{format_number(cbcr['p95'])}; prior CbCr spread "
             f"{format_number(health['prior_cbcr_spread'])}"
         )
-    structure = health.get("structure_y")
-    if structure is not None:
+    for group in ("Y", "CbCr"):
+        structure = health.get(f"structure_{group.lower()}")
+        if structure is None:
+            continue
         distance, ratios, lags = format_structure(structure)
         lines.append(
-            f"  health: structure of Y's residuals (sampled vs actual): spectral "
-            f"distance {distance} dB, axis ratio {ratios}, lag-1 x / y / diagonal "
-            f"{lags}"
+            f"  health: structure of {group}'s residuals (sampled vs actual): "
+            f"spectral distance {distance} dB, axis ratio {ratios}, lag-1 x / y "
+            f"/ diagonal {lags}"
         )
     return "\n".join(lines)
 

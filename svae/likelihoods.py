@@ -91,7 +91,10 @@ def likelihood(outputs, structure=None):
     and `off_diag` (and, for the "full_product" factor, `factor_a` and
     `factor_b`, with which `log_prob` whitens), else a factorised Gaussian
     with `y_log_scale`; Cb and Cr (downsampled) are factorised Gaussians
-    (eq. 10-11).
+    (eq. 10-11) with `cbcr_log_scale`, or, with the structured chroma
+    (`cbcr_log_diag`, `cbcr_off_diag`), two independent
+    `SparsePrecisionGaussian`s of the same structure, one per channel
+    (`_channels_last`).
 
     Args:
       outputs: a model's output dict, see `svae.models.VAE.decode`.
@@ -116,11 +119,40 @@ def likelihood(outputs, structure=None):
             tfd.Normal(outputs["y_mean"], tf.exp(outputs["y_log_scale"])), 2
         )
     parts = {"y": y}
-    if "cbcr_mean" in outputs:
+    if "cbcr_log_diag" in outputs:
+        parts["cbcr"] = _channels_last(
+            SparsePrecisionGaussian(
+                _channels_first(outputs["cbcr_mean"]),
+                outputs["cbcr_log_diag"],
+                outputs["cbcr_off_diag"],
+                **_required(structure).kwargs,
+                factor_a=outputs.get("cbcr_factor_a"),
+                factor_b=outputs.get("cbcr_factor_b"),
+            )
+        )
+    elif "cbcr_mean" in outputs:
         parts["cbcr"] = tfd.Independent(
             tfd.Normal(outputs["cbcr_mean"], tf.exp(outputs["cbcr_log_scale"])), 3
         )
     return parts
+
+
+def _channels_first(images):
+    """`[..., H, W, C]` -> `[..., C, H, W]`."""
+    rank = len(images.shape)
+    return tf.transpose(images, [*range(rank - 3), rank - 1, rank - 3, rank - 2])
+
+
+def _channels_last(fields):
+    """A distribution over `[H, W, C]` from one over `C` fields `[H, W]`.
+
+    `fields` has batch shape `[batch, C]`: the channels are independent,
+    and moved last as the batch holds them (a transpose: no volume change).
+    """
+    return tfd.TransformedDistribution(
+        tfd.Independent(fields, reinterpreted_batch_ndims=1),
+        tfp.bijectors.Transpose(perm=[1, 2, 0]),
+    )
 
 
 def log_likelihood(outputs, batch, structure=None):
@@ -292,10 +324,11 @@ def sample(outputs, seed, structure=None):
 def conditional(outputs, observed, masks, seed, structure=None):
     """Mean and one sample of `p(x|z)` given the observed pixels of `x`.
 
-    Y's structured likelihood is conditioned exactly
+    Structured parts (Y of the structured models, and their Cb and Cr with
+    the structured chroma) are conditioned exactly
     (`SparsePrecisionGaussian.conditional`: the unobserved pixels follow the
-    Gaussian given the observed ones); factorised parts (Y of the baselines,
-    Cb and Cr) keep their observed pixels and draw the others independently.
+    Gaussian given the observed ones); factorised parts keep their observed
+    pixels and draw the others independently.
 
     Args:
       outputs: a model's output dict.
@@ -318,6 +351,13 @@ def conditional(outputs, observed, masks, seed, structure=None):
         if isinstance(dist, SparsePrecisionGaussian):
             given = dist.conditional(known, mask)
             mean[name], drawn[name] = given.mean(), given.sample(seed=part_seed)
+        elif isinstance(dist, tfd.TransformedDistribution):
+            # The structured chroma: each channel's field conditioned alone.
+            given = dist.distribution.distribution.conditional(
+                _channels_first(known), _channels_first(mask)
+            )
+            mean[name] = dist.bijector.forward(given.mean())
+            drawn[name] = dist.bijector.forward(given.sample(seed=part_seed))
         else:
             mean[name] = tf.where(mask, known, dist.mean())
             drawn[name] = tf.where(mask, known, dist.sample(seed=part_seed))

@@ -172,7 +172,24 @@ class VAE(keras.Model):
                 dilation,
             )
             self.uncertainty_layers.append(self.precision_head)
-            if self.use_chroma:
+            if self.use_chroma and likelihood.chroma == "structured":
+                # One factor for each of Cb and Cr, on the chroma-size features.
+                self.cb_precision_head = PrecisionHead(
+                    kernel_size,
+                    num_basis,
+                    likelihood.factor,
+                    likelihood.dominance,
+                    dilation,
+                    name="cb_precision",
+                )
+                self.cr_precision_head = PrecisionHead(
+                    **self.cb_precision_head.arguments(), name="cr_precision"
+                )
+                self.uncertainty_layers += [
+                    self.cb_precision_head,
+                    self.cr_precision_head,
+                ]
+            elif self.use_chroma:
                 self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
                 self.uncertainty_layers.append(self.cbcr_scale_head)
         self.contrast_scale = None
@@ -198,12 +215,21 @@ class VAE(keras.Model):
           `y_log_scale` `[batch, H, W]` or `log_diag` `[batch, H, W]` and
           `off_diag` `[batch, H, W, K]` (with the "full_product" factor also
           its factors `factor_a`, `factor_b` `[batch, H, W, k]`); with colour,
-          `cbcr_mean` and `cbcr_log_scale` `[batch, H/f, W/f, 2]`.
+          `cbcr_mean` `[batch, H/f, W/f, 2]` and either `cbcr_log_scale`
+          `[batch, H/f, W/f, 2]` or, with the structured chroma, Cb's and
+          Cr's factors channel first: `cbcr_log_diag` `[batch, 2, H/f, W/f]`,
+          `cbcr_off_diag` `[batch, 2, H/f, W/f, K]` (and `cbcr_factor_a`,
+          `cbcr_factor_b` with "full_product").
         """
         features = self.trunk(z)
         variant = VARIANTS["vae_sph"] if spherical else self.variant
         kind, separate = variant.y_likelihood, variant.covariance_trunk
         size, low = self.image_size, self.chroma_size
+        chroma = None
+        if self.use_chroma:
+            chroma = "spherical" if kind == "spherical" else "scales"
+            if kind == "structured" and self.likelihood.chroma == "structured":
+                chroma = "structured"
         # The heads on the same features run as one convolution (`pointwise`),
         # their constant offsets added with its bias.
         y_heads, y_shift = [self.y_mean_head], [0.5]
@@ -219,7 +245,7 @@ class VAE(keras.Model):
             y_heads.append(head.weights_conv)
             splits = [1] + head.splits
             y_shift += head.shift(self.y_log_scale)
-            if self.use_chroma:
+            if chroma == "scales":
                 cbcr_heads.append(self.cbcr_scale_head)
                 cbcr_shift += [self.cbcr_log_scale] * 2
         y_mean, *y_scale = pointwise(features[size], y_heads, splits, y_shift)
@@ -235,7 +261,7 @@ class VAE(keras.Model):
         if separate:
             features = self.covariance_trunk(z)
             y_scale = None  # The precision head applies its own convolution.
-            if self.use_chroma:
+            if chroma == "scales":
                 cbcr_scale = pointwise(
                     features[low],
                     [self.cbcr_scale_head],
@@ -261,7 +287,9 @@ class VAE(keras.Model):
             outputs.update(log_diag=log_diag, off_diag=off_diag)
             if factors is not None:
                 outputs["factor_a"], outputs["factor_b"] = factors
-        if self.use_chroma:
+        if chroma == "structured":
+            outputs.update(self._chroma_factors(features[low]))
+        elif chroma is not None:
             if cbcr_scale:
                 scale = cbcr_scale[0]
             else:
@@ -269,6 +297,22 @@ class VAE(keras.Model):
                     self.cbcr_log_scale, tf.shape(outputs["cbcr_mean"])
                 )
             outputs["cbcr_log_scale"] = scale
+        return outputs
+
+    def _chroma_factors(self, features):
+        """Returns the structured chroma's outputs (see `decode`)."""
+        heads = (self.cb_precision_head, self.cr_precision_head)
+        parts = [
+            head(features, log_scale=self.cbcr_log_scale, with_factors=True)
+            for head in heads
+        ]
+        outputs = {
+            "cbcr_log_diag": tf.stack([part[0] for part in parts], axis=1),
+            "cbcr_off_diag": tf.stack([part[1] for part in parts], axis=1),
+        }
+        if parts[0][2] is not None:
+            for i, name in enumerate(("cbcr_factor_a", "cbcr_factor_b")):
+                outputs[name] = tf.stack([part[2][i] for part in parts], axis=1)
         return outputs
 
     def call(self, inputs, z=None, spherical=False):

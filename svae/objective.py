@@ -36,8 +36,8 @@ def calibrated_scales(config, phase):
     (`likelihoods.whitened_square_sums`; with the L1 term on `L`'s entries
     see `calibration_shift`), wherever the group's likelihood is
     a scale family in `c` (scaling all of its standard deviations by `e^c`):
-    always for Cb, Cr and the factorised Y, and for the structured Y with a
-    bounded or product factor, whose off-diagonals scale with the diagonal
+    always for the factorised Y, Cb and Cr, and for the structured ones
+    with a dominant factor, whose off-diagonals scale with the diagonal
     (`svae.recipes.Likelihood.scale_family`). The
     optimum is exact, so a scale that must fall from 1 to 0.05 gets there in
     a step, where Adam at the paper's learning rate moves a log scale by
@@ -54,9 +54,12 @@ def calibrated_scales(config, phase):
     if likelihood.scales != "calibrated":
         return ()
     groups = ()
-    if phase.spherical or not config.structured_likelihood or likelihood.scale_family:
+    factorised = phase.spherical or not config.structured_likelihood
+    if factorised or likelihood.scale_family:
         groups += ("y",)
-    if config.color == "ycbcr":
+    if config.color == "ycbcr" and (
+        factorised or likelihood.chroma == "factorised" or likelihood.scale_family
+    ):
         groups += ("cbcr",)
     return groups
 

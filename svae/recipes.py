@@ -9,9 +9,9 @@ head, training, the reproduction and the export all read; `RECIPES` names
 the two a user chooses between (`train.py --likelihood=NAME`):
 
 ```none
-recipe    factor        dominance  contrast_scale  scales
-default   full_product  0.99       true            calibrated
-paper     free          0.99       false           learned
+recipe    factor        dominance  contrast_scale  scales      chroma
+default   full_product  0.99       true            calibrated  factorised
+paper     free          0.99       false           learned     factorised
 ```
 
 A run's `config.json` holds the value's fields, not the recipe's name, so a
@@ -26,12 +26,14 @@ import difflib
 
 from svae.fields import check_fields, ranged
 
-__all__ = ["DEFAULT", "FACTORS", "RECIPES", "SCALES", "Likelihood"]
+__all__ = ["CHROMAS", "DEFAULT", "FACTORS", "RECIPES", "SCALES", "Likelihood"]
 
 # The parameterisations of L's off-diagonals (svae.factors, svae.heads).
 FACTORS = ("full_product", "product", "bounded", "free")
 # How the global log scales of Y and CbCr are set (svae.objective).
 SCALES = ("calibrated", "learned")
+# How the structured models' Cb and Cr residuals are modelled (svae.models).
+CHROMAS = ("structured", "factorised")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,13 @@ class Likelihood:
         CbCr take their closed-form optimum on the batch
         (`svae.objective.calibrated_scales`); "learned": Adam trains them,
         as the paper does.
+      chroma: how the structured models (`structured`, `supn`) model the
+        residuals of Cb and Cr at the chroma size: "factorised": a scale
+        per value (eq. 10-11), so a sample is white noise there;
+        "structured": each of Cb and Cr with a precision factor of the same
+        `factor` and neighbourhood as Y's, so a sample's colour varies as
+        smoothly as the actual residuals' does. The baselines' chroma is
+        factorised whatever this says.
     """
 
     factor: str = "full_product"
@@ -67,11 +76,16 @@ class Likelihood:
     )
     contrast_scale: bool = True
     scales: str = "calibrated"
+    chroma: str = "factorised"
 
     def __post_init__(self):
         """Checks each field; raises ValueError naming the field."""
         check_fields(self)
-        for name, valid in (("factor", FACTORS), ("scales", SCALES)):
+        for name, valid in (
+            ("factor", FACTORS),
+            ("scales", SCALES),
+            ("chroma", CHROMAS),
+        ):
             if getattr(self, name) not in valid:
                 raise ValueError(
                     f"likelihood {name} must be one of {', '.join(valid)}, got "
@@ -156,7 +170,7 @@ class Likelihood:
 
         Two runs whose values agree here train and evaluate alike: `vae_sph`
         (`y_likelihood="spherical"`) reads only `scales`, the diagonal
-        models no factor, and the free factor no `dominance`.
+        models no factor and no chroma, and the free factor no `dominance`.
 
         Args:
           y_likelihood: "spherical", "diagonal" or "structured"
@@ -164,7 +178,11 @@ class Likelihood:
         """
         unread = {}
         if y_likelihood != "structured":
-            unread.update(factor=DEFAULT.factor, dominance=DEFAULT.dominance)
+            unread.update(
+                factor=DEFAULT.factor,
+                dominance=DEFAULT.dominance,
+                chroma=DEFAULT.chroma,
+            )
         elif self.factor == "free":
             unread.update(dominance=DEFAULT.dominance)
         if y_likelihood == "spherical":

@@ -559,7 +559,9 @@ def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
     # of the residuals, one without any health.
     for name in ("earlier", "old"):
         (tmp_path / name / "eval").mkdir(parents=True)
-    saved["health"] = {k: v for k, v in result.items() if k != "structure_y"}
+    saved["health"] = {
+        k: v for k, v in result.items() if k not in ("structure_y", "structure_cbcr")
+    }
     (tmp_path / "earlier" / "eval" / "test.json").write_text(json.dumps(saved))
     recon_bits = [saved.pop(name)["mean"] for name in ("recon_y_bpd", "recon_cbcr_bpd")]
     del saved["health"]
@@ -569,17 +571,25 @@ def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
         names=["new", "earlier", "old"],
     )
     header, rule, new, earlier, old_row = table.splitlines()
-    assert earlier.startswith("| earlier |") and earlier.endswith("| - | - | - |")
-    assert earlier.split("|")[2:-4] == new.split("|")[2:-4]
+    assert earlier.startswith("| earlier |") and earlier.endswith("| - | - | - | - |")
+    assert earlier.split("|")[2:-5] == new.split("|")[2:-5]
     assert (
         "| prior diverged | recon. diverged | calibration Y (median / p95) |" in header
     )
     assert header.endswith(
         "| spectral dist. Y (dB) | axis ratio Y (sampled / actual) "
-        "| lag-1 Y x / y / diag (sampled; actual) |"
+        "| lag-1 Y x / y / diag (sampled; actual) "
+        "| lag-1 CbCr x / y / diag (sampled; actual) |"
     )
     cells = [cell.strip() for cell in new.split("|")[1:-1]]
     assert len(cells) == len(header.split("|")) - 2 == len(rule.split("|")) - 2
+    # The last cell: the lags of CbCr's residuals; the others as before it.
+    chroma_lags, cells = cells[-1], cells[:-1]
+    chroma = result["structure_cbcr"]["lag1"]
+    assert chroma_lags == "; ".join(
+        " / ".join(f"{chroma[part][key]:.2f}" for key in health.LAG_KEYS)
+        for part in ("sampled", "actual")
+    )
     prior, recon = result["prior_diverged"], result["recon_diverged"]
     assert cells[-8:-6] == [f"{prior['count']}/8", f"{recon['count']}/5"]
     y, cbcr = result["calibration_y"], result["calibration_cbcr"]
@@ -602,4 +612,4 @@ def test_evaluate_reports_the_health_and_compare_shows_it(tiny_run, tmp_path):
         for key in ("x", "y", "diagonal")
     ]
     assert cells[-1] == f"{' / '.join(lags[:3])}; {' / '.join(lags[3:])}"
-    assert old_row.endswith("| - / - | - | - | - | - | - | - | - | - |")
+    assert old_row.endswith("| - / - | - | - | - | - | - | - | - | - | - |")

@@ -31,8 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from svae import data, drawing, layers, losses
+from svae.data import SAMPLE_PHOTOS
+from svae.fields import Range
 
 LOG2 = math.log(2.0)
+# The smallest side of the sample photographs: larger crops drop photographs.
+MAX_IMAGE_SIZE = 300
+MAX_SEED = 2**31 - 1  # A stateless int32 seed.
 
 
 @keras.saving.register_keras_serializable(package="svae_examples")
@@ -61,23 +66,77 @@ class IndependentGaussianNLL(keras.losses.Loss):
         return {**super().get_config(), "per_pixel": self.per_pixel}
 
 
+def _bounded(kind, allowed):
+    """An argparse `type`: `kind` (int or float, finite) in `Range` `allowed`.
+
+    A value outside it is a usage error naming the flag, what it must be and
+    the value, before any work, as `svae.cli.bound_flags` makes it for the
+    scripts' flags.
+    """
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            what = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(allowed.error(value))
+        return value
+
+    return parse
+
+
+# Each numeric flag: (type, default, range, help).
+FLAGS = {
+    "steps": (int, 1000, Range(ge=1), "training steps"),
+    "steps_per_epoch": (int, 250, Range(ge=1), "steps between fit's reports"),
+    "batch_size": (int, 16, Range(ge=1), "images per step"),
+    "image_size": (
+        int,
+        32,
+        Range(ge=8, le=MAX_IMAGE_SIZE, note="every sample photograph gives crops"),
+        "side of the crops",
+    ),
+    "crops_per_photo": (int, 256, Range(ge=1), "crops of each photograph"),
+    "noise": (float, 0.1, Range(gt=0.0, le=1.0, note="Y is in [0, 1]"), "noise std"),
+    "filters": (int, 32, Range(ge=1), "channels of the trunk"),
+    "kernel_size": (int, 3, Range(choices=(3, 5, 7)), "of the head's factors"),
+    "learning_rate": (float, 2e-3, Range(gt=0.0, le=1.0), "Adam's"),
+    "num_test": (int, 512, Range(ge=1), "test images"),
+    "num_show": (int, 8, Range(ge=1), "figure columns"),
+    "seed": (int, 0, Range(ge=0, le=MAX_SEED), "of the crops, noise and weights"),
+    "verbose": (int, 2, Range(choices=(0, 1, 2)), "fit's verbose"),
+}
+
+
 def parse_args(argv=None):
+    """Parses the flags; a value out of its range is a usage error (exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1000, help="training steps")
-    parser.add_argument("--steps_per_epoch", type=int, default=250)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--crops_per_photo", type=int, default=256)
-    parser.add_argument("--noise", type=float, default=0.1, help="std of the noise")
-    parser.add_argument("--filters", type=int, default=32)
-    parser.add_argument("--kernel_size", type=int, default=3, help="of the head")
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--num_test", type=int, default=512, help="test images")
-    parser.add_argument("--num_show", type=int, default=8, help="figure columns")
+    for name, (kind, default, allowed, help_) in FLAGS.items():
+        parser.add_argument(
+            f"--{name}",
+            type=_bounded(kind, allowed),
+            default=default,
+            help=f"{help_} (default {default}). Must be {allowed}.",
+        )
     parser.add_argument("--output_dir", default="denoiser_output")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2, help="fit's verbose")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # The test crops come from the test photographs, crops_per_photo each.
+    available = len(SAMPLE_PHOTOS["test"]) * args.crops_per_photo
+    if args.num_test > available:
+        parser.error(
+            f"argument --num_test: must be <= {available} (the test "
+            f"photographs times --crops_per_photo), got {args.num_test}"
+        )
+    if args.num_show > args.num_test:
+        parser.error(
+            f"argument --num_show: must be <= --num_test ({args.num_test}), "
+            f"got {args.num_show}"
+        )
+    return args
 
 
 def load_y(split, args):

@@ -7,7 +7,19 @@ features as one convolution. `PrecisionHead` predicts the precision factor
 contrast of its predicted mean (the likelihood's `contrast_scale`). The
 paper's VAEs (`svae.models`) and the Keras head for any image model
 (`svae.layers.SparsePrecisionGaussianHead`) share them.
+
+Precision (Keras dtype policies): the 1x1 convolutions run in the layer's
+compute dtype (float16 or bfloat16 under the mixed policies); everything
+after them, and so every output that parameterises the likelihood, is in
+`likelihood_dtype(policy)`: float32, or float64 under the float64 policy.
+The likelihood's triangular solves accumulate error along their wavefronts
+(`svae.wavefront`), and its log-determinant sums `H W` logs: with float16's
+11-bit or bfloat16's 8-bit mantissa both would be off by more than the
+differences between the models. Policies with float16 or bfloat16
+*variables* are refused (`check_policy`).
 """
+
+import numbers
 
 import keras
 import tensorflow as tf
@@ -28,14 +40,68 @@ from svae.recipes import DEFAULT, FACTORS
 __all__ = [
     "ContrastScale",
     "PrecisionHead",
+    "check_policy",
     "conv",
+    "likelihood_dtype",
     "pointwise",
 ]
 
+# The dtypes the likelihood can be computed in; the variables' must be one.
+LIKELIHOOD_DTYPES = ("float32", "float64")
 
-def conv(channels, name, initializer="glorot_uniform"):
-    """Returns a 1x1 convolution head."""
-    return keras.layers.Conv2D(channels, 1, kernel_initializer=initializer, name=name)
+
+def likelihood_dtype(policy):
+    """The dtype of a head's outputs that parameterise the likelihood.
+
+    Args:
+      policy: a `keras.DTypePolicy` (a layer's `dtype_policy`).
+
+    Returns:
+      "float64" under a float64 compute dtype, else "float32" (the mixed
+      policies' float16 and bfloat16 included).
+    """
+    return "float64" if policy.compute_dtype == "float64" else "float32"
+
+
+def check_policy(layer, dtype=None):
+    """Raises ValueError unless `layer`'s variables are float32 or float64.
+
+    A float16 or bfloat16 policy would hold the likelihood's parameters and
+    compute them in too few bits; its mixed counterpart keeps the variables
+    and the likelihood in float32 and runs the convolutions in 16 bits.
+
+    Args:
+      layer: a `keras.layers.Layer` after `super().__init__`.
+      dtype: the `dtype` argument it was given (None: the global policy).
+    """
+    policy = layer.dtype_policy
+    if policy.variable_dtype in LIKELIHOOD_DTYPES:
+        return
+    name = policy.variable_dtype
+    given = (
+        f"dtype={policy.name!r}"
+        if dtype is not None
+        else f"the global dtype policy {policy.name!r} (keras.config.dtype_policy())"
+    )
+    if name in ("float16", "bfloat16"):
+        instead = (
+            f"pass dtype='mixed_{name}' (float32 variables and likelihood, "
+            f"{name} convolutions) or 'float32'"
+        )
+    else:
+        instead = "pass 'float32', 'float64', 'mixed_float16' or 'mixed_bfloat16'"
+    raise ValueError(
+        f"{type(layer).__name__} cannot take {given}: its variables and the "
+        f"likelihood they parameterise must be float32 or float64, got "
+        f"{name}; {instead}."
+    )
+
+
+def conv(channels, name, initializer="glorot_uniform", dtype=None):
+    """Returns a 1x1 convolution head (`dtype`: its policy; None the global)."""
+    return keras.layers.Conv2D(
+        channels, 1, kernel_initializer=initializer, name=name, dtype=dtype
+    )
 
 
 def pointwise(features, heads, splits=None, shift=None):
@@ -46,9 +112,13 @@ def pointwise(features, heads, splits=None, shift=None):
     head's output: one pass over the features forward and backward. Each
     head keeps its own variables.
 
+    The convolution runs in the first head's compute dtype (float16 under
+    `mixed_float16`): the features and the variables are cast to it.
+
     Args:
       features: `[batch, height, width, C]`.
-      heads: 1x1 `keras.layers.Conv2D` layers (built here if needed).
+      heads: 1x1 `keras.layers.Conv2D` layers (built here if needed), of one
+        dtype policy.
       splits: channel counts to split the heads' concatenated outputs into;
         default: one part per head.
       shift: None, or one scalar per output channel (Python numbers or scalar
@@ -62,15 +132,20 @@ def pointwise(features, heads, splits=None, shift=None):
     for head in heads:
         if not head.built:
             head.build(features.shape)
-    kernel = tf.concat([head.kernel for head in heads], axis=-1)
-    bias = tf.concat([head.bias for head in heads], axis=0)
+    # Inside a mixed layer's call Keras reads the variables in its compute
+    # dtype already; outside (a symbolic trace) they are cast here.
+    dtype = heads[0].compute_dtype
+    features = tf.cast(features, dtype)
+    kernel = tf.concat([tf.cast(head.kernel, dtype) for head in heads], axis=-1)
+    bias = tf.concat([tf.cast(head.bias, dtype) for head in heads], axis=0)
     if shift is not None:
-        bias += tf.stack([tf.cast(value, bias.dtype) for value in shift])
+        bias += tf.stack([tf.cast(value, dtype) for value in shift])
     outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
     splits = splits or [head.filters for head in heads]
     return xla.split(outputs, splits)
 
 
+@keras.saving.register_keras_serializable(package="svae")
 class PrecisionHead(keras.layers.Layer):
     """The `W(z)` head: the precision factor `L` of Y (sections 4 and 4.3).
 
@@ -83,6 +158,10 @@ class PrecisionHead(keras.layers.Layer):
     `L^T` diagonally dominant, so a sample `L^{-T} eps` cannot grow along the
     solve whatever `z`; "free" is the paper's, unconstrained. The defaults
     are the default recipe's (`svae.recipes.DEFAULT`).
+
+    The convolution runs in the compute dtype of the layer's policy, the
+    basis and the factor's map in `likelihood_dtype` (float32 under the
+    mixed policies), which the outputs have.
     """
 
     def __init__(
@@ -94,32 +173,58 @@ class PrecisionHead(keras.layers.Layer):
         dilation=1,
         **kwargs,
     ):
+        """Creates the head.
+
+        Args:
+          kernel_size: odd neighbourhood size of each factor of `L`, >= 3.
+          num_basis: 0, or the size of the learned basis, >= 1.
+          factor: one of `svae.recipes.FACTORS`.
+          dominance: bound of the off-diagonal mass relative to the
+            diagonal, in (0, 1).
+          dilation: spacing of the neighbourhood, >= 1.
+          **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...); `dtype`
+            (None: the global policy) float32, float64, mixed_float16 or
+            mixed_bfloat16.
+
+        Raises:
+          ValueError: for an argument outside its allowed values, or a dtype
+            policy with float16 or bfloat16 variables (`check_policy`).
+        """
         super().__init__(**kwargs)
+        check_policy(self, kwargs.get("dtype"))
         neighbour_offsets(kernel_size, dilation)  # Validates both.
         if factor not in FACTORS:
             raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}.")
-        if not 0 < dominance < 1:
+        if not _is_real(dominance) or not 0 < dominance < 1:
             raise ValueError(f"dominance must be in (0, 1), got {dominance!r}.")
         if (
             isinstance(num_basis, bool)
-            or not isinstance(num_basis, int)
+            or not isinstance(num_basis, numbers.Integral)
             or num_basis < 0
         ):
             raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
-        self.num_basis = num_basis
+        self.num_basis = int(num_basis)
         self.factor = factor
         self.dominance = float(dominance)
         # Unconstrained parameters per pixel that the factor maps to L's.
-        self.num_raw = raw_size(factor, kernel_size)
+        self.num_raw = raw_size(factor, self.kernel_size)
         # Zeros: the branch starts as the spherical likelihood it is offset by.
-        self.weights_conv = conv(num_basis or self.num_raw + 1, "weights", "zeros")
-        if num_basis:
+        self.weights_conv = conv(
+            self.num_basis or self.num_raw + 1,
+            "weights",
+            "zeros",
+            dtype=self.dtype_policy,
+        )
+        if self.num_basis:
+            # Read as stored (float32 under the mixed policies): the basis
+            # maps the weights after they are cast to the likelihood's dtype.
             self.basis = self.add_weight(
-                shape=(self.num_raw + 1, num_basis),
+                shape=(self.num_raw + 1, self.num_basis),
                 initializer=keras.initializers.RandomNormal(stddev=0.3),
                 name="basis",
+                autocast=False,
             )
 
     def build(self, input_shape):
@@ -186,23 +291,27 @@ class PrecisionHead(keras.layers.Layer):
         Returns:
           `log_diag` `[batch, height, width]`, `off_diag`
           `[batch, height, width, K]`, `K` the off-diagonals of
-          `self.structure`; with `with_factors`, a third element.
+          `self.structure`, in `likelihood_dtype`; with `with_factors`, a
+          third element.
         """
         if parts is None:
             parts = pointwise(
                 features, [self.weights_conv], self.splits, self.shift(log_scale)
             )
+        dtype = likelihood_dtype(self.dtype_policy)
+        parts = [tf.cast(part, dtype) for part in parts]
         if self.num_basis:
-            entries = tf.einsum("...b,kb->...k", parts[0], self.basis)
+            basis = tf.cast(self.basis, dtype)
+            entries = tf.einsum("...b,kb->...k", parts[0], basis)
             # A split, not slices: its gradient is one concat, a slice's a
             # scatter.
             parts = xla.split(entries, [1, self.num_raw])
         log_diag, off_diag = parts
         log_diag = tf.squeeze(log_diag, -1)
         if self.num_basis:
-            log_diag -= log_scale
+            log_diag -= tf.cast(log_scale, dtype)
         if offset is not None:
-            log_diag -= offset[:, None, None]
+            log_diag -= tf.cast(offset, dtype)[:, None, None]
         if self.factor == "bounded":
             off_diag = bounded_off_diag(log_diag, off_diag, self.dominance)
         elif self.factor == "product":
@@ -230,6 +339,7 @@ CONTRAST_SLOPE_BOUND = 3.0
 CONTRAST_GAIN = 10.0
 
 
+@keras.saving.register_keras_serializable(package="svae")
 class ContrastScale(keras.layers.Layer):
     """A per-image offset of Y's log scales from the mean image's contrast.
 
@@ -243,11 +353,26 @@ class ContrastScale(keras.layers.Layer):
     cannot drift against the calibrated global scale (its optimum is a
     regression slope) nor extrapolate to prior latents beyond what their
     means show.
+
+    A likelihood parameter: computed and returned in `likelihood_dtype`
+    (float32 under the mixed policies), whatever the policy.
     """
+
+    def __init__(self, **kwargs):
+        """Creates the layer.
+
+        Args:
+          **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...).
+
+        Raises:
+          ValueError: for a dtype policy with float16 or bfloat16 variables.
+        """
+        super().__init__(**kwargs)
+        check_policy(self, kwargs.get("dtype"))
 
     def build(self, input_shape):
         self.slope_variable = self.add_weight(
-            shape=(), initializer="zeros", name="slope"
+            shape=(), initializer="zeros", name="slope", autocast=False
         )
 
     @property
@@ -256,10 +381,17 @@ class ContrastScale(keras.layers.Layer):
         return bound * tf.tanh(CONTRAST_GAIN * self.slope_variable / bound)
 
     def call(self, y_mean):
-        y = tf.stop_gradient(y_mean)
+        """Returns the offsets `[batch]` of the means `y_mean` `[batch, H, W]`."""
+        dtype = likelihood_dtype(self.dtype_policy)
+        y = tf.cast(tf.stop_gradient(y_mean), dtype)
         gradient = tf.reduce_mean(
             tf.abs(y[:, 1:, :] - y[:, :-1, :]), axis=[1, 2]
         ) + tf.reduce_mean(tf.abs(y[:, :, 1:] - y[:, :, :-1]), axis=[1, 2])
         floor = tf.cast(CONTRAST_FLOOR, y.dtype)
         contrast = tf.math.log(gradient + floor) - CONTRAST_CENTRE
         return tf.cast(self.slope, y.dtype) * contrast
+
+
+def _is_real(value):
+    """Whether `value` is a real number (a bool is not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

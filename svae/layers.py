@@ -16,21 +16,34 @@ returns `-log_prob`; `to_distribution` turns it into the
 `marginal_variance()`. The precision factor comes from
 `svae.heads.PrecisionHead`, which the paper's VAEs (`svae.models`) use too:
 one implementation for them and for any image model.
+
+The output is float32 under every policy but float64 (float64 then):
+under `mixed_float16` or `mixed_bfloat16` the head's convolutions run in 16
+bits and the likelihood in float32 (`svae.heads.likelihood_dtype`).
 """
 
 import math
+import numbers
 
 import keras
 import tensorflow as tf
 
 from svae.distributions import SparsePrecisionGaussian, Structure
-from svae.heads import PrecisionHead, pointwise
+from svae.heads import (
+    LIKELIHOOD_DTYPES,
+    PrecisionHead,
+    check_policy,
+    likelihood_dtype,
+    pointwise,
+)
 from svae.linalg import neighbour_offsets, num_off_diagonals
 from svae.recipes import DEFAULT
 
 __all__ = [
+    "LIKELIHOOD_DTYPES",
     "SparsePrecisionGaussianHead",
     "as_images",
+    "check_structure",
     "kernel_size_of",
     "params_size",
     "serving_outputs",
@@ -44,6 +57,15 @@ def _structure(kernel_size, dilation):
     if isinstance(kernel_size, Structure):
         return kernel_size.kernel_size, kernel_size.dilation
     return kernel_size, dilation
+
+
+def check_structure(kernel_size=3, dilation=1):
+    """Raises ValueError unless `kernel_size` is odd >= 3 and `dilation` >= 1.
+
+    Both must be integers (Python or numpy; 3.5 is not truncated); the
+    message names the argument, its value and what is allowed.
+    """
+    neighbour_offsets(kernel_size, dilation)
 
 
 def params_size(kernel_size=3):
@@ -186,7 +208,11 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
     The output is one tensor, `[batch, H, W, params_size(kernel_size)]`,
     packed as `unpack` reads it: give it to `svae.losses.SparsePrecisionNLL`
     in `compile(loss=...)`, and to `to_distribution` (or `self.distribution`)
-    for `sample`, `log_prob`, `conditional` and `marginal_variance`.
+    for `sample`, `log_prob`, `conditional` and `marginal_variance`. It is
+    float32 under the float32 and the mixed policies (whose 16-bit compute
+    dtype runs the 1x1 convolutions only: the triangular solves and the
+    log-determinant need float32), float64 under float64; policies with
+    16-bit variables are refused.
 
     Example:
 
@@ -217,28 +243,44 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
           num_basis: 0 predicts `L`'s `K + 1` entries per pixel directly;
             `> 0` predicts `num_basis` weights per pixel, mapped to them by a
             learned basis (section 4.3).
-          factor: "product", "bounded" or "free" (`svae.factors`); the
-            default recipe's by default.
+          factor: "full_product", "product", "bounded" or "free"
+            (`svae.factors`); the default recipe's by default.
           dominance: bound of the off-diagonal mass relative to the
-            diagonal for "product" and "bounded", in (0, 1).
+            diagonal for all but "free", in (0, 1).
           log_scale: log of the standard deviation the head starts from
-            (`log_diag` starts at `-log_scale`).
-          **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...).
+            (`log_diag` starts at `-log_scale`), a finite number.
+          **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...); `dtype`
+            (None: the global policy) "float32", "float64", "mixed_float16"
+            or "mixed_bfloat16" (or a `keras.DTypePolicy`), passed on to the
+            inner layers.
 
         Raises:
-          ValueError: for an invalid structure, factor or dominance.
+          ValueError: for an argument outside its allowed values (the message
+            names it, its value and what is allowed), or a dtype policy with
+            float16 or bfloat16 variables (pass its mixed policy instead).
         """
         super().__init__(**kwargs)
+        check_policy(self, kwargs.get("dtype"))
+        if (
+            not isinstance(log_scale, numbers.Real)
+            or isinstance(log_scale, bool)
+            or not math.isfinite(log_scale)
+        ):
+            raise ValueError(
+                f"log_scale must be a finite number (the log of the standard "
+                f"deviation the head starts from), got {log_scale!r}."
+            )
         self.log_scale = float(log_scale)
-        self.loc_conv = keras.layers.Conv2D(1, 1, name="loc")
+        self.loc_conv = keras.layers.Conv2D(1, 1, name="loc", dtype=self.dtype_policy)
         # Holds (and checks) the structure and the factor's options.
         self.precision = PrecisionHead(
-            int(kernel_size),
+            kernel_size,
             num_basis,
             factor,
-            float(dominance),
-            int(dilation),
+            dominance,
+            dilation,
             name="precision",
+            dtype=self.dtype_policy,
         )
 
     @classmethod
@@ -289,10 +331,12 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
           features: `[batch, H, W, C]`, H and W known statically.
 
         Returns:
-          `[batch, H, W, 2 + K]`: loc, log_diag, off_diag (see `unpack`).
+          `[batch, H, W, 2 + K]`: loc, log_diag, off_diag (see `unpack`), in
+          `svae.heads.likelihood_dtype(self.dtype_policy)`.
         """
         head = self.precision
-        # One convolution for both heads, as svae.models.VAE does.
+        # One convolution for both heads, as svae.models.VAE does, in the
+        # compute dtype; the precision head returns the likelihood's dtype.
         loc, *parts = pointwise(
             features,
             [self.loc_conv, head.weights_conv],
@@ -300,10 +344,18 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             [0.0, *head.shift(self.log_scale)],
         )
         log_diag, off_diag = head(features, parts, log_scale=self.log_scale)
+        loc = tf.cast(loc, log_diag.dtype)
         return tf.concat([loc, log_diag[..., None], off_diag], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], params_size(self.structure))
+
+    def compute_output_spec(self, features):
+        """The output's `keras.KerasTensor`: float32 also under the mixed policies."""
+        return keras.KerasTensor(
+            self.compute_output_shape(features.shape),
+            dtype=likelihood_dtype(self.dtype_policy),
+        )
 
     def get_config(self):
         return {

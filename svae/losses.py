@@ -1,6 +1,7 @@
 """Keras 3 losses for `svae.layers.SparsePrecisionGaussianHead`'s output."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from svae import layers
@@ -21,6 +22,12 @@ class SparsePrecisionNLL(keras.losses.Loss):
     With `per_pixel=True` each example's value is divided by its number of
     pixels `H * W` (nats per pixel): the same optimum, a loss whose size does
     not grow with the image, so learning rates carry over between sizes.
+
+    The likelihood runs in float32 or float64, never in 16 bits (its solves
+    and log-determinant would be off by more than the differences between
+    models): by default in float64 if the head's output or
+    `keras.config.floatx()` is float64, else in float32 (under the mixed
+    policies the head's output is float32).
     """
 
     def __init__(
@@ -29,25 +36,54 @@ class SparsePrecisionNLL(keras.losses.Loss):
         dilation=1,
         per_pixel=False,
         name="sparse_precision_nll",
+        dtype=None,
         **kwargs,
     ):
         """Creates the loss.
 
         Args:
           kernel_size: the neighbourhood of `L` (the head's
-            `structure.kernel_size`); None reads it from the head's output.
-          dilation: the head's `dilation`.
-          per_pixel: divide each example's loss by `H * W`.
+            `structure.kernel_size`), an odd integer >= 3; None reads it
+            from the head's output.
+          dilation: the head's `dilation`, an integer >= 1.
+          per_pixel: divide each example's loss by `H * W` (a bool).
           name: the loss's name.
-          **kwargs: `keras.losses.Loss`'s (`reduction`, `dtype`).
+          dtype: the dtype the likelihood is computed in, "float32" or
+            "float64"; None (default): float64 if the head's output or
+            `keras.config.floatx()` is, else float32.
+          **kwargs: `keras.losses.Loss`'s (`reduction`).
+
+        Raises:
+          ValueError: for an argument outside its allowed values; the
+            message names it, its value and what is allowed.
         """
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        if dtype is not None and self.dtype not in layers.LIKELIHOOD_DTYPES:
+            raise ValueError(
+                f"dtype must be 'float32' or 'float64' (the likelihood's "
+                f"solves and log-determinant need at least float32; under a "
+                f"mixed policy the head's output is float32), got {dtype!r}."
+            )
+        self._dtype_given = dtype is not None
         if kernel_size is not None:
             layers.params_size(kernel_size)  # Validates it.
             kernel_size = int(kernel_size)
+        layers.check_structure(dilation=dilation)
+        if not isinstance(per_pixel, bool | np.bool_):
+            raise ValueError(f"per_pixel must be True or False, got {per_pixel!r}.")
         self.kernel_size = kernel_size
         self.dilation = int(dilation)
         self.per_pixel = bool(per_pixel)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """`keras.losses.Loss.__call__`, in the dtype the class docstring says."""
+        if not self._dtype_given:
+            wide = {
+                keras.backend.standardize_dtype(getattr(y_pred, "dtype", "float32")),
+                keras.config.floatx(),
+            }
+            self._dtype = "float64" if "float64" in wide else "float32"
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
         """Returns `-log_prob(y_true)`, `[batch]`.
@@ -73,5 +109,6 @@ class SparsePrecisionNLL(keras.losses.Loss):
             kernel_size=self.kernel_size,
             dilation=self.dilation,
             per_pixel=self.per_pixel,
+            dtype=self.dtype if self._dtype_given else None,
         )
         return config

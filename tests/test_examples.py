@@ -81,3 +81,49 @@ def test_the_independent_nll_is_the_normal_log_prob(denoiser):
     np.testing.assert_allclose(
         per_pixel(y, tf.constant(params)), expected / 20, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--noise=0"], "argument --noise: must be in (0.0, 1.0], got 0.0"),
+        (["--noise=nan"], "argument --noise: must be a finite number, got 'nan'"),
+        (["--num_test=0"], "argument --num_test: must be >= 1, got 0"),
+        (["--kernel_size=4"], "argument --kernel_size: must be one of 3, 5, 7, got 4"),
+        (["--steps=0"], "argument --steps: must be >= 1, got 0"),
+        (["--image_size=301"], "argument --image_size: must be in [8, 300], got 301"),
+        (["--seed=-1"], "argument --seed: must be in [0, 2147483647], got -1"),
+        (["--learning_rate=inf"], "argument --learning_rate: must be a finite"),
+        (["--verbose=3"], "argument --verbose: must be one of 0, 1, 2, got 3"),
+        (
+            ["--crops_per_photo=2", "--num_test=9"],
+            "argument --num_test: must be <= 8 (the test photographs times "
+            "--crops_per_photo), got 9",
+        ),
+        (
+            ["--num_test=4", "--num_show=5"],
+            "argument --num_show: must be <= --num_test (4), got 5",
+        ),
+    ],
+)
+def test_denoiser_flags_out_of_range_are_usage_errors_before_any_work(
+    denoiser, tmp_path, capsys, monkeypatch, flags, message
+):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the denoiser started working")
+
+    monkeypatch.setattr(denoiser, "load_y", no_work)
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        denoiser.main([*flags, f"--output_dir={output_dir}"])
+    assert exit_info.value.code == 2  # argparse's usage error.
+    assert message in capsys.readouterr().err
+    assert not output_dir.exists()
+
+
+def test_denoiser_help_names_each_flags_range(denoiser, capsys):
+    with pytest.raises(SystemExit):
+        denoiser.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, (_, _, allowed, _) in denoiser.FLAGS.items():
+        assert f"Must be {allowed}." in text, name

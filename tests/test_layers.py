@@ -1,5 +1,6 @@
 """svae.layers and svae.losses: the Keras 3 head and loss for any image model."""
 
+import math
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tiny
+from absl.testing import parameterized
+from keras.src import testing as keras_testing
 from tensorflow.core.protobuf import saved_model_pb2
 
 from svae import config as config_lib
@@ -233,6 +236,230 @@ def test_export_archive_returns_mean_sample_and_log_prob(trained, tmp_path):
         seed=tf.constant([1, 2]),
     )
     assert set(named) == {"mean", "sample", "log_prob"}
+
+
+FEATURES = (2, SIZE, SIZE, 5)
+
+
+class KerasLayerHarnessTest(keras_testing.TestCase):
+    """Keras' own layer tests (`run_layer_test`) on every public svae layer.
+
+    Besides serialization, build, symbolic and eager calls and a `fit` step,
+    its mixed-precision check builds the layer with `dtype="mixed_float16"`,
+    calls it on float16 features, and asserts that each output has the dtype
+    `compute_output_spec` declares and that every float variable is float32.
+    `svae.models`' `Encoder` and `Trunk` (sub-layers built in `call` only,
+    not registered) and `VAE` (one dict input, a dict output) do not fit it.
+    """
+
+    @parameterized.named_parameters(
+        # The default factor, "full_product": L of two 3x3 factors is 5x5.
+        ("kernel_size_3", {"kernel_size": 3}, 14, 4),
+        ("free", {"factor": "free"}, 6, 4),
+        (
+            "bounded_kernel_size_5_num_basis_3",
+            {"kernel_size": 5, "num_basis": 3, "factor": "bounded"},
+            14,
+            5,
+        ),
+        ("dilation_2", {"dilation": 2}, 14, 4),
+        ("float64", {"dtype": "float64"}, 14, 4),
+    )
+    def test_sparse_precision_gaussian_head(self, config, channels, variables):
+        self.run_layer_test(
+            layers.SparsePrecisionGaussianHead,
+            config,
+            input_shape=FEATURES,
+            expected_output_shape=(*FEATURES[:-1], channels),
+            expected_output_dtype=config.get("dtype", "float32"),
+            expected_num_trainable_weights=variables,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=0,
+        )
+
+    def test_sparse_precision_gaussian_head_kernel_size_5_num_basis_3(self):
+        # L of two 5x5 factors is 9x9 (K = 40): XLA takes half a minute to
+        # compile its fit step on 2 cores, so the harness's fit is left to
+        # the 3x3 and the bounded 5x5 cases above; everything else runs.
+        self.run_layer_test(
+            layers.SparsePrecisionGaussianHead,
+            {"kernel_size": 5, "num_basis": 3},
+            input_shape=FEATURES,
+            expected_output_shape=(*FEATURES[:-1], 42),
+            expected_output_dtype="float32",
+            expected_num_trainable_weights=5,
+            run_training_check=False,
+        )
+
+    @parameterized.named_parameters(
+        ("full_product", {"kernel_size": 3, "num_basis": 0}, 12, 2),
+        ("free_basis", {"kernel_size": 5, "num_basis": 3, "factor": "free"}, 12, 3),
+    )
+    def test_precision_head(self, config, off_diagonals, variables):
+        self.run_layer_test(
+            heads.PrecisionHead,
+            config,
+            input_shape=FEATURES,
+            expected_output_shape=(FEATURES[:-1], (*FEATURES[:-1], off_diagonals)),
+            expected_output_dtype=("float32", "float32"),
+            expected_num_trainable_weights=variables,
+            expected_num_non_trainable_weights=0,
+        )
+
+    def test_contrast_scale(self):
+        self.run_layer_test(
+            heads.ContrastScale,
+            {},
+            input_shape=(2, SIZE, SIZE),
+            expected_output_shape=(2,),
+            expected_output_dtype="float32",
+            expected_num_trainable_weights=1,
+            expected_num_non_trainable_weights=0,
+        )
+
+
+@pytest.fixture
+def global_policy():
+    """Sets Keras' global dtype policy for one test, and restores it after."""
+    before = keras.config.dtype_policy()
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy(before)
+
+
+@pytest.mark.parametrize(
+    ("policy", "output", "variable", "atol"),
+    [
+        ("float64", "float64", "float64", 1e-5),
+        ("mixed_float16", "float32", "float32", 2e-2),
+        ("mixed_bfloat16", "float32", "float32", 1e-1),
+    ],
+)
+def test_the_heads_policy_reaches_its_inner_layers(policy, output, variable, atol):
+    features = tf.random.stateless_normal(FEATURES, seed=[1, 2])
+    reference = layers.SparsePrecisionGaussianHead(num_basis=3, log_scale=-1.0)
+    head = layers.SparsePrecisionGaussianHead(num_basis=3, log_scale=-1.0, dtype=policy)
+    reference(features), head(features)
+    for weight in reference.weights:
+        weight.assign(tf.random.stateless_normal(weight.shape, seed=[3, 4]) * 0.3)
+    head.set_weights(reference.get_weights())
+    for layer in (head.loc_conv, head.precision, head.precision.weights_conv):
+        assert layer.dtype_policy.name == policy, layer.name
+    assert {w.dtype for w in head.weights} == {variable}
+    params = head(features)
+    assert params.dtype == output
+    assert head.compute_output_spec(keras.KerasTensor(FEATURES)).dtype == output
+    # The same numbers as the float32 head, to the policy's precision.
+    np.testing.assert_allclose(params, reference(features), rtol=atol, atol=atol)
+    dist = head.distribution(params)
+    assert dist.dtype == output
+    assert dist.log_prob(tf.zeros([2, SIZE, SIZE], output)).dtype == output
+
+
+@pytest.mark.parametrize("policy", ["float64", "mixed_float16", "mixed_bfloat16"])
+def test_a_model_fits_under_float64_and_the_mixed_policies(policy, global_policy):
+    # The factor's map runs in the likelihood's dtype under every factor; the
+    # harness fits the default one in float64 (`KerasLayerHarnessTest`).
+    global_policy(policy)
+    model = _model(factor="bounded")
+    loss = losses.SparsePrecisionNLL(per_pixel=True)
+    model.compile(keras.optimizers.Adam(1e-2), loss=loss)
+    x = _images(count=4)
+    history = model.fit(x, x, batch_size=2, epochs=3, verbose=0, shuffle=False)
+    values = history.history["loss"]
+    assert all(math.isfinite(value) for value in values), values
+    assert values[-1] < values[0], values
+    wide = "float64" if policy == "float64" else "float32"
+    assert model(x[:2]).dtype == wide
+    assert {w.dtype for w in model.layers[-1].weights} == {wide}
+    assert loss.dtype == wide  # The likelihood ran in the head's dtype.
+
+
+def test_the_loss_keeps_a_float64_output_in_float64():
+    params = tf.random.stateless_normal([2, 4, 4, 6], seed=[5, 6], dtype=tf.float64)
+    params *= tf.constant([1.0, 0.3, 0.4, 0.4, 0.4, 0.4], tf.float64)
+    x = tf.random.stateless_normal([2, 4, 4], seed=[7, 8], dtype=tf.float64)
+    nll = losses.SparsePrecisionNLL(reduction=None)(x, params)
+    assert nll.dtype == tf.float64
+    np.testing.assert_allclose(
+        nll, -layers.to_distribution(params).log_prob(x), rtol=1e-13
+    )
+    # A float16 output (a model of someone else's) is scored in float32.
+    half = losses.SparsePrecisionNLL(reduction=None)(x, tf.cast(params, tf.float16))
+    assert half.dtype == tf.float32
+    saved = losses.SparsePrecisionNLL(dtype="float64").get_config()
+    assert saved["dtype"] == "float64"
+    assert losses.SparsePrecisionNLL.from_config(saved).dtype == "float64"
+    assert losses.SparsePrecisionNLL().get_config()["dtype"] is None
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        layers.SparsePrecisionGaussianHead,
+        lambda **kwargs: heads.PrecisionHead(3, 0, **kwargs),
+        heads.ContrastScale,
+    ],
+    ids=["SparsePrecisionGaussianHead", "PrecisionHead", "ContrastScale"],
+)
+def test_16_bit_variables_are_refused_naming_the_mixed_policy(
+    make, dtype, global_policy
+):
+    with pytest.raises(ValueError, match=f"dtype='{dtype}'.*'mixed_{dtype}'"):
+        make(dtype=dtype)
+    global_policy(dtype)
+    with pytest.raises(ValueError, match=f"global dtype policy '{dtype}'"):
+        make()
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        losses.SparsePrecisionNLL(dtype=f"mixed_{dtype}")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (dict(kernel_size=3.5), r"kernel_size must be an odd integer >= 3 .*got 3\.5"),
+        (dict(kernel_size=4), r"kernel_size must be an odd integer >= 3 .*got 4\."),
+        (dict(dilation=2.5), r"dilation must be an integer >= 1, got 2\.5"),
+        (dict(dilation=0), r"dilation must be an integer >= 1, got 0"),
+        (dict(log_scale=math.nan), r"log_scale must be a finite number.*got nan"),
+        (dict(log_scale=-math.inf), r"log_scale must be a finite number.*got -inf"),
+        (dict(log_scale="-1"), r"log_scale must be a finite number.*got '-1'"),
+        (dict(dominance="0.5"), r"dominance must be in \(0, 1\), got '0\.5'"),
+        (dict(dominance=math.nan), r"dominance must be in \(0, 1\), got nan"),
+        (dict(num_basis=1.5), r"num_basis must be an integer >= 0, got 1\.5"),
+        (dict(factor="dense"), r"factor must be one of .*got 'dense'"),
+    ],
+)
+def test_head_arguments_are_checked_when_it_is_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        layers.SparsePrecisionGaussianHead(**make)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (dict(kernel_size=3.5), r"kernel_size must be an odd integer >= 3 .*got 3\.5"),
+        (dict(kernel_size=2), r"kernel_size must be an odd integer >= 3 .*got 2\."),
+        (dict(dilation=0), r"dilation must be an integer >= 1, got 0"),
+        (dict(dilation=2.5), r"dilation must be an integer >= 1, got 2\.5"),
+        (dict(per_pixel="no"), r"per_pixel must be True or False, got 'no'"),
+        (dict(dtype="float16"), r"dtype must be 'float32' or 'float64'.*'float16'"),
+    ],
+)
+def test_loss_arguments_are_checked_when_it_is_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        losses.SparsePrecisionNLL(**make)
+
+
+def test_numpy_integers_are_accepted_and_saved_as_ints():
+    head = layers.SparsePrecisionGaussianHead(
+        kernel_size=np.int64(5), dilation=np.int64(2), num_basis=np.int32(3)
+    )
+    config = head.get_config()
+    for name, value in (("kernel_size", 5), ("dilation", 2), ("num_basis", 3)):
+        assert config[name] == value and type(config[name]) is int, name
+    loss = losses.SparsePrecisionNLL(kernel_size=np.int64(9), dilation=np.int64(2))
+    assert type(loss.get_config()["dilation"]) is int
 
 
 _MIRRORED = """

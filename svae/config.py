@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import pathlib
+import warnings
 
 from svae.fields import check_fields, ranged
 from svae.recipes import DEFAULT, Likelihood
@@ -331,6 +332,23 @@ def load(model_dir) -> Config:
 # Held-out images and prior samples of the sample health (svae.health).
 HEALTH_IMAGES = 64
 HEALTH_PRIOR = 64
+# Most importance samples K per image: what the exported `log_prob` signature
+# takes (svae.export.MAX_SERVED_SAMPLES), so evaluate.py and a served model
+# accept the same K; it bounds evaluate's `[K, batch, latent]` noise.
+MAX_NUM_SAMPLES = 5000
+# Most images in a row of sample.py's figures, and their largest
+# magnification. The largest figure, inpainting.png, is 5 rows of `num`
+# images of `scale * image_size` pixels a side, held by Pillow at 4 bytes a
+# pixel (svae.drawing.save_grid): of 64x64 images, 64 at scale 64 make a
+# 262,400 x 20,506 canvas of 20 GiB, which fits in 24 GiB beside TensorFlow
+# and the model; scale 128 would need 80 GiB.
+MAX_FIGURE_IMAGES = 64
+MAX_SCALE = 64
+# The masks of sample.py's --inpaint that are no file (svae.inference).
+MASKS = ("center", "random")
+# Most pixels of a mask image: it is decoded whole before it is resized to
+# the run's images (a 4096 x 4096 image, 16 MiB in gray).
+MAX_MASK_PIXELS = 4096 * 4096
 
 
 @dataclasses.dataclass
@@ -346,8 +364,14 @@ class EvalConfig:
 
     model_dir: str
     split: str = "test"
-    num_samples: int = ranged(500, ge=1)
-    sample_chunk: int = ranged(100, ge=1)
+    num_samples: int = ranged(
+        500,
+        ge=1,
+        le=MAX_NUM_SAMPLES,
+        note="the limit of the exported log_prob signature",
+    )
+    # A chunk larger than K decodes K samples at once.
+    sample_chunk: int = ranged(100, ge=1, le=MAX_NUM_SAMPLES)
     batch_size: int = ranged(8, ge=1)
     max_images: int | None = ranged(None, ge=1)
     dataset: str | None = None
@@ -366,10 +390,15 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class SampleConfig:
-    """What `write_figures` needs; `sample.py` fills it from flags."""
+    """What `write_figures` needs; `sample.py` fills it from flags.
+
+    `mask` is one of `MASKS` or the path of an image (light pixels are
+    missing); it is checked here, before any work, whether or not `inpaint`
+    asks for it.
+    """
 
     model_dir: str
-    num: int = ranged(8, ge=1)
+    num: int = ranged(8, ge=1, le=MAX_FIGURE_IMAGES)
     seed: int = ranged(0, ge=0, le=MAX_INT32)
     temperature: float = ranged(1.0, ge=0)
     output_dir: str | None = None
@@ -379,14 +408,70 @@ class SampleConfig:
     # None: the run's prepared-data folder; "": none (svae.data).
     cache_dir: str | None = None
     std_method: str = "exact"
-    scale: int = ranged(2, ge=1)
+    scale: int = ranged(
+        2,
+        ge=1,
+        le=MAX_SCALE,
+        note="figures of 64x64 images at a larger scale need over 24 GiB",
+    )
     inpaint: bool = False
     mask: str = "center"
 
     def __post_init__(self):
-        """Checks the values."""
+        """Checks the values; a mask image is read whole (`mask_image`)."""
         check_fields(self)
         if self.std_method not in ("exact", "sample"):
             raise ValueError(
                 f'std_method must be "exact" or "sample", got {self.std_method!r}.'
             )
+        if self.mask not in MASKS:
+            mask_image(self.mask)
+
+
+def mask_image(path):
+    """Reads the image of sample.py's `--mask=PATH`: its pixels in gray.
+
+    Args:
+      path: the image file: any format Pillow reads, at most
+        `MAX_MASK_PIXELS` pixels.
+
+    Returns:
+      The decoded Pillow image in mode "L".
+
+    Raises:
+      ValueError: no such file, a folder, not an image, a corrupt or
+        truncated one, or one too large; the message names `--mask`, the
+        value and what it may be.
+    """
+    # Here, not at the top: only a mask file needs Pillow.
+    from PIL import Image
+
+    allowed = (
+        f"must be {', '.join(MASKS)} or the path of an image file (light pixels "
+        f"= missing) of at most {MAX_MASK_PIXELS / 1e6:.1f} million pixels"
+    )
+    file = pathlib.Path(path)
+    problem = None
+    if not str(path):
+        problem = "it is empty"
+    elif not file.exists():
+        close = difflib.get_close_matches(str(path), MASKS, 1)
+        problem = "there is no such file"
+        problem += f" (did you mean {close[0]}?)" if close else ""
+    elif file.is_dir():
+        problem = "it is a folder"
+    if problem:
+        raise ValueError(f"--mask {allowed}, got {str(path)!r}: {problem}.")
+    try:
+        with warnings.catch_warnings():
+            # The size is checked below, before the pixels are decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > MAX_MASK_PIXELS:
+                    problem = f"it is {width} x {height} pixels"
+                else:
+                    return image.convert("L")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        problem = f"it cannot be read as an image ({e})"
+    raise ValueError(f"--mask {allowed}, got {str(path)!r}: {problem}.")

@@ -145,7 +145,8 @@ def inpainting_mask(kind, num, size, seed=0):
       A numpy boolean array.
 
     Raises:
-      ValueError: a path that is not a readable image.
+      ValueError: a path that is not a readable image (`sample.py` checks
+        `--mask` before any work: `svae.config.mask_image`).
     """
     if kind == "center":
         mask = np.ones((size, size), bool)
@@ -177,8 +178,11 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
     Args:
       model: a restored `VAE`.
       config: its `Config`.
-      batch: an input batch dict (`y`, `rgb`, `cbcr` with colour).
-      mask: boolean `[n, H, W]`, True where observed.
+      batch: an input batch dict (`y`, `rgb`, `cbcr` with colour) of `n`
+        images.
+      mask: boolean `[m, H, W]`, True where observed, `m >= n`: the first
+        `n` are used (`load_batch` gives fewer images than asked when a
+        split has fewer, or its bad files are skipped).
       seed: int seed of the residual noise.
       temperature: scales the conditional residual.
 
@@ -186,8 +190,14 @@ def inpaint(model, config, batch, mask, seed=0, temperature=1.0):
       A dict of numpy arrays: `input`, `masked` (missing pixels gray),
       `reconstruction` (the unconditional mean), `mean` (the conditional
       mean) and `sample`, `[n, H, W, 3]` RGB; and `masks`, the dict of masks.
+
+    Raises:
+      ValueError: fewer masks than images.
     """
-    mask = tf.constant(mask)
+    num = int(batch["y"].shape[0])
+    if len(mask) < num:
+        raise ValueError(f"{len(mask)} masks for {num} images: one per image.")
+    mask = tf.constant(np.asarray(mask)[:num])
     factor = config.chroma_factor
     weights = tf.cast(mask, tf.float32)
     fill = tf.reduce_sum(batch["y"] * weights, [1, 2]) / tf.maximum(

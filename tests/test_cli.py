@@ -7,10 +7,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tiny
 from absl import flags
+from PIL import Image
 
 from svae import cli, data, demo, evaluation, fields, figures, reproduce, runs
 from svae import config as config_lib
@@ -308,7 +310,7 @@ COMMANDS = {
     "svae.data.prepare": {
         "own": "--image_size",
         "needs": ["--dataset=sample_photos", "--cache_dir=cache"],
-        "bad": {"--image_size=0": "flag --image_size=0: must be >= 1, got 0"},
+        "bad": {"--image_size=4": "flag --image_size=4: must be >= 8, got 4"},
         "refused": ([], "sample_photos is made in memory at every start"),
     },
 }
@@ -402,3 +404,69 @@ def test_compare_of_a_broken_report_is_one_error_line(tmp_path):
             f"svae: error: {run}/eval/test.json is not an evaluation written by "
             f"evaluate.py ({problem}"
         ), line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--mask=centre"],
+            "--mask must be center, random or the path of an image file (light "
+            "pixels = missing) of at most 16.8 million pixels, got 'centre': there "
+            "is no such file (did you mean center?).",
+        ),
+        (
+            ["--num=20"],
+            "--num=20 is more than the 16 images of the sample_photos test split, "
+            "and --inpaint fills one image per column: pass --num=16 or fewer, or "
+            "another --split.",
+        ),
+    ],
+)
+def test_inpainting_that_cannot_be_done_is_one_error_line_before_any_work(
+    tiny_run, tmp_path, args, message
+):
+    out = tmp_path / "out"
+    done = _script(
+        "sample.py",
+        f"--model_dir={tiny_run}",
+        f"--output_dir={out}",
+        "--inpaint",
+        *args,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [f"svae: error: {message}"], done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_inpainting_fills_the_images_a_split_of_bad_files_has(tiny_run, tmp_path):
+    # 3 files, one bad: undecoded (--cache_dir=), the split counts 3 files,
+    # and the figures get the 2 images there are.
+    test = tmp_path / "photos" / "test"
+    test.mkdir(parents=True)
+    (tmp_path / "photos" / "train").mkdir()
+    for index, value in enumerate((40, 200)):
+        Image.fromarray(np.full((20, 20, 3), value, np.uint8)).save(
+            test / f"{index}.png"
+        )
+    (test / "2.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    done = _script(
+        "sample.py",
+        f"--model_dir={tiny_run}",
+        f"--output_dir={out}",
+        f"--dataset=folder:{tmp_path / 'photos'}",
+        "--cache_dir=",
+        "--num=3",
+        "--inpaint",
+        "--scale=1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"inpainting: {out / 'inpainting.png'}" in done.stdout.splitlines()
+    with Image.open(out / "inpainting.png") as figure:
+        figure.verify()

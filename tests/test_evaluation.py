@@ -306,6 +306,18 @@ def test_bad_inputs_raise_errors_that_say_what_to_do(tiny_run, tmp_path):
         evaluation.EvalConfig(model_dir=str(tiny_run), num_samples=0)
 
 
+def test_evaluate_takes_the_k_a_served_model_takes():
+    from svae import export
+
+    assert config_lib.MAX_NUM_SAMPLES == export.MAX_SERVED_SAMPLES
+    most = export.MAX_SERVED_SAMPLES
+    assert evaluation.EvalConfig(model_dir="run", num_samples=most).num_samples == most
+    with pytest.raises(ValueError, match=rf"num_samples must be in \[1, {most}\]"):
+        evaluation.EvalConfig(model_dir="run", num_samples=most + 1)
+    with pytest.raises(ValueError, match="num_samples must be in"):
+        evaluation.EvalConfig(model_dir="run", num_samples=2_000_000_000)
+
+
 # A saved report with only what `compare` prints.
 REPORT = {
     "model": "vae_diag",

@@ -1,6 +1,7 @@
 """Every bad input is a clear error: flag ranges, config.json, stray arguments."""
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import tiny
 from absl import flags
+from PIL import Image
 
-from svae import cli, evaluation, fields, figures, recipes, training
+from svae import cli, drawing, evaluation, fields, figures, recipes, training
 from svae import config as config_lib
 from svae.cli import evaluate as evaluate_cli
 from svae.cli import export as export_cli
@@ -81,7 +83,7 @@ def test_every_numeric_field_has_a_range(cls):
 
 
 def test_eval_and_sample_configs_check_their_ranges():
-    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_samples must be in \[1, 5000\]"):
         evaluation.EvalConfig(model_dir="run", num_samples=0)
     with pytest.raises(ValueError, match="max_images must be >= 1"):
         evaluation.EvalConfig(model_dir="run", max_images=0)
@@ -89,7 +91,7 @@ def test_eval_and_sample_configs_check_their_ranges():
         evaluation.EvalConfig(model_dir="run", seed=2**31)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         figures.SampleConfig(model_dir="run", temperature=-0.5)
-    with pytest.raises(ValueError, match="scale must be >= 1"):
+    with pytest.raises(ValueError, match=r"scale must be in \[1, 64\], got 0"):
         figures.SampleConfig(model_dir="run", scale=0)
 
 
@@ -230,6 +232,107 @@ def test_positional_arguments_are_a_usage_error(capsys):
     assert "did you mean --steps=5?" in err and "train.py takes flags only" in err
 
 
+def test_resource_flags_have_upper_bounds():
+    for script, argv, says in [
+        (
+            evaluate_cli,
+            "--num_samples=2000000000",
+            r"must be in \[1, 5000\], got 2000000000: the limit of the exported "
+            "log_prob signature",
+        ),
+        (evaluate_cli, "--num_samples=5001", r"must be in \[1, 5000\], got 5001"),
+        (evaluate_cli, "--sample_chunk=5001", r"must be in \[1, 5000\], got 5001"),
+        (
+            sample_cli,
+            "--scale=3000",
+            r"must be in \[1, 64\], got 3000: figures of 64x64 images at a larger "
+            "scale need over 24 GiB",
+        ),
+        (sample_cli, "--num=65", r"must be in \[1, 64\], got 65"),
+    ]:
+        with pytest.raises(flags.IllegalFlagValueError, match=f"{argv}: {says}"):
+            _flag_values(script)(["prog", argv])
+    # The bounds themselves are allowed.
+    _flag_values(evaluate_cli)(["prog", "--num_samples=5000", "--sample_chunk=5000"])
+    _flag_values(sample_cli)(["prog", "--num=64", "--scale=64"])
+    with pytest.raises(ValueError, match="scale must be in"):
+        figures.SampleConfig(model_dir="run", scale=65)
+
+
+class _CanvasError(Exception):
+    """The size of the figure's canvas, raised before it is allocated."""
+
+
+def test_the_largest_figure_of_64x64_images_fits_in_24_gib(monkeypatch):
+    """inpainting.png at the largest --num and --scale: Pillow's 4 bytes a pixel."""
+    new = drawing.Image.new
+
+    def measured(mode, size, *args):
+        """Image.new, except that the canvas raises its size."""
+        if size[0] * size[1] > 1:
+            raise _CanvasError(size)
+        return new(mode, size, *args)
+
+    monkeypatch.setattr(drawing.Image, "new", measured)
+    rows = [np.zeros((config_lib.MAX_FIGURE_IMAGES, 64, 64, 3))] * 5
+    labels = ["unconditional mean", "conditional sample", "input", "a", "b"]
+    need = {}
+    for scale in (config_lib.MAX_SCALE, 2 * config_lib.MAX_SCALE):
+        with pytest.raises(_CanvasError) as canvas:
+            drawing.save_grid(rows, labels, "unused.png", scale, "inpainting")
+        width, height = canvas.value.args[0]
+        need[scale] = 4 * width * height / 2**30
+    assert 19 < need[config_lib.MAX_SCALE] < 21  # GiB, and TensorFlow's 1-2.
+    assert need[2 * config_lib.MAX_SCALE] > 24
+
+
+def _png(pixels) -> bytes:
+    """A PNG of gray pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "mask, says",
+    [
+        ("centre", "there is no such file (did you mean center?)."),
+        ("Random", "there is no such file (did you mean random?)."),
+        ("nope.png", "there is no such file."),
+        ("", "it is empty."),
+        ("folder", "it is a folder."),
+        ("notes.txt", "it cannot be read as an image (cannot identify image file"),
+        ("truncated.png", "it cannot be read as an image (image file is truncated"),
+        ("huge.png", "it is 4097 x 4096 pixels."),
+    ],
+)
+def test_a_mask_that_is_no_usable_image_is_refused(tmp_path, monkeypatch, mask, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    whole = _png(np.random.default_rng(0).integers(0, 256, (64, 64)))
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "huge.png").write_bytes(_png(np.zeros((4096, 4097))))
+    with pytest.raises(ValueError) as error:
+        figures.SampleConfig(model_dir="run", mask=mask)
+    message = str(error.value)
+    assert message.startswith(
+        "--mask must be center, random or the path of an image file (light "
+        f"pixels = missing) of at most 16.8 million pixels, got {mask!r}: "
+    ), message
+    assert says in message and "\n" not in message
+
+
+def test_a_mask_image_is_read_as_its_light_pixels(tmp_path):
+    pixels = np.zeros((4, 4))
+    pixels[:2] = 255  # The top half is missing.
+    (tmp_path / "mask.png").write_bytes(_png(pixels))
+    path = str(tmp_path / "mask.png")
+    assert figures.SampleConfig(model_dir="run", mask=path).mask == path
+    mask = figures.inpainting_mask(path, 2, 8)
+    assert mask.shape == (2, 8, 8) and not mask[:, :4].any() and mask[:, 4:].all()
+
+
 # ------------------------------------------------------ the scripts, end to end
 
 
@@ -256,7 +359,11 @@ def test_scripts_reject_bad_flags_and_stray_arguments_before_any_work(tmp_path):
     status, err = _run("evaluate.py", f"--model_dir={run}", "stray")
     assert status == 1 and "unexpected argument(s) 'stray'" in err
     status, err = _run("sample.py", f"--model_dir={run}", "--num=0")
-    assert status == 1 and "--num=0: must be >= 1" in err
+    assert status == 1 and "--num=0: must be in [1, 64], got 0" in err
+    status, err = _run("sample.py", f"--model_dir={run}", "--scale=3000")
+    assert status == 1 and "--scale=3000: must be in [1, 64], got 3000" in err
+    status, err = _run("evaluate.py", f"--model_dir={run}", "--num_samples=2000000000")
+    assert status == 1 and "--num_samples=2000000000: must be in [1, 5000]" in err
     status, err = _run("export.py", f"--model_dir={run}", "--version=-3")
     assert status == 1 and "--version=-3: must be >= 1" in err
     assert not run.exists()

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tiny
 
 from svae import config as config_lib
-from svae import data, evaluation
+from svae import data, evaluation, fields
 from svae.data import decode, prepare
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -357,9 +357,116 @@ def test_prepare_command_says_what_it_cannot_prepare_in_one_line(tmp_path):
 
 def test_prepare_options_are_checked():
     """The options of the command: a range, and the splits of a comma list."""
-    with pytest.raises(ValueError, match="image_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="image_size must be >= 8, got 0"):
         prepare.PrepareConfig(dataset="x", image_size=0)
     assert prepare.PrepareConfig(dataset="x", split="train,,test").splits == [
         "train",
         "test",
     ]
+    for split in (",", "", ",,"):
+        with pytest.raises(ValueError, match="split must name at least one split"):
+            prepare.PrepareConfig(dataset="x", split=split)
+
+
+def test_prepare_takes_the_image_sizes_train_py_takes():
+    """Another size would make a cache that no run ever reads."""
+    for size in range(1, 300):
+        try:
+            config_lib.Config(image_size=size, color="gray")
+            trains = True
+        except ValueError:
+            trains = False
+        try:
+            prepare.PrepareConfig(dataset="x", image_size=size)
+            prepares = True
+        except ValueError as error:
+            prepares = False
+            assert f"got {size}" in str(error) and "image_size must be" in str(error)
+        assert prepares == trains, size
+    assert prepare.IMAGE_SIZES == fields.field_ranges(config_lib.Config)["image_size"]
+    ranges = fields.field_ranges(prepare.PrepareConfig)
+    assert ranges["image_size"] == prepare.IMAGE_SIZES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--split=,", "svae: error: split must name at least one split"),
+        ("--image_size=15", "svae: error: image_size must be a power of 2 >= 8"),
+        ("--image_size=3", "FATAL Flags parsing error: flag --image_size=3: must be"),
+    ],
+)
+def test_prepare_command_refuses_what_no_run_reads_in_one_line(tmp_path, flag, message):
+    """No split, or a size train.py never takes: one line, exit 1, no cache."""
+    name = _folder(tmp_path / "data", count=2)
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-m", "svae.data.prepare", f"--dataset={name}"]
+        + [f"--cache_dir={cache}", "--noprogress", flag],
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith(message[:12])]
+    assert line.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not cache.exists()
+
+
+def _non_utf8_folder(root: pathlib.Path) -> tuple[str, str, str]:
+    """A folder split by the hash of the paths: 6 JPEGs, and in the train split
+    a PNG of 7s and a file that is no image, both named by non-UTF-8 bytes.
+
+    Returns:
+      The data set's name, and the paths of those two files as Python names
+      them (`os.fsdecode`: surrogate escapes).
+    """
+    fx.make_jpeg_folder(root, 6)
+    image = str(root / os.fsdecode(b"image\xff.png"))
+    junk = str(root / os.fsdecode(b"junk\xfe.jpg"))
+    try:
+        pathlib.Path(image).write_bytes(
+            fx.encode(np.full((40, 40, 3), 7, np.uint8), "PNG")
+        )
+    except OSError as error:  # File systems that take UTF-8 names only.
+        pytest.skip(f"no non-UTF-8 file names here: {error}")
+    pathlib.Path(junk).write_bytes(b"not an image")
+    return f"folder:{root}", image, junk
+
+
+def test_file_names_that_are_not_utf8_are_read_and_prepared(tmp_path):
+    """The hash split and the cache take them; junk is skipped by its name."""
+    name, image, junk = _non_utf8_folder(tmp_path / "data")
+    train = [str(f) for f in data.folder_files(tmp_path / "data", "train")]
+    assert len(train) == 8 and image in train and junk in train
+    cache = tmp_path / "cache"
+    decoded = _images(_load(name, None, None, dtype="uint8"))
+    assert len(decoded) == 7 and (decoded == 7).all(axis=(1, 2, 3)).sum() == 1
+    for _ in range(2):  # Prepared, then read from the cache.
+        dataset = _load(name, None, cache, dtype="uint8")
+        assert data.prepared_size(dataset) == 7
+        np.testing.assert_array_equal(_images(dataset), decoded)
+        skipped = data.skipped_files(dataset)
+        assert list(skipped) == [junk] and "not an image" in skipped[junk]
+    assert len(_cache_files(cache)) == 2
+
+
+@pytest.mark.slow
+def test_prepare_command_on_file_names_that_are_not_utf8(tmp_path):
+    """`python -m svae.data.prepare`: the images read, the junk named, exit 0."""
+    name, _, _ = _non_utf8_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    result = _run(
+        [sys.executable, "-m", "svae.data.prepare", f"--dataset={name}"]
+        + [f"--cache_dir={cache}", f"--image_size={SIZE}", "--noprogress"],
+        tiny.script_env(),
+    )
+    assert f"{name} train: 7 images" in result.stdout, result.stdout
+    assert "1 files skipped" in result.stdout
+    (warning,) = [x for x in result.stderr.splitlines() if "Skipped 1 of 8" in x]
+    # Python's stderr writes the undecodable byte as an escape.
+    assert "junk\\udcfe.jpg (not an image" in warning, warning
+    assert len(_cache_files(cache)) == 2

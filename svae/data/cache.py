@@ -57,7 +57,8 @@ def _fingerprint(source: source_lib.Source) -> str:
             stamp = f"{stat.st_size} {stat.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        digest.update(f"{path}\0{stamp}\n".encode())
+        # The path's bytes on disk: a file name need not be UTF-8.
+        digest.update(os.fsencode(f"{path}\0{stamp}\n"))
     return digest.hexdigest()
 
 

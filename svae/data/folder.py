@@ -26,8 +26,12 @@ def _list_images(root: pathlib.Path) -> list[str]:
 
 
 def _hash_fraction(relative_path: str) -> float:
-    """Maps a path to a fixed number in [0, 1), independent of any seed."""
-    digest = hashlib.sha1(relative_path.encode("utf-8")).digest()
+    """Maps a path to a fixed number in [0, 1), independent of any seed.
+
+    The hash is of the path's bytes on disk (`os.fsencode`): the UTF-8 of a
+    UTF-8 name, and the raw bytes of a name that is not UTF-8.
+    """
+    digest = hashlib.sha1(os.fsencode(relative_path)).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

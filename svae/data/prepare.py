@@ -19,29 +19,46 @@ from absl import flags, logging
 
 from svae import data
 from svae.cli import common
-from svae.fields import check_fields, ranged
+from svae.fields import Range, check_fields, ranged
 
 FLAGS = flags.FLAGS
+
+# The image sizes train.py takes (svae.config.Config.image_size; the tests
+# hold them equal): this range, and a power of 2. A cache of another size
+# would never be read.
+IMAGE_SIZES = Range(ge=8)
 
 
 @dataclasses.dataclass
 class PrepareConfig:
     """What `python -m svae.data.prepare` is asked; its flags fill it.
 
-    `split` is a comma-separated list of splits; the other fields are the
-    arguments of `prepare`.
+    `split` is a comma-separated list of at least one split; `image_size`
+    one that `train.py` takes (`IMAGE_SIZES`, a power of 2); the other
+    fields are the arguments of `prepare`.
     """
 
     dataset: str
     data_dir: str | None = None
     cache_dir: str | None = None
     split: str = "train"
-    image_size: int = ranged(64, ge=1)
+    image_size: int = ranged(64, ge=IMAGE_SIZES.ge)
     progress: bool = True
 
     def __post_init__(self):
         """Checks each field; raises ValueError naming it."""
         check_fields(self)
+        size = self.image_size
+        if size & (size - 1):
+            raise ValueError(
+                f"image_size must be a power of 2 {IMAGE_SIZES}, as train.py's, "
+                f"got {size}."
+            )
+        if not self.splits:
+            raise ValueError(
+                f"split must name at least one split (comma-separated, e.g. "
+                f"train,test), got {self.split!r}."
+            )
 
     @property
     def splits(self) -> list[str]:
@@ -114,8 +131,8 @@ HELPS = {
     "cache_dir": (
         "Folder of prepared caches, default $SVAE_CACHE_DIR or ~/.cache/svae."
     ),
-    "split": "Comma-separated splits.",
-    "image_size": "Image side.",
+    "split": "Comma-separated splits (at least one).",
+    "image_size": "Image side: a power of 2, as train.py's --image_size.",
     "progress": "Show a progress bar with an ETA while decoding.",
 }
 

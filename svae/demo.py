@@ -51,8 +51,8 @@ class DemoConfig:
     vae_steps: int = ranged(1500, ge=1)
     structured_steps: int = ranged(1000, ge=1)
     num_images: int = ranged(128, ge=1)
-    num_samples: int = ranged(500, ge=1)
-    num_figure_images: int = ranged(6, ge=1)
+    num_samples: int = ranged(500, ge=1, le=config_lib.MAX_NUM_SAMPLES)
+    num_figure_images: int = ranged(6, ge=1, le=config_lib.MAX_FIGURE_IMAGES)
     seed: int = ranged(0, ge=0, le=config_lib.MAX_SEED)
     progress: bool = True
 

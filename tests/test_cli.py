@@ -298,7 +298,7 @@ COMMANDS = {
         "own": "--likelihood",
         "needs": [],
         "bad": {
-            "--num_samples=0": "flag --num_samples=0: must be >= 1, got 0",
+            "--num_samples=0": "flag --num_samples=0: must be in [1, 5000], got 0",
             "--likelihood=literal": "flag --likelihood=literal: value should be",
         },
         "refused": (

@@ -61,6 +61,16 @@ def test_a_seed_out_of_range_is_a_usage_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "field, value", [("num_samples", 5001), ("num_figure_images", 65)]
+)
+def test_evaluation_and_figure_sizes_are_bounded_before_training(field, value):
+    # As evaluate.py's and sample.py's: the demo builds those configs only
+    # after training, so its own fields carry their bounds.
+    with pytest.raises(ValueError, match=f"{field} must be in \\[1, "):
+        demo.DemoConfig(**{field: value})
+
+
 def _under_a_file(tmp_path):
     """An --output_dir below a regular file."""
     (tmp_path / "file").write_text("a file")

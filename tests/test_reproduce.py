@@ -85,8 +85,9 @@ def test_likelihood_names_a_recipe_every_run_takes():
     [
         ({"seed": -1}, "seed must be in"),
         ({"steps": 0}, "steps must be >= 1"),
-        ({"num_samples": 0}, "num_samples must be >= 1"),
-        ({"num_samples": -1}, "num_samples must be >= 1"),
+        ({"num_samples": 0}, r"num_samples must be in \[1, 5000\]"),
+        ({"num_samples": -1}, r"num_samples must be in \[1, 5000\]"),
+        ({"num_samples": 5001}, r"num_samples must be in \[1, 5000\]"),
         ({"max_images": 0}, "max_images must be >= 1"),
         ({"dry_run_steps": 2}, "dry_run_steps must be >= 3"),
         ({"scale": "huge"}, "scale must be one of paper, tiny"),

@@ -101,7 +101,7 @@ class ReproduceConfig:
     colors: tuple | None = None
     strategy: str = "default"
     likelihood: str = "default"
-    num_samples: int | None = ranged(None, ge=1)
+    num_samples: int | None = ranged(None, ge=1, le=config_lib.MAX_NUM_SAMPLES)
     max_images: int | None = ranged(None, ge=1)
     seed: int = ranged(0, ge=0, le=config_lib.MAX_SEED)
     progress: bool = True

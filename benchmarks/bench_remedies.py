@@ -78,6 +78,12 @@ VARIANTS = {
         {},
         True,
     ),
+    "full_product_cs_chroma_g0": (
+        "structured",
+        _plain(factor="full_product", contrast_scale=True, chroma="structured"),
+        {"gamma": 0.0},
+        True,
+    ),
     "supn_product": ("supn", PLAIN, {}, True),
     "supn_product_095": ("supn", _plain(dominance=0.95), {}, True),
     "supn_product_cs": ("supn", _plain(contrast_scale=True), {}, True),

@@ -10,7 +10,7 @@ the two a user chooses between (`train.py --likelihood=NAME`):
 
 ```none
 recipe    factor        dominance  contrast_scale  scales      chroma
-default   full_product  0.99       true            calibrated  factorised
+default   full_product  0.99       true            calibrated  structured
 paper     free          0.99       false           learned     factorised
 ```
 
@@ -76,7 +76,7 @@ class Likelihood:
     )
     contrast_scale: bool = True
     scales: str = "calibrated"
-    chroma: str = "factorised"
+    chroma: str = "structured"
 
     def __post_init__(self):
         """Checks each field; raises ValueError naming the field."""
@@ -192,6 +192,8 @@ class Likelihood:
 
 RECIPES = {
     "default": Likelihood(),
-    "paper": Likelihood(factor="free", contrast_scale=False, scales="learned"),
+    "paper": Likelihood(
+        factor="free", contrast_scale=False, scales="learned", chroma="factorised"
+    ),
 }
 DEFAULT = RECIPES["default"]

@@ -36,8 +36,15 @@ def test_output_shapes(model, kernel_size, num_basis):
     outputs = vae(_batch(n=2))
     assert outputs["y_mean"].shape == (2, SIZE, SIZE)
     assert outputs["cbcr_mean"].shape == (2, 4, 4, 2)
-    assert outputs["cbcr_log_scale"].shape == (2, 4, 4, 2)
     assert outputs["z_mean"].shape == (2, 8)
+    if model in ("structured", "supn"):
+        # The structured chroma: Cb's and Cr's factors, channel first.
+        k_chroma = config.structure.kernel_size**2 // 2
+        assert outputs["cbcr_log_diag"].shape == (2, 2, 4, 4)
+        assert outputs["cbcr_off_diag"].shape == (2, 2, 4, 4, k_chroma)
+        assert "cbcr_log_scale" not in outputs
+    else:
+        assert outputs["cbcr_log_scale"].shape == (2, 4, 4, 2)
     if model in ("structured", "supn"):
         # The default factor multiplies two factors of kernel_size: L's is
         # 2 kernel_size - 1, the factors' own rows are kernel_size's.
@@ -140,8 +147,9 @@ def test_contrast_scale_multiplies_each_images_covariance_of_y(model):
     np.testing.assert_allclose(
         p_s["y"], p_0["y"] - SIZE * SIZE * s, rtol=1e-4, atol=1e-2
     )
-    # Cb and Cr keep their scales.
-    np.testing.assert_array_equal(shifted["cbcr_log_scale"], zero["cbcr_log_scale"])
+    # Cb and Cr keep their factors.
+    for name in ("cbcr_log_diag", "cbcr_off_diag"):
+        np.testing.assert_array_equal(shifted[name], zero[name])
     np.testing.assert_allclose(p_s["cbcr"], p_0["cbcr"], rtol=1e-6)
 
 

@@ -20,11 +20,13 @@ from svae import likelihoods, recipes, runs, training
 OLD_RUNS = pathlib.Path(__file__).parent / "fixtures" / "old_runs"
 # The likelihood each run was trained with: that build's default, the
 # paper's, or fields of their own.
-OLD_DEFAULT = recipes.Likelihood(factor="product")
+OLD_DEFAULT = recipes.Likelihood(factor="product", chroma="factorised")
 RECIPE = {
     "structured_default": OLD_DEFAULT,
     "structured_paper": recipes.RECIPES["paper"],
-    "structured_bounded": recipes.Likelihood(factor="bounded", contrast_scale=False),
+    "structured_bounded": recipes.Likelihood(
+        factor="bounded", contrast_scale=False, chroma="factorised"
+    ),
     "vae_diag_default": OLD_DEFAULT,
     "vae_sph_default": OLD_DEFAULT,
     "structured_legacy": recipes.RECIPES["paper"],

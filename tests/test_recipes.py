@@ -294,13 +294,20 @@ def test_calibrated_structured_scale_does_not_drift_under_the_l1_term(tmp_path):
         ("vae_sph", "free", ("y", "cbcr")),
         ("vae_diag", "free", ("y", "cbcr")),
         ("structured", "bounded", ("y", "cbcr")),
-        ("structured", "free", ("cbcr",)),
+        ("structured", "free", ()),
     ],
 )
 def test_which_scales_are_calibrated(model, factor, groups):
     config = config_lib.Config(model=model, likelihood=Likelihood(factor=factor))
     joint = training.Phase("joint" if model == "structured" else "train", 0, 1)
     assert training.calibrated_scales(config, joint) == groups
+    # A free factor's structured chroma is no scale family either; the
+    # factorised chroma always is.
+    factorised = Likelihood(factor=factor, chroma="factorised")
+    config = config_lib.Config(model=model, likelihood=factorised)
+    assert training.calibrated_scales(config, joint) == tuple(
+        dict.fromkeys(groups + ("cbcr",))
+    )
     pretrain = training.Phase("pretrain", 0, 1)
     assert training.calibrated_scales(config, pretrain) == ("y", "cbcr")
     learned = config_lib.Config(model=model, likelihood="paper")

@@ -18,6 +18,9 @@ from svae.recipes import DEFAULT, Likelihood
 from svae.variants import MODELS, VARIANTS, Variant
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Keras dtype policies a run trains under: the trunks compute in 16 bits under
+# the mixed ones, the variables and the likelihood stay float32 (svae.heads).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
 # Largest --seed of train.py: its per-epoch, per-input-pipeline seeds
 # ((seed * 100_003 + epoch) * 1_000_003 + pipeline, svae.training and
@@ -87,6 +90,7 @@ class Config:
     # Images in tf.data's shuffle buffer; 0 keeps the data set's order.
     shuffle_buffer: int = ranged(10_000, ge=0, note="0 keeps the order")
     strategy: str = "default"
+    precision: str = "float32"
     filters: int = ranged(6, ge=1)
     kernel_size: int = ranged(3, choices=(3, 5, 7))
     dilation: int = ranged(1, ge=1)
@@ -116,6 +120,7 @@ class Config:
         for name, valid in (
             ("model", MODELS),
             ("strategy", STRATEGIES),
+            ("precision", PRECISIONS),
             ("color", ("ycbcr", "gray")),
         ):
             if getattr(self, name) not in valid:

@@ -15,7 +15,14 @@ import tensorflow as tf
 from svae import color
 from svae.distributions import Structure
 from svae.factors import structure_kernel
-from svae.heads import ContrastScale, PrecisionHead, conv, pointwise
+from svae.heads import (
+    ContrastScale,
+    PrecisionHead,
+    check_policy,
+    conv,
+    likelihood_dtype,
+    pointwise,
+)
 from svae.recipes import DEFAULT, Likelihood
 from svae.variants import VARIANTS
 
@@ -40,16 +47,24 @@ class Encoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.chroma_factor = chroma_factor
         widths = _widths(image_size, filters)
+        policy = self.dtype_policy
         # Attributes, not a list: Keras' tracked lists are invisible to
         # tf.train.Checkpoint, which --init_from reads the model with.
         for i, width in enumerate(widths):
             conv = keras.layers.Conv2D(
-                width, 4, strides=2, padding="same", activation="leaky_relu"
+                width,
+                4,
+                strides=2,
+                padding="same",
+                activation="leaky_relu",
+                dtype=policy,
             )
             setattr(self, f"conv{i}", conv)
         self.num_convs = len(widths)
-        self.flatten = keras.layers.Flatten()
-        self.dense = keras.layers.Dense(2 * latent_dim)
+        self.flatten = keras.layers.Flatten(dtype=policy)
+        # The posterior's parameters in the likelihood's dtype: z, its KL and
+        # the importance weights are sums over latents (`svae.heads`).
+        self.dense = keras.layers.Dense(2 * latent_dim, dtype=likelihood_dtype(policy))
 
     def call(self, y, cbcr=None):
         """Returns the posterior's mean and log scale.
@@ -64,7 +79,7 @@ class Encoder(keras.layers.Layer):
         h = y[..., None] - 0.5
         if cbcr is not None:
             chroma = color.upsample_chroma(cbcr, self.chroma_factor, "nearest")
-            h = tf.concat([h, chroma - 0.5], axis=-1)
+            h = tf.concat([h, tf.cast(chroma, h.dtype) - 0.5], axis=-1)
         for i in range(self.num_convs):
             h = getattr(self, f"conv{i}")(h)
         mean, log_scale = tf.split(self.dense(self.flatten(h)), 2, axis=-1)
@@ -77,11 +92,14 @@ class Trunk(keras.layers.Layer):
     def __init__(self, image_size, filters, **kwargs):
         super().__init__(**kwargs)
         widths = _widths(image_size, filters)
-        self.dense = keras.layers.Dense(16 * widths[-1], activation="relu")
-        self.reshape = keras.layers.Reshape((4, 4, widths[-1]))
+        policy = self.dtype_policy
+        self.dense = keras.layers.Dense(
+            16 * widths[-1], activation="relu", dtype=policy
+        )
+        self.reshape = keras.layers.Reshape((4, 4, widths[-1]), dtype=policy)
         for i, width in enumerate(reversed([filters] + widths[:-1])):
             deconv = keras.layers.Conv2DTranspose(
-                width, 4, strides=2, padding="same", activation="relu"
+                width, 4, strides=2, padding="same", activation="relu", dtype=policy
             )
             setattr(self, f"deconv{i}", deconv)
         self.num_deconvs = len(widths)
@@ -135,6 +153,12 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_policy(self, kwargs.get("dtype"))
+        # The trunks run in the policy's compute dtype (16 bits under the
+        # mixed policies); the heads, whose outputs parameterise the
+        # likelihood, in float32 (float64 under float64), see `svae.heads`.
+        policy = self.dtype_policy
+        exact = likelihood_dtype(policy)
         self.model_name = model
         likelihood = Likelihood.of(likelihood)
         self.likelihood = likelihood
@@ -145,23 +169,25 @@ class VAE(keras.Model):
         self.use_chroma = color == "ycbcr"
         self.image_size = image_size
         self.chroma_size = image_size // chroma_factor
-        self.encoder = Encoder(latent_dim, image_size, filters, chroma_factor)
-        self.trunk = Trunk(image_size, filters)
-        self.y_mean_head = conv(1, "y_mean")
+        self.encoder = Encoder(
+            latent_dim, image_size, filters, chroma_factor, dtype=policy
+        )
+        self.trunk = Trunk(image_size, filters, dtype=policy)
+        self.y_mean_head = conv(1, "y_mean", dtype=exact)
         self.y_log_scale = self.add_weight(
-            shape=(), initializer="zeros", name="y_log_scale"
+            shape=(), initializer="zeros", name="y_log_scale", autocast=False
         )
         if self.use_chroma:
-            self.cbcr_mean_head = conv(2, "cbcr_mean")
+            self.cbcr_mean_head = conv(2, "cbcr_mean", dtype=exact)
             self.cbcr_log_scale = self.add_weight(
-                shape=(), initializer="zeros", name="cbcr_log_scale"
+                shape=(), initializer="zeros", name="cbcr_log_scale", autocast=False
             )
         self.uncertainty_layers = []
         if self.variant.y_likelihood == "diagonal":
             # Zeros, offset by y_log_scale: starts as the spherical likelihood.
-            self.y_scale_head = conv(1, "y_scale", "zeros")
+            self.y_scale_head = conv(1, "y_scale", "zeros", dtype=exact)
         if self.variant.covariance_trunk:
-            self.covariance_trunk = Trunk(image_size, filters)
+            self.covariance_trunk = Trunk(image_size, filters, dtype=policy)
             self.uncertainty_layers.append(self.covariance_trunk)
         if self.variant.structured:
             self.precision_head = PrecisionHead(
@@ -170,6 +196,7 @@ class VAE(keras.Model):
                 likelihood.factor,
                 likelihood.dominance,
                 dilation,
+                dtype=exact,
             )
             self.uncertainty_layers.append(self.precision_head)
             if self.use_chroma and likelihood.chroma == "structured":
@@ -181,20 +208,23 @@ class VAE(keras.Model):
                     likelihood.dominance,
                     dilation,
                     name="cb_precision",
+                    dtype=exact,
                 )
                 self.cr_precision_head = PrecisionHead(
-                    **self.cb_precision_head.arguments(), name="cr_precision"
+                    **self.cb_precision_head.arguments(),
+                    name="cr_precision",
+                    dtype=exact,
                 )
                 self.uncertainty_layers += [
                     self.cb_precision_head,
                     self.cr_precision_head,
                 ]
             elif self.use_chroma:
-                self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros")
+                self.cbcr_scale_head = conv(2, "cbcr_scale", "zeros", dtype=exact)
                 self.uncertainty_layers.append(self.cbcr_scale_head)
         self.contrast_scale = None
         if likelihood.contrast_scale and self.variant.y_likelihood != "spherical":
-            self.contrast_scale = ContrastScale(name="contrast_scale")
+            self.contrast_scale = ContrastScale(name="contrast_scale", dtype=exact)
             if self.variant.structured:
                 self.uncertainty_layers.append(self.contrast_scale)
 
@@ -366,7 +396,10 @@ def build_model(config):
     Returns:
       A built `VAE`.
     """
-    model = VAE(**{name: getattr(config, name) for name in _VAE_FIELDS})
+    model = VAE(
+        **{name: getattr(config, name) for name in _VAE_FIELDS},
+        dtype=config.precision,
+    )
     size, low = config.image_size, config.image_size // config.chroma_factor
     inputs = {"y": tf.zeros([1, size, size])}
     if config.color == "ycbcr":

@@ -9,27 +9,39 @@ neither it nor `tf.saved_model.load` reads this one).
 
 Each signature checks its inputs when it runs (TF Serving checks neither
 static shapes nor values): shape, a batch of at least one, finite values,
-images in [0, 1], `num_samples` in [1, `MAX_SERVED_SAMPLES`]. A bad input
-fails the request with a message that names it and says what was wrong.
+images in [0, 1], latents in [-`MAX_LATENT`, `MAX_LATENT`], `num_samples` in
+[1, `MAX_SERVED_SAMPLES`]. A bad input fails the request with a message that
+names it and says what was wrong; so does an output that is not finite (a
+model whose scales overflow), so no signature answers with NaN or inf.
+
+A version is written aside and renamed into place: whole or not at all, the
+next free number if another export took the one chosen meanwhile, and
+nothing left behind on a full disk (`svae.files.NoSpaceError`).
 """
 
 import dataclasses
+import errno
+import json
 import numbers
 import pathlib
 import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from svae import data, evaluation, likelihoods, runs, xla
+from svae import data, evaluation, files, likelihoods, runs, xla
 
 __all__ = [
+    "EXPORT_INFO",
+    "MAX_LATENT",
     "MAX_SERVED_SAMPLES",
     "README_PATH",
     "SERVED_SAMPLE_CHUNK",
     "export",
+    "exported_step",
+    "is_current",
+    "newest_version",
     "next_version",
 ]
 
@@ -39,8 +51,14 @@ MAX_SERVED_SAMPLES = 5000
 # Samples that `log_prob` decodes at once, as evaluate.py's default: its
 # memory is that of `SERVED_SAMPLE_CHUNK * B` decoded images for any K.
 SERVED_SAMPLE_CHUNK = 100
+# The largest |z| the latent inputs accept: 100 standard deviations of the
+# prior N(0, I), which no draw from it reaches (|z| > 10 has probability
+# 1e-23); far beyond, a model's scales overflow float32.
+MAX_LATENT = 100.0
 # The description of the signatures, inside the version folder.
 README_PATH = "assets.extra/README.md"
+# The run and checkpoint step a version was made from (JSON).
+EXPORT_INFO = "assets.extra/svae.json"
 
 
 def next_version(export_dir):
@@ -48,6 +66,38 @@ def next_version(export_dir):
     path = pathlib.Path(export_dir)
     versions = [int(p.name) for p in path.glob("*") if p.name.isdigit()]
     return max(versions, default=0) + 1
+
+
+def newest_version(export_dir) -> pathlib.Path | None:
+    """The highest numeric version folder holding a SavedModel, or None."""
+    found = [p for p in pathlib.Path(export_dir).glob("*") if p.name.isdigit()]
+    found = [p for p in found if (p / "saved_model.pb").exists()]
+    return max(found, key=lambda p: int(p.name), default=None)
+
+
+def exported_step(version_dir) -> int | None:
+    """The checkpoint step a version was made from (`EXPORT_INFO`), or None.
+
+    None for a version without the record (written by an older svae) or
+    with an unreadable one.
+    """
+    try:
+        text = (pathlib.Path(version_dir) / EXPORT_INFO).read_text(encoding="utf-8")
+        step = json.loads(text)["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def is_current(model_dir, step) -> bool:
+    """Whether the newest export in `model_dir/export` is of checkpoint `step`.
+
+    What `train.py` asks before exporting a finished run again: a missing
+    export, or one of an older checkpoint (or without its record), is not.
+    """
+    newest = newest_version(pathlib.Path(model_dir) / "export")
+    made = None if newest is None else exported_step(newest)
+    return made is not None and made >= step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +224,13 @@ def _inputs(config):
             "images", tf.uint8, (None, size, size, 3), "images (uint8 RGB in [0, 255])"
         ),
         "z": _Input(
-            "z", tf.float32, (None, latent_dim), "z (float32 latents)", finite=True
+            "z",
+            tf.float32,
+            (None, latent_dim),
+            "z (float32 latents)",
+            value_range=(-MAX_LATENT, MAX_LATENT),
+            finite=True,
+            hint=" (the prior is N(0, I))",
         ),
         "seed": _Input("seed", tf.int32, (2,), "seed (int32 [2])"),
         "num_samples": _Input(
@@ -185,6 +241,31 @@ def _inputs(config):
             value_range=(1, MAX_SERVED_SAMPLES),
         ),
     }
+
+
+# The message of an output that is not finite, `{}` the output's name.
+OUTPUT_MESSAGE = "the model's {} is not finite (NaN or inf) for these inputs"
+# Its hint in the signatures that take latents.
+LATENT_HINT = " (its scales overflow: pass latents nearer the prior N(0, I))"
+
+
+def _finite(outputs, hint=""):
+    """Returns `outputs` once each is finite; the first that is not fails the call.
+
+    The inputs passed their checks; a model may still overflow for some of
+    them (a trained decoder's scales grow with |z|): an error, never a NaN
+    answer.
+    """
+    checks = []
+    for key, value in outputs.items():
+        bad = tf.logical_not(tf.math.is_finite(value))
+        count = tf.reduce_sum(tf.cast(bad, tf.int32))
+        message = OUTPUT_MESSAGE.format(key) + hint
+        checks.append(
+            tf.debugging.Assert(count == 0, [message, "got", count, "such values"])
+        )
+    with tf.control_dependencies(checks):
+        return {key: tf.identity(value) for key, value in outputs.items()}
 
 
 def _endpoints(model, config):
@@ -201,34 +282,37 @@ def _endpoints(model, config):
     def encode(images):
         batch = model_inputs(spec["images"].check(images))
         z_mean, z_log_scale = model.encode(batch["y"], batch.get("cbcr"))
-        return {"z_mean": z_mean, "z_log_scale": z_log_scale}
+        return _finite({"z_mean": z_mean, "z_log_scale": z_log_scale})
 
     def decode(z):
         outputs = model.decode(spec["z"].check(z))
-        # L whole is `off_diag`; the factors it is composed of stay inside.
-        outputs = {k: v for k, v in outputs.items() if not k.startswith("factor_")}
+        # L whole is `off_diag` (`cbcr_off_diag`); its factors stay inside.
+        outputs = {k: v for k, v in outputs.items() if "factor_" not in k}
         outputs["mean_rgb"] = mean_rgb(outputs)
-        return outputs
+        return _finite(outputs, LATENT_HINT)
 
     def sample(z, seed):
         outputs = model.decode(spec["z"].check(z))
         drawn = likelihoods.sample(outputs, spec["seed"].check(seed), structure)
-        return {
+        drawn_rgb = {
             "sample_rgb": likelihoods.to_rgb(drawn, factor),
             "sample_y": drawn["y"],
             "mean_rgb": mean_rgb(outputs),
         }
+        return _finite(drawn_rgb, LATENT_HINT)
 
     def reconstructed(rgb):
         batch = model_inputs(rgb)
         z_mean, _ = model.encode(batch["y"], batch.get("cbcr"))
         outputs = model.decode(z_mean)
         drawn = likelihoods.sample(outputs, tf.constant([0, 0]), structure)
-        return {
-            "mean_rgb": mean_rgb(outputs),
-            "z_mean": z_mean,
-            "residual_y": drawn["y"] - outputs["y_mean"],
-        }
+        return _finite(
+            {
+                "mean_rgb": mean_rgb(outputs),
+                "z_mean": z_mean,
+                "residual_y": drawn["y"] - outputs["y_mean"],
+            }
+        )
 
     def reconstruct(images):
         return reconstructed(spec["images"].check(images))
@@ -250,7 +334,7 @@ def _endpoints(model, config):
             z,
             sample_chunk=SERVED_SAMPLE_CHUNK,
         )
-        return {"iw_bound": result["bound"]}
+        return _finite({"iw_bound": result["bound"]})
 
     return {
         "reconstruct": (reconstruct, [spec["images"]]),
@@ -293,6 +377,8 @@ _OUTPUTS = {
     "off_diag": "the off-diagonal entries of L, one channel per neighbour",
     "cbcr_mean": "the mean of Cb and Cr, downsampled",
     "cbcr_log_scale": "the log standard deviation of Cb and Cr",
+    "cbcr_log_diag": "the log diagonal of the precision factors of Cb and Cr",
+    "cbcr_off_diag": "their off-diagonal entries, one channel per neighbour",
     "sample_rgb": (
         "the drawn images in RGB, Cb and Cr upsampled bilinearly, clipped to [0, 1]"
     ),
@@ -366,6 +452,10 @@ def _readme(config, endpoints, saved_model_dir):
                     seen.add(message)
                     lines.append(f"- `{message}`")
     lines += [
+        f"- `{OUTPUT_MESSAGE.format('<output>')}` (in `decode` and `sample` "
+        f"followed by `{LATENT_HINT.strip()}`): inputs that passed their checks "
+        "but for which the model computes NaN or inf; no signature returns "
+        "either.",
         "",
         "A wrong dtype fails before the graph runs (`... was expected to be a "
         "float tensor`, say).",
@@ -390,6 +480,29 @@ def _version(version):
     return int(version)
 
 
+def _publish(scratch, base, version, fixed) -> pathlib.Path:
+    """Renames the written `scratch` to `base/<version>`; returns that path.
+
+    Two exports started together choose the same version: the rename of the
+    second fails on the first's folder, and it takes the next free version
+    (a `fixed` one, `--version`, is an error instead).
+    """
+    while True:
+        target = base / str(version)
+        try:
+            scratch.rename(target)
+            return target
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise
+            if fixed:
+                raise ValueError(
+                    f"{target} exists (another export wrote it meanwhile): pick "
+                    "another --version."
+                ) from None
+        version = max(version + 1, next_version(base))
+
+
 def export(model_dir, export_dir=None, version=None):
     """Writes a run's latest checkpoint as a SavedModel for TF Serving.
 
@@ -399,9 +512,10 @@ def export(model_dir, export_dir=None, version=None):
       `mean_rgb`, `z_mean` and a residual sample `residual_y` (seed 0);
       `reconstruct_uint8` the same for uint8 images in [0, 255].
     - `encode(images)` -> `z_mean`, `z_log_scale` `[B, latent_dim]`.
-    - `decode(z)` -> the likelihood's parameters (`y_mean`, then `log_diag`
-      and `off_diag` or `y_log_scale`; `cbcr_mean`, `cbcr_log_scale` with
-      colour) and `mean_rgb`.
+    - `decode(z)`: float32 `[B, latent_dim]` in [-`MAX_LATENT`,
+      `MAX_LATENT`] -> the likelihood's parameters (`y_mean`, then
+      `log_diag` and `off_diag` or `y_log_scale`; `cbcr_mean`,
+      `cbcr_log_scale` with colour) and `mean_rgb`.
     - `sample(z, seed)`: int32 `[2]` seed -> `sample_rgb`, `sample_y`,
       `mean_rgb`; the same seed gives the same output.
     - `log_prob(images, num_samples)` -> `iw_bound` `[B]`, the
@@ -413,9 +527,16 @@ def export(model_dir, export_dir=None, version=None):
     `log_prob` keep the chroma at its modelled size.
 
     Inputs are checked when a signature runs: B >= 1, float images finite
-    and in [0, 1], `z` finite; a bad one fails the call with a message.
-    The version folder holds this description, with the model's shapes and
-    every error message, in `README_PATH`.
+    and in [0, 1], `z` finite and in [-`MAX_LATENT`, `MAX_LATENT`]; a bad
+    one fails the call with a message, and so does an output that is not
+    finite. The version folder holds this description, with the model's
+    shapes and every error message, in `README_PATH`, and the checkpoint
+    step it was made from in `EXPORT_INFO`.
+
+    The version is written aside and renamed into place (`_publish`): TF
+    Serving never sees half of one, a version another export took meanwhile
+    moves this one to the next free number, and a full disk leaves nothing
+    behind.
 
     Args:
       model_dir: a run directory of `train.py`.
@@ -430,40 +551,44 @@ def export(model_dir, export_dir=None, version=None):
       ValueError: a bad version, an existing version folder, an export
         directory that cannot be created, or (`svae.evaluation.
         EvaluationError`) a run that cannot be loaded.
+      svae.files.NoSpaceError: the disk filled up; nothing was exported.
     """
-    if version is not None:
+    fixed = version is not None
+    if fixed:
         version = _version(version)
     base = runs.check_model_dir(
         export_dir or pathlib.Path(model_dir) / "export", "--export_dir"
     )
-    version = next_version(base) if version is None else version
+    version = version if fixed else next_version(base)
     target = base / str(version)
     if target.exists():
         raise ValueError(f"{target} exists: pick another --version.")
-    config, model, _ = runs.load_run(model_dir)
+    config, model, step = runs.load_run(model_dir)
     archive = keras.export.ExportArchive()
     archive.track(model)
     endpoints = _endpoints(model, config)
     # TF Serving's model server runs no XLA by default: trace the kernels
     # without it, and leave out the (training-only) gradient functions.
-    with xla.portable():
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+    kept = "Nothing was exported (the partial version was removed). Free space "
+    kept += "and run the command again."
+    with xla.portable(), files.on_full_disk(f"a SavedModel in {base}", lambda: kept):
         for name, (function, inputs) in endpoints.items():
             archive.add_endpoint(
                 name, tf.function(function), input_signature=[i.spec for i in inputs]
             )
-        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-        # Not verbose: Keras would list every endpoint and every captured
-        # variable handle, ~30 lines per signature, at the end of each run.
-        # Written aside and renamed into place: TF Serving, which polls
-        # `base` for numeric folders, never sees a half-written version.
+        # Written aside and renamed into place (`_publish`).
         base.mkdir(parents=True, exist_ok=True)
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+        scratch = files.scratch_dir(base, f".{version}-")
         try:
+            # Not verbose: Keras would list every endpoint and every captured
+            # variable handle, ~30 lines per signature, at the end of each run.
             archive.write_out(str(scratch), options=options, verbose=False)
             readme = scratch / README_PATH
-            readme.parent.mkdir()
-            readme.write_text(_readme(config, endpoints, scratch))
-            scratch.rename(target)
+            readme.parent.mkdir(exist_ok=True)
+            readme.write_text(_readme(config, endpoints, scratch), encoding="utf-8")
+            info = {"model_dir": str(model_dir), "step": step}
+            files.write_json(scratch / EXPORT_INFO, info)
+            return _publish(scratch, base, version, fixed)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return target

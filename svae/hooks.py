@@ -2,7 +2,9 @@
 
 `svae.training` calls each hook with a `StepState` after every step:
 `Scalars` and `Images` write TensorBoard summaries, `Checkpoints` saves
-(good weights only: the NaN policy), `ProgressBar` shows the terms.
+(good weights only: the NaN policy; a full disk is a `svae.files.NoSpaceError`
+that says where the run resumes, `resumes_from`), `ProgressBar` shows the
+terms.
 """
 
 import dataclasses
@@ -11,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from svae import likelihoods, runs
+from svae import files, likelihoods, runs
 from svae.objective import TERMS, NonFiniteLossError
 from svae.progress import Progress
 
@@ -23,6 +25,7 @@ __all__ = [
     "StepState",
     "check_finite",
     "last_good",
+    "resumes_from",
 ]
 
 
@@ -79,6 +82,27 @@ def last_good(last_saved, model_dir):
         f"{model_dir / runs.CHECKPOINTS} (docs/training.md, The NaN policy, says how "
         "to go on from it)"
     )
+
+
+def resumes_from(model_dir, lost=""):
+    """Says what to do after a write of a run failed on a full disk.
+
+    Args:
+      model_dir: the run directory.
+      lost: what the failed write lost, said first ("It was not kept.").
+
+    Returns:
+      The text: free space, run the same command again, and the checkpoint
+      the run resumes from (or that it starts from step 0).
+    """
+    steps = runs.checkpoint_steps(model_dir / runs.CHECKPOINTS)
+    where = (
+        f"the run resumes from its last checkpoint, step {steps[0]} in "
+        f"{model_dir / runs.CHECKPOINTS}"
+        if steps
+        else "no checkpoint was written yet, so it starts from step 0"
+    )
+    return f"{lost} Free space and run the same command again: {where}.".lstrip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +168,10 @@ class Checkpoints:
                 "loss was finite); they were not saved. Training stopped; "
                 f"{last_good(self.last_saved, self.trainer.model_dir)}."
             )
-        self.trainer.save(state.step)
+        run = self.trainer.model_dir
+        where = f"checkpoint {state.step} in {self.trainer.manager.directory}"
+        with files.on_full_disk(where, lambda: resumes_from(run, "It was not kept.")):
+            self.trainer.save(state.step)
         self.last_saved = state.step
 
 

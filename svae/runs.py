@@ -5,39 +5,44 @@ A run directory (`--model_dir`) holds `config.json` (and its copy
 TensorBoard events in `train/`, evaluations and exports. This module is the
 one place that decides what such a folder holds:
 
-- `check_model_dir`: a `--model_dir` that can be created and written, checked
-  before any work.
+- `check_model_dir`: a `--model_dir` that can be created and written (and
+  is UTF-8, `check_utf8`), checked before any work.
 - `run_state`: whether a folder is a fresh run, a run to resume, or a run
   that cannot be resumed as it is (checkpoints but no `config.json`): a
   folder holding any checkpoint is never trained from step 0.
 - `good_checkpoint`: the newest checkpoint whose files can be read, with a
-  warning naming each newer one skipped and why; `repair_index` rewrites a
-  missing or garbage `checkpoints/checkpoint` index from the files.
+  warning naming each newer one skipped and why (the files themselves are
+  `svae.checkpoints`' matter: `repair_index` rewrites a missing or garbage
+  `checkpoints/checkpoint` index from them).
+- `check_resumable`, `check_steps`: a run is resumed with the settings it
+  was made with, and never asked to end before the step it has reached.
 - `RunLock`: one trainer per run directory (an `fcntl.flock`, released by the
   kernel when its process dies, so a lock left by `kill -9` is taken over).
 - `load_run`: a run's config and model from its newest good checkpoint, for
   evaluation, sampling and export.
 - `newest_run`: the newest finished run under `runs/`, which `evaluate.py`,
   `sample.py` and `export.py` use without `--model_dir`.
-- `write_json`: strict (no `NaN`) JSON, written atomically.
+- `write_json`: strict (no `NaN`) JSON, written atomically (`svae.files`).
 """
 
 import dataclasses
 import datetime
 import fcntl
 import json
-import math
 import os
 import pathlib
-import re
 import socket
 import sys
 import tempfile
 
 import tensorflow as tf
 
-from svae import checkpoints, models
+from svae import checkpoints, files, models
 from svae import config as config_lib
+
+# Re-exported from their modules.
+from svae.checkpoints import checkpoint_steps, read_checkpoint, repair_index
+from svae.files import strict, write_json
 
 __all__ = [
     "LOCK_FILE",
@@ -45,6 +50,8 @@ __all__ = [
     "RunLock",
     "check_model_dir",
     "check_resumable",
+    "check_steps",
+    "check_utf8",
     "checkpoint_steps",
     "fresh_model_dir",
     "good_checkpoint",
@@ -60,7 +67,6 @@ __all__ = [
 
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = "svae.lock"
-_CKPT = re.compile(r"^ckpt-(\d+)\.index$")
 
 
 class RunError(ValueError):
@@ -81,6 +87,26 @@ def fresh_model_dir(config) -> str:
     return str(pathlib.Path("runs") / f"{config.model}-{config.dataset}-{stamp}")
 
 
+def check_utf8(path, flag: str = "--model_dir") -> None:
+    """Raises `RunError` if `path` is not valid UTF-8.
+
+    TensorFlow's file functions (checkpoints, summaries, SavedModels) take
+    UTF-8 paths only: a folder whose name holds other bytes (`\\xff`, which
+    Python carries as a lone surrogate) would get a `config.json` and then
+    fail, so it is refused before anything is written.
+    """
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        shown = raw.decode("utf-8", "backslashreplace")
+        raise RunError(
+            f"{flag}={shown} is not valid UTF-8 (byte {raw[e.start]:#04x}), and "
+            "TensorFlow reads and writes UTF-8 paths only: rename the folder, or "
+            "pass another."
+        ) from None
+
+
 def check_model_dir(model_dir, flag: str = "--model_dir") -> pathlib.Path:
     """Checks that `model_dir` is, or can be created as, a writable folder.
 
@@ -92,8 +118,10 @@ def check_model_dir(model_dir, flag: str = "--model_dir") -> pathlib.Path:
       The path.
 
     Raises:
-      RunError: the path is a file, lies under a file, or cannot be written.
+      RunError: the path is not UTF-8 (`check_utf8`), is a file, lies under a
+        file, or cannot be written.
     """
+    check_utf8(model_dir, flag)
     path = pathlib.Path(model_dir).expanduser()
     if path.exists() and not path.is_dir():
         raise RunError(f"{flag}={model_dir} is a file, not a folder: pass a folder.")
@@ -115,37 +143,6 @@ def check_model_dir(model_dir, flag: str = "--model_dir") -> pathlib.Path:
     return path
 
 
-def strict(value):
-    """Returns `value` with non-finite floats (anywhere inside) as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict(v) for v in value]
-    return value
-
-
-def write_json(path, value, indent: int = 2) -> None:
-    """Writes strict JSON (`NaN`, `inf` as null) atomically: all or nothing."""
-    path = pathlib.Path(path)
-    text = json.dumps(strict(value), indent=indent, allow_nan=False) + "\n"
-    _write_atomically(path, text)
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_config(config, model_dir) -> None:
     """Writes `config.json` and its copy `checkpoints/config.json`, atomically.
 
@@ -154,32 +151,11 @@ def write_config(config, model_dir) -> None:
     model_dir = pathlib.Path(model_dir)
     (model_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     text = config.to_json() + "\n"
-    _write_atomically(model_dir / CHECKPOINTS / config_lib.CONFIG_FILE, text)
-    _write_atomically(model_dir / config_lib.CONFIG_FILE, text)
+    files.write_atomically(model_dir / CHECKPOINTS / config_lib.CONFIG_FILE, text)
+    files.write_atomically(model_dir / config_lib.CONFIG_FILE, text)
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-def checkpoint_steps(directory) -> list[int]:
-    """Returns the steps of `directory`'s `ckpt-<step>.index` files, newest first."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        return []
-    steps = [int(m.group(1)) for p in directory.iterdir() if (m := _CKPT.match(p.name))]
-    return sorted(steps, reverse=True)
-
-
-def read_checkpoint(prefix) -> str | None:
-    """Reads every tensor of a checkpoint; returns why it is unreadable, or None."""
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except Exception as e:  # noqa: BLE001 - any failure makes it unreadable.
-        text = str(e).strip().splitlines()
-        return f"{type(e).__name__}: {text[0] if text else 'unreadable'}"
-    return None
 
 
 def good_checkpoint(directory, quiet: bool = False) -> str | None:
@@ -212,40 +188,6 @@ def good_checkpoint(directory, quiet: bool = False) -> str | None:
             "Restore them from a backup, or move the folder away to start afresh."
         )
     return None
-
-
-def repair_index(directory) -> None:
-    """Rewrites `directory/checkpoint` from the readable checkpoint files.
-
-    `tf.train.CheckpointManager` trusts that index: a stale or garbage one
-    makes it forget the checkpoints on disk. Only checkpoints that can be read
-    are listed.
-    """
-    directory = pathlib.Path(directory)
-    good = [
-        f"ckpt-{s}"
-        for s in sorted(checkpoint_steps(directory))
-        if read_checkpoint(directory / f"ckpt-{s}") is None
-    ]
-    if not good:
-        return
-    # The text format of tf.train.CheckpointState, with relative paths as
-    # CheckpointManager writes them. With their files' times and an earlier
-    # last_preserved_timestamp, the manager counts them against max_to_keep
-    # (without times it would keep them all forever).
-    times = [(directory / f"{name}.index").stat().st_mtime for name in good]
-    lines = [f'model_checkpoint_path: "{good[-1]}"']
-    lines += [f'all_model_checkpoint_paths: "{name}"' for name in good]
-    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
-    lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
-    text = "\n".join(lines) + "\n"
-    index = directory / "checkpoint"
-    try:
-        if index.read_text(encoding="utf-8") == text:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    _write_atomically(index, text)
 
 
 def _run_files(model_dir: pathlib.Path) -> list[str]:
@@ -300,8 +242,11 @@ def describe_changes(changed) -> str:
 def unresumable(configs, flag="--model_dir") -> dict:
     """The runs whose folders hold a run their config cannot resume.
 
-    Checks each config's `model_dir` (`check_model_dir`, named as `flag` in
-    the message) before any work; writes nothing.
+    A run cannot be resumed with other settings (`incompatible_fields`), nor
+    with fewer `steps` than its newest checkpoint's (`check_steps`; listed
+    as `steps: (step reached, steps asked)`). Checks each config's
+    `model_dir` (`check_model_dir`, named as `flag` in the message) before
+    any work; writes nothing.
 
     Args:
       configs: `{name: Config}`.
@@ -315,9 +260,40 @@ def unresumable(configs, flag="--model_dir") -> dict:
         check_model_dir(config.model_dir, flag=flag)
         saved = run_state(config.model_dir)
         changed = {} if saved is None else config.incompatible_fields(saved)
+        step = _reached(config.model_dir) if saved is not None else 0
+        if config.steps is not None and step > config.steps:
+            # Trained past the length asked (`check_steps`): the step reached.
+            changed["steps"] = (step, config.steps)
         if changed:
             found[name] = (saved, changed)
     return found
+
+
+def _reached(model_dir) -> int:
+    """The step of the newest readable checkpoint in `model_dir` (0: none)."""
+    prefix = good_checkpoint(pathlib.Path(model_dir) / CHECKPOINTS, quiet=True)
+    return 0 if prefix is None else int(prefix.rsplit("-", 1)[1])
+
+
+def check_steps(step, total_steps, model_dir) -> None:
+    """Raises `RunError` if a run at `step` is asked to end before it.
+
+    Training does not go back: a shorter `--steps` (or `--epochs`) would
+    only rewrite `config.json` with a length the run is past, after which
+    `newest_run` skips it as stopped.
+
+    Args:
+      step: the step of the checkpoint the run resumes from.
+      total_steps: the steps the config asks for.
+      model_dir: the run directory (for the message).
+    """
+    if step > total_steps:
+        raise RunError(
+            f"{model_dir} holds a run at step {step}, and this command asks it "
+            f"to end at step {total_steps}: training does not go back. Pass "
+            f"--steps >= {step} (the same flags leave the run as it is), or use "
+            "another --model_dir. Nothing was written."
+        )
 
 
 def check_resumable(config, saved, model_dir):
@@ -453,9 +429,11 @@ def load_run(model_dir, dataset=None, data_dir=None, cache_dir=None):
       checkpoint's training step.
 
     Raises:
-      RunError: no such directory, no or an invalid config.json, no readable
-        checkpoint, or a checkpoint that does not match the config.
+      RunError: a path that is not UTF-8, no such directory, no or an invalid
+        config.json, no readable checkpoint, or a checkpoint that does not
+        match the config.
     """
+    check_utf8(model_dir)
     path = pathlib.Path(model_dir)
     if not path.is_dir():
         raise RunError(

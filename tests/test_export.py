@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 import tiny
 from tensorflow.core.protobuf import saved_model_pb2
 
-from svae import color, data, evaluation, export, likelihoods
+from svae import color, data, evaluation, export, files, likelihoods, models
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 16  # conftest's tiny_run.
@@ -28,6 +29,7 @@ assert "svae" not in sys.modules
 loaded = tf.saved_model.load(sys.argv[1])
 inputs = np.load(sys.argv[2])
 max_samples, chunked_samples = int(sys.argv[4]), int(sys.argv[5])
+max_latent = np.float32(sys.argv[6])
 out = {"signatures": sorted(loaded.signatures)}
 for batch in (1, 3):
     images = tf.constant(inputs["images"][:batch])
@@ -76,6 +78,20 @@ out["accepted"] = {
     name: bool(np.all([np.all(np.isfinite(v)) for v in call().values()]))
     for name, call in accepted.items()
 }
+# Latents at the bound, of both signs and mixed: finite answers.
+signs = np.where(np.arange(8).reshape(2, 4) % 3 == 0, 1.0, -1.0).astype(np.float32)
+out["at_bound"] = []
+edge = np.full([2, 4], max_latent)
+for z_edge in (signs * max_latent, edge, -edge):
+    decoded = loaded.signatures["decode"](z=z_edge)
+    sampled = loaded.signatures["sample"](z=z_edge, seed=tf.constant([3, 4]))
+    values = list(decoded.values()) + list(sampled.values())
+    out["at_bound"].append({
+        "finite": bool(all(np.all(np.isfinite(v)) for v in values)),
+        "sample_rgb": [float(tf.reduce_min(sampled["sample_rgb"])),
+                       float(tf.reduce_max(sampled["sample_rgb"]))],
+    })
+beyond = signs * np.nextafter(max_latent, np.float32(np.inf))
 errors = {}
 for name, call in {
     "size": lambda: loaded.signatures["encode"](images=tf.zeros([2, 8, 8, 3])),
@@ -94,6 +110,12 @@ for name, call in {
     "nan_z_decode": lambda: loaded.signatures["decode"](z=z_nan),
     "nan_z_sample": lambda: loaded.signatures["sample"](z=z_nan, seed=[1, 2]),
     "inf_z": lambda: loaded.signatures["decode"](z=z + np.inf),
+    "z_beyond_bound": lambda: loaded.signatures["decode"](z=beyond),
+    "z_beyond_bound_sample": lambda: loaded.signatures["sample"](
+        z=beyond, seed=[1, 2]
+    ),
+    "z_1e6_sample": lambda: loaded.signatures["sample"](z=z + 1e6, seed=[1, 2]),
+    "z_minus_1e30": lambda: loaded.signatures["decode"](z=z - 1e30),
     "empty_batch": lambda: loaded.signatures["encode"](images=images[:0]),
     "empty_batch_uint8": lambda: loaded.signatures["reconstruct_uint8"](
         images=tf.zeros([0, 16, 16, 3], tf.uint8)
@@ -136,7 +158,8 @@ def exported(tiny_run, tmp_path_factory):
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, str(path), str(base / "inputs.npz")]
-        + [str(base / "out"), str(export.MAX_SERVED_SAMPLES), str(CHUNKED_SAMPLES)],
+        + [str(base / "out"), str(export.MAX_SERVED_SAMPLES), str(CHUNKED_SAMPLES)]
+        + [repr(export.MAX_LATENT)],
         env=env,
         capture_output=True,
         text=True,
@@ -176,7 +199,11 @@ def test_fresh_process_matches_the_in_memory_model(exported, tiny_run):
         np.testing.assert_allclose(served["z_mean"], z_mean, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(served["z_log_scale"], z_log_scale, atol=1e-5)
         outputs = model.decode(z_mean)
-        for name in ("y_mean", "log_diag", "off_diag", "cbcr_mean"):
+        names = ("y_mean", "log_diag", "off_diag", "cbcr_mean")
+        # The structured chroma's factors whole; no factor of L is served.
+        names += ("cbcr_log_diag", "cbcr_off_diag")
+        assert not [k for k in served if "factor_" in k]
+        for name in names:
             np.testing.assert_allclose(
                 served["decoded_" + name], outputs[name], rtol=1e-4, atol=1e-5
             )
@@ -336,6 +363,52 @@ def test_bad_inputs_get_errors_from_the_signature(exported):
         assert errors[name] and message in errors[name], (name, errors[name])
 
 
+def test_latents_at_the_bound_are_finite_and_beyond_it_an_error(exported):
+    # Issue 25: z = 1e6 gave a NaN sample_rgb. |z| <= MAX_LATENT, 100 prior
+    # standard deviations, gives finite outputs and clipped RGB; beyond it
+    # (by one float step, or far) the signature fails with a message.
+    result = exported[3]
+    assert export.MAX_LATENT == 100.0
+    assert len(result["at_bound"]) == 3
+    for edge in result["at_bound"]:
+        assert edge["finite"], edge
+        low, high = edge["sample_rgb"]
+        assert 0.0 <= low <= high <= 1.0, edge
+    message = "z (float32 latents) must be in [-100, 100] (the prior is N(0, I))"
+    for name in ("z_beyond_bound", "z_beyond_bound_sample", "z_1e6_sample"):
+        assert message in (result["errors"][name] or ""), name
+    assert "[got min] [-1e+30]" in result["errors"]["z_minus_1e30"]
+
+
+def test_an_output_that_overflows_is_an_error_not_nan():
+    # A model whose scales overflow for latents inside the bound (log L_pp of
+    # 200: exp overflows float32) fails the call, naming the output, instead
+    # of answering NaN. The signatures' functions run eagerly here.
+    config = tiny.config(None, model="structured", latent_dim=4)
+    model = models.build_model(config)
+    model.decode(tf.zeros([1, 4]))
+    bias = model.precision_head.weights_conv.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[0]], [200.0]))
+    endpoints = export._endpoints(model, config)
+    hint = "(its scales overflow: pass latents nearer the prior N(0, I))"
+    z = tf.zeros([2, 4])
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        endpoints["decode"][0](z)
+    assert (
+        f"the model's off_diag is not finite (NaN or inf) for these inputs {hint}"
+        in (str(error.value))
+    )
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="sample_rgb is not finite"
+    ):
+        endpoints["sample"][0](z, tf.constant([1, 2]))
+    # The weights as built: the same calls answer.
+    bias.assign(tf.zeros_like(bias))
+    assert np.all(
+        np.isfinite(endpoints["sample"][0](z, tf.constant([1, 2]))["sample_rgb"])
+    )
+
+
 def test_good_inputs_at_the_edges_are_accepted(exported):
     # Pixels exactly 0 and 1, and K = 1 and the maximum, pass the checks.
     assert exported[3]["accepted"] == {
@@ -387,7 +460,9 @@ def test_export_describes_its_signatures(exported):
     for text in (
         "- `images` float32 `[B, 16, 16, 3]`: finite (no NaN or inf), in [0, 1]",
         "- `images` uint8 `[B, 16, 16, 3]`",
-        "- `z` float32 `[B, 4]`: finite (no NaN or inf)",
+        "- `z` float32 `[B, 4]`: finite (no NaN or inf), in [-100, 100]",
+        "- `z (float32 latents) must be in [-100, 100] (the prior is N(0, I))`",
+        "- `the model's <output> is not finite (NaN or inf) for these inputs`",
         "- `num_samples` int32 `[]`: in [1, 5000]",
         "- `iw_bound` float32 `[B]`",
         "- `off_diag` float32 `[B, 16, 16, 12]`",
@@ -459,6 +534,16 @@ def test_every_variant_exports_at_the_end_of_training(model, color, tmp_path):
     assert np.all(np.isfinite(bound["iw_bound"]))
     sampled = loaded.signatures["sample"](z=tf.zeros([2, 3]), seed=tf.constant([1, 1]))
     assert sampled["sample_rgb"].shape == (2, SIZE, SIZE, 3)
+    # Latents at the bound give finite outputs, beyond it an error.
+    for z in (tf.fill([2, 3], export.MAX_LATENT), tf.fill([2, 3], -export.MAX_LATENT)):
+        decoded = loaded.signatures["decode"](z=z)
+        sampled = loaded.signatures["sample"](z=z, seed=tf.constant([1, 1]))
+        for value in [*decoded.values(), *sampled.values()]:
+            assert np.all(np.isfinite(value))
+        rgb = sampled["sample_rgb"].numpy()
+        assert rgb.min() >= 0.0 and rgb.max() <= 1.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"in \[-100, 100\]"):
+        loaded.signatures["sample"](z=tf.fill([2, 3], 1e6), seed=tf.constant([1, 1]))
 
 
 @pytest.mark.slow
@@ -485,3 +570,84 @@ def test_export_command_line(tiny_run, tmp_path):
         check=False,
     )
     assert missing.returncode == 1 and "svae: error:" in missing.stderr
+
+
+def test_two_exports_started_together_take_two_versions(
+    tiny_run, tmp_path, monkeypatch
+):
+    # Both choose version 1; the other renames its folder into place while
+    # this one writes. This one takes the next free version, and leaves no
+    # scratch folder.
+    base = tmp_path / "export"
+    readme = export._readme  # Runs once the SavedModel is written aside.
+
+    def raced(config, endpoints, saved_model_dir):
+        shutil.copytree(saved_model_dir, base / "1")  # The other, done first.
+        return readme(config, endpoints, saved_model_dir)
+
+    monkeypatch.setattr(export, "_readme", raced)
+    assert export.export(str(tiny_run), str(base)) == base / "2"
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    assert export.exported_step(base / "2") == 36  # conftest's tiny_run.
+    # A --version taken meanwhile is an error: the rename that puts a written
+    # version in place, where the other export's folder now is.
+    scratch = files.scratch_dir(base, ".3-")
+    (scratch / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError, match="2 exists .*pick another --version"):
+        export._publish(scratch, base, 2, fixed=True)
+    assert export._publish(scratch, base, 2, fixed=False) == base / "3"
+
+
+def test_export_is_readable_by_a_server_of_another_user(exported):
+    # TF Serving may run as another user: the version folder and its files
+    # have the modes of mkdir and open (0755 and 0644 under umask 022), not
+    # tempfile's 0700 and 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    path = exported[0]
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask
+    for name in (export.README_PATH, export.EXPORT_INFO, "saved_model.pb"):
+        assert (path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+_FULL_DISK = """
+import os, sys
+import keras
+import tensorflow as tf
+
+def full(self, filepath, **kwargs):
+    # Half a SavedModel, then what TensorFlow raises on a full disk.
+    os.makedirs(os.path.join(filepath, "variables"))
+    data = os.path.join(filepath, "variables", "variables.data-00000-of-00001")
+    with open(data, "wb") as file:
+        file.write(bytes(1000))
+    raise tf.errors.ResourceExhaustedError(
+        None, None, data + ".tempstate1; No space left on device"
+    )
+
+# The class of the archive svae.export makes (Keras' backend's).
+type(keras.export.ExportArchive()).write_out = full
+from svae.cli import export
+sys.argv[0] = "export.py"
+export.run()
+"""
+
+
+def test_full_disk_is_one_error_line_and_exports_nothing(tiny_run, tmp_path):
+    base = tmp_path / "export"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, f"--model_dir={tiny_run}"]
+        + [f"--export_dir={base}"],
+        env=tiny.script_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "svae: error:" in line]
+    assert errors == [
+        f"svae: error: No space left on device writing a SavedModel in {base}. "
+        "Nothing was exported (the partial version was removed). Free space "
+        "and run the command again."
+    ]
+    assert list(base.iterdir()) == []

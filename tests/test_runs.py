@@ -20,7 +20,7 @@ import tensorflow as tf
 import tiny
 
 from svae import config as config_lib
-from svae import evaluation, models, runs, training
+from svae import evaluation, export, files, models, runs, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -219,6 +219,71 @@ def test_unusable_model_dir_fails_before_any_work(tmp_path, where, message):
     with pytest.raises(runs.RunError, match=message):
         training.train(_config(path))
     assert time.perf_counter() - start < 5  # before the data loads
+
+
+def test_non_utf8_model_dir_is_refused_before_anything_is_written(tmp_path):
+    # TensorFlow takes UTF-8 paths only: such a run once got its config.json
+    # and then failed. Python carries the byte as a lone surrogate.
+    bad = os.fsdecode(os.fsencode(tmp_path) + b"/run\xff")
+    with pytest.raises(runs.RunError) as error:
+        training.train(_config(bad))
+    assert str(error.value) == (
+        f"--model_dir={tmp_path}/run\\xff is not valid UTF-8 (byte 0xff), and "
+        "TensorFlow reads and writes UTF-8 paths only: rename the folder, or "
+        "pass another."
+    )
+    with pytest.raises(runs.RunError, match="--export_dir=.* is not valid UTF-8"):
+        export.export(str(tmp_path / "no-run"), bad)
+    with pytest.raises(runs.RunError, match="--model_dir=.* is not valid UTF-8"):
+        evaluation.load_run(bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "umask, file_mode, folder_mode",
+    [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+    ids=["umask 022", "umask 027"],
+)
+def test_files_are_made_with_the_usual_permissions(
+    tmp_path, umask, file_mode, folder_mode
+):
+    # tempfile's 0600 and 0700 kept a server of another user (TF Serving) from
+    # reading config.json and the export folders renamed into place.
+    previous = os.umask(umask)
+    try:
+        runs.write_config(_config(tmp_path), tmp_path)
+        files.write_json(tmp_path / "report.json", {"a": 1})
+        scratch = files.scratch_dir(tmp_path, ".export-")
+    finally:
+        os.umask(previous)
+    for path in (
+        tmp_path / "config.json",
+        tmp_path / "checkpoints" / "config.json",
+        tmp_path / "report.json",
+    ):
+        assert path.stat().st_mode & 0o777 == file_mode, path
+    assert scratch.stat().st_mode & 0o777 == folder_mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        scratch.name,
+        "checkpoints",
+        "config.json",
+        "report.json",
+    ]
+
+
+def test_a_run_past_the_steps_asked_cannot_be_resumed(trained):
+    # trained is at step 6: fewer --steps would only rewrite its config.json.
+    with pytest.raises(runs.RunError) as error:
+        runs.check_steps(6, 4, trained)
+    assert str(error.value).startswith(
+        f"{trained} holds a run at step 6, and this command asks it to end at "
+        "step 4: training does not go back. Pass --steps >= 6"
+    )
+    runs.check_steps(6, 6, trained)
+    # What reproduce and the demo check before any work.
+    shorter = {"run": _config(trained, steps=4), "same": _config(trained)}
+    found = runs.unresumable(shorter | {"longer": _config(trained, steps=8)})
+    assert list(found) == ["run"] and found["run"][1] == {"steps": (6, 4)}
 
 
 def test_failed_start_leaves_no_folder(tmp_path):

@@ -7,7 +7,7 @@ runs/.
 
 from absl import flags, logging
 
-from svae import evaluation, export, fields
+from svae import evaluation, export, fields, files
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -49,7 +49,8 @@ def main() -> int:
 
 def run() -> None:
     """The entry point of `svae-export` and `python export.py`."""
-    common.run(main, define_flags, errors=(ValueError, evaluation.EvaluationError))
+    errors = (ValueError, evaluation.EvaluationError, files.NoSpaceError)
+    common.run(main, define_flags, errors=errors)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ setuptools.setup(
             "svae-evaluate=svae.cli.evaluate:run",
             "svae-sample=svae.cli.sample:run",
             "svae-export=svae.cli.export:run",
+            "svae-selfcheck=svae.selfcheck.command:run",
         ],
     },
     classifiers=[

@@ -1,10 +1,14 @@
-"""The objective of eq. 12: its terms, and the calibrated global scales.
+"""The objective of eq. 12: its terms, its phases, the calibrated scales.
 
 `loss = nll + beta * kl + alpha * mse + gamma * l1` per image
 (`loss_terms`), with the global log scales of Y and CbCr either learned or
 set to their closed-form optimum after each step (`calibrated_scales`,
-`calibration_shift`). `svae.training` takes gradient steps on it.
+`calibration_shift`), over the schedule of section 5 (`schedule`: the
+`Phase`s and the variables each trains, `phase_variables`).
+`svae.training` takes gradient steps on it.
 """
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -13,6 +17,9 @@ from svae import likelihoods
 __all__ = [
     "TERMS",
     "NonFiniteLossError",
+    "Phase",
+    "phase_variables",
+    "schedule",
     "calibrated_scales",
     "calibration_shift",
     "loss_terms",
@@ -20,6 +27,68 @@ __all__ = [
 ]
 
 TERMS = ("loss", "nll", "kl", "mse", "l1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of the schedule: which likelihood, which variables train.
+
+    `name` is "train" (the baselines), "pretrain" (`vae_sph` pretraining of
+    `structured` and `supn`), "warmup" (only the structured branch),
+    "joint" (everything) or "covariance" (SUPN's covariance decoder alone).
+    """
+
+    name: str
+    start: int
+    end: int
+
+    @property
+    def spherical(self) -> bool:
+        """Whether this phase trains the spherical `vae_sph` likelihood."""
+        return self.name == "pretrain"
+
+
+def schedule(config, steps_per_epoch, total_steps):
+    """Returns the run's phases, in order, covering `[0, total_steps)`.
+
+    Args:
+      config: the run's `Config`.
+      steps_per_epoch: training steps in one pass over the data.
+      total_steps: length of the run in steps.
+
+    Returns:
+      A list of `Phase`s (empty ones dropped).
+    """
+    epochs = {
+        "pretrain": config.num_pretrain_epochs,
+        "warmup": config.structured_warmup_epochs,
+    }
+    *leading, last = config.variant.phases
+    bounds, end = [], 0
+    for name in leading:
+        end = min(end + epochs[name] * steps_per_epoch, total_steps)
+        bounds.append((name, end))
+    bounds.append((last, total_steps))
+    phases, start = [], 0
+    for name, end in bounds:
+        if end > start:
+            phases.append(Phase(name, start, end))
+        start = max(start, end)
+    return phases
+
+
+def phase_variables(model, phase, config):
+    """Returns the variables a phase trains (calibrated scales excluded)."""
+    if phase.name == "pretrain":
+        variables = model.mean_variables()
+    elif phase.name in ("warmup", "covariance"):
+        variables = model.uncertainty_variables()
+    else:
+        variables = list(model.trainable_weights)
+    calibrated = {
+        id(scale_variable(model, g)) for g in calibrated_scales(config, phase)
+    }
+    return [v for v in variables if id(v) not in calibrated]
 
 
 class NonFiniteLossError(RuntimeError):

@@ -16,14 +16,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from svae import checkpoints, data, files, hooks, likelihoods, models, objective, runs
 from svae import config as config_lib
-from svae import data, hooks, likelihoods, models, objective, runs
 from svae.objective import (  # Re-exported: the objective's names.
     TERMS,
     NonFiniteLossError,
+    Phase,
     calibrated_scales,
     calibration_shift,
     loss_terms,
+    phase_variables,
+    schedule,
 )
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "train_step",
     "calibrated_scales",
     "calibration_shift",
+    "make_optimizer",
     "make_strategy",
     "init_source",
     "train",
@@ -44,68 +48,6 @@ __all__ = [
 
 # The fields a run must share with the vae_sph run it is initialised from.
 INIT_FIELDS = ("latent_dim", "image_size", "filters", "color", "chroma_factor")
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """A stretch of the schedule: which likelihood, which variables train.
-
-    `name` is "train" (the baselines), "pretrain" (`vae_sph` pretraining of
-    `structured` and `supn`), "warmup" (only the structured branch),
-    "joint" (everything) or "covariance" (SUPN's covariance decoder alone).
-    """
-
-    name: str
-    start: int
-    end: int
-
-    @property
-    def spherical(self) -> bool:
-        """Whether this phase trains the spherical `vae_sph` likelihood."""
-        return self.name == "pretrain"
-
-
-def schedule(config, steps_per_epoch, total_steps):
-    """Returns the run's phases, in order, covering `[0, total_steps)`.
-
-    Args:
-      config: the run's `Config`.
-      steps_per_epoch: training steps in one pass over the data.
-      total_steps: length of the run in steps.
-
-    Returns:
-      A list of `Phase`s (empty ones dropped).
-    """
-    epochs = {
-        "pretrain": config.num_pretrain_epochs,
-        "warmup": config.structured_warmup_epochs,
-    }
-    *leading, last = config.variant.phases
-    bounds, end = [], 0
-    for name in leading:
-        end = min(end + epochs[name] * steps_per_epoch, total_steps)
-        bounds.append((name, end))
-    bounds.append((last, total_steps))
-    phases, start = [], 0
-    for name, end in bounds:
-        if end > start:
-            phases.append(Phase(name, start, end))
-        start = max(start, end)
-    return phases
-
-
-def phase_variables(model, phase, config):
-    """Returns the variables a phase trains (calibrated scales excluded)."""
-    if phase.name == "pretrain":
-        variables = model.mean_variables()
-    elif phase.name in ("warmup", "covariance"):
-        variables = model.uncertainty_variables()
-    else:
-        variables = list(model.trainable_weights)
-    calibrated = {
-        id(objective.scale_variable(model, g)) for g in calibrated_scales(config, phase)
-    }
-    return [v for v in variables if id(v) not in calibrated]
 
 
 def train_step(
@@ -143,11 +85,29 @@ def train_step(
     with tf.GradientTape() as tape:
         terms = loss_terms(model, batch, config, phase.spherical, noise, calibrated)
         loss = tf.reduce_sum(terms["loss"]) / tf.cast(global_batch, tf.float32)
-    grads = tape.gradient(loss, variables)
+        # Times the loss scale under mixed_float16 (`make_optimizer`), which
+        # `apply_gradients` divides out; the loss itself otherwise.
+        scaled = optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled, variables)
     optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
     )
     return terms
+
+
+def make_optimizer(config):
+    """Returns the run's optimizer: Adam, loss-scaled under mixed_float16.
+
+    float16 flushes gradients below about 6e-8 to zero; Keras'
+    `LossScaleOptimizer` multiplies the loss by a dynamic scale before the
+    gradients are taken, divides them by it, and skips a step whose
+    gradients overflow (halving the scale). bfloat16 has float32's range
+    and needs none.
+    """
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def make_strategy(name):
@@ -265,7 +225,7 @@ class _Trainer:
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             self.model = models.build_model(config)
-            self.optimizer = keras.optimizers.Adam(config.learning_rate)
+            self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_weights)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(
@@ -319,9 +279,16 @@ class _Trainer:
         print(f"svae: initialised from {prefix}")
 
     def save(self, step):
-        """Writes a checkpoint of `step` (every worker takes part)."""
+        """Writes a checkpoint of `step` (every worker takes part).
+
+        A save that fails (a full disk) leaves none of its files behind.
+        """
         self.step.assign(step)
-        self.manager.save(checkpoint_number=step)
+        try:
+            self.manager.save(checkpoint_number=step)
+        except Exception:
+            checkpoints.remove_partial(self.manager.directory, step)
+            raise
         if not self.is_chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
@@ -397,11 +364,18 @@ def train(config, strategy=None, callback=None):
     Returns:
       A dict with `model_dir`, `step` and the last step's mean loss terms.
 
+    A finished run (its checkpoint at the last step) is not trained again:
+    it is exported only if `config.export` and its newest export is missing
+    or of an older checkpoint (`svae.export.is_current`).
+
     Raises:
-      ValueError: an incompatible config in an existing `model_dir`, an
-        empty `model_dir`, or an unusable `init_from` (`init_source`; checked
-        before anything is written).
+      ValueError: an incompatible config in an existing `model_dir`, a
+        length below the step the run has reached (`runs.check_steps`), an
+        empty or non-UTF-8 `model_dir`, or an unusable `init_from`
+        (`init_source`); all checked before anything is written.
       NonFiniteLossError: a loss term became NaN or infinite.
+      svae.files.NoSpaceError: the disk filled up; the run resumes from its
+        last checkpoint when trained again.
     """
     if config.model_dir is not None and not config.model_dir.strip():
         raise ValueError(
@@ -418,8 +392,11 @@ def train(config, strategy=None, callback=None):
         # which holds the lock.
         return _train(config, strategy, model_dir, is_chief, task_id, callback)
     created = not model_dir.exists()
+    full = files.on_full_disk(
+        f"the run in {model_dir}", lambda: hooks.resumes_from(model_dir)
+    )
     try:
-        with runs.RunLock(model_dir):
+        with full, runs.RunLock(model_dir):
             return _train(config, strategy, model_dir, is_chief, task_id, callback)
     finally:
         # A run that failed before writing anything leaves no folder behind.
@@ -462,30 +439,35 @@ def init_source(config):
 
 def _train(config, strategy, model_dir, is_chief, task_id, callback):
     """`train` once the run directory is checked (and locked by the chief)."""
-    checkpoints = model_dir / runs.CHECKPOINTS
+    checkpoint_dir = model_dir / runs.CHECKPOINTS
     if is_chief:
         saved = runs.run_state(model_dir)
         if saved is not None:
             runs.check_resumable(config, saved, model_dir)
         # Before the data loads: unreadable checkpoints fail here, at once.
-        latest = runs.good_checkpoint(checkpoints) if saved is not None else None
+        latest = runs.good_checkpoint(checkpoint_dir) if saved is not None else None
         print(f"svae: training {config.model} on {config.dataset} in {model_dir}")
     else:
-        latest = runs.good_checkpoint(checkpoints, quiet=True)
+        latest = runs.good_checkpoint(checkpoint_dir, quiet=True)
     resuming = latest is not None
     # Before anything is written: a bad --init_from leaves no run behind.
     init_prefix = init_source(config) if config.init_from and not resuming else None
     # The data first: a missing data set or too few images leaves no run
     # directory behind to trip over.
     dataset = _Data(config, strategy)
+    steps_per_epoch = dataset.steps_per_epoch
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    reached = int(latest.rsplit("-", 1)[1]) if resuming else 0
+    # Workers decide as the chief does, from the same checkpoint.
+    runs.check_steps(reached, total_steps, model_dir)
+    if reached == total_steps:
+        return _finished(config, model_dir, reached, is_chief)
     if is_chief:
         # A run resumed as it was keeps its file as it was written: today's
         # fields would make it unreadable to the build that wrote it.
         if saved is None or config != saved:
             runs.write_config(config, model_dir)
-        runs.repair_index(checkpoints)
-    steps_per_epoch = dataset.steps_per_epoch
-    total_steps = config.steps or config.epochs * steps_per_epoch
+        runs.repair_index(checkpoint_dir)
     phases = schedule(config, steps_per_epoch, total_steps)
     trainer = _Trainer(config, strategy, model_dir, is_chief, task_id)
     step = trainer.restore(latest) if resuming else 0
@@ -498,13 +480,13 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
         if is_chief
         else tf.summary.create_noop_writer()
     )
-    checkpoints = hooks.Checkpoints(trainer, dataset.preview, step if step else None)
+    saver = hooks.Checkpoints(trainer, dataset.preview, step if step else None)
     after_step = [hooks.Scalars(config, trainer.optimizer, total_steps)]
     if is_chief:
         after_step.append(
             hooks.Images(config, trainer.model, dataset.preview, total_steps)
         )
-    after_step.append(checkpoints)
+    after_step.append(saver)
     if is_chief and config.progress:
         after_step.append(hooks.ProgressBar(config, total_steps, step))
     values = {}
@@ -519,7 +501,7 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
             while step < end:
                 result = step_fn(iterator, tf.constant(step, tf.int64))
                 values = {name: float(result[name]) for name in TERMS}
-                hooks.check_finite(values, step, checkpoints.last_saved, model_dir)
+                hooks.check_finite(values, step, saver.last_saved, model_dir)
                 step += 1
                 if callback is not None:
                     callback(step, trainer.model)
@@ -537,9 +519,32 @@ def _train(config, strategy, model_dir, is_chief, task_id, callback):
     result = {"model_dir": str(model_dir), "step": step, **values}
     if is_chief:
         print(f"svae: finished at step {step}; checkpoints in {model_dir}")
-        if config.export:
-            from svae import export  # Imports evaluation: only when asked.
-
-            result["export"] = str(export.export(model_dir))
-            print(f"svae: exported a SavedModel to {result['export']}")
+        _export(config, model_dir, step, result)
     return result
+
+
+def _finished(config, model_dir, step, is_chief):
+    """A run already at its last step: trains nothing, writes no config.
+
+    Its newest export is made again only if it is missing or of an older
+    checkpoint (`_export`).
+    """
+    result = {"model_dir": str(model_dir), "step": step}
+    if is_chief:
+        print(f"svae: {model_dir} is finished at step {step}: nothing to train")
+        _export(config, model_dir, step, result)
+    return result
+
+
+def _export(config, model_dir, step, result):
+    """Exports the run if `config.export`, unless its newest export is of `step`."""
+    if not config.export:
+        return
+    from svae import export  # Imports evaluation: only when asked.
+
+    if export.is_current(model_dir, step):
+        newest = export.newest_version(model_dir / "export")
+        print(f"svae: {newest} is an export of step {step} already")
+        return
+    result["export"] = str(export.export(model_dir))
+    print(f"svae: exported a SavedModel to {result['export']}")

@@ -1,6 +1,7 @@
 """Tests of svae.cli: flags from the dataclasses, the newest run, quiet starts."""
 
 import dataclasses
+import errno
 import os
 import pathlib
 import shutil
@@ -470,3 +471,37 @@ def test_inpainting_fills_the_images_a_split_of_bad_files_has(tiny_run, tmp_path
     assert f"inpainting: {out / 'inpainting.png'}" in done.stdout.splitlines()
     with Image.open(out / "inpainting.png") as figure:
         figure.verify()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device", "eval/test.json"),
+        tf.errors.ResourceExhaustedError(
+            None, None, "runs/x/samples; No space left on device"
+        ),
+    ],
+    ids=["python", "tensorflow"],
+)
+def test_a_full_disk_in_any_script_is_one_error_line(error, monkeypatch, capsys):
+    # evaluate.py and sample.py write with Python and TensorFlow; neither
+    # lists the error, common.run turns it into one line for every script.
+    def main():
+        raise error
+
+    monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+    with pytest.raises(SystemExit) as done:
+        common.run(main, lambda flag_values: None)
+    assert done.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("svae: error: ")
+    assert "No space left on device" in err[0] and "run the same command" in err[0]
+
+
+def test_other_os_errors_are_not_taken_for_a_full_disk(monkeypatch):
+    def main():
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+    with pytest.raises(PermissionError):
+        common.run(main, lambda flag_values: None)

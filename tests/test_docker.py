@@ -138,7 +138,13 @@ def _console_scripts():
     """The console scripts that setup.py declares, `{name: module}`."""
     text = (ROOT / "setup.py").read_text()
     scripts = dict(re.findall(r'"(svae-\w+)=([\w.]+):run"', text))
-    assert set(scripts) == {"svae-train", "svae-evaluate", "svae-sample", "svae-export"}
+    assert set(scripts) == {
+        "svae-train",
+        "svae-evaluate",
+        "svae-sample",
+        "svae-export",
+        "svae-selfcheck",
+    }
     return scripts
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import dense_reference
 import keras
 import numpy as np
 import pytest
@@ -259,19 +260,29 @@ def test_recon_terms_split_the_elbo_and_match_scipy(tiny_run, tmp_path):
     np.testing.assert_allclose(
         per_image["elbo"], -nats["y"] - nats["cbcr"] - per_image["kl"], rtol=1e-5
     )
-    # CbCr's term from scratch: the same posterior samples, scipy's normal.
+    # CbCr's term from scratch: the same posterior samples, scipy's Gaussian
+    # of each channel (the structured chroma: its precision L L^T built by
+    # the dense reference).
     config, model, _ = evaluation.load_run(tiny_run)
     batch = next(iter(evaluation._images(config, "test", 5, 5)[0]))
     z_mean, z_log_scale = model.encode(batch["y"], batch["cbcr"])
     noise = evaluation._latent_noise(3, 0, 5, 6, config.latent_dim)
     outputs = evaluation._decode_samples(model, z_mean + tf.exp(z_log_scale) * noise)
-    log_p = stats.norm.logpdf(
-        batch["cbcr"].numpy(),
-        outputs["cbcr_mean"].numpy(),
-        np.exp(outputs["cbcr_log_scale"].numpy()),
-    )
-    expected = -log_p.sum(axis=(2, 3, 4)).mean(axis=0)
-    np.testing.assert_allclose(nats["cbcr"], expected, rtol=1e-4)
+    factor = dense_reference.dense_factor(
+        tf.cast(outputs["cbcr_log_diag"], tf.float64),
+        tf.cast(outputs["cbcr_off_diag"], tf.float64),
+        **config.structure.kwargs,
+    ).numpy()
+    # [K, images, channel, pixels], as the factor's rows.
+    mean = np.moveaxis(outputs["cbcr_mean"].numpy(), -1, 2).reshape(6, 5, 2, -1)
+    values = np.moveaxis(batch["cbcr"].numpy(), -1, 1).reshape(5, 2, -1)
+    log_p = np.zeros((6, 5))
+    for k, i, c in np.ndindex(6, 5, 2):
+        precision = factor[k, i, c] @ factor[k, i, c].T
+        log_p[k, i] += stats.multivariate_normal(
+            mean[k, i, c], np.linalg.inv(precision)
+        ).logpdf(values[i, c])
+    np.testing.assert_allclose(nats["cbcr"], -log_p.mean(axis=0), rtol=1e-4)
 
 
 @pytest.mark.slow

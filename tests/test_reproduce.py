@@ -15,6 +15,7 @@ from PIL import Image
 
 from svae import config as config_lib
 from svae import evaluation, recipes, reproduce, runs, training
+from svae.reproduce import runner
 
 TINY = dict(scale="tiny", progress=False, cache_dir="")
 
@@ -423,3 +424,11 @@ def test_dry_run_times_each_model_and_writes_nothing(tmp_path, capsys):
     assert run["steps"] == 4 and run["step_seconds"] > 0 and run["hours"] > 0
     assert estimate["total"]["hours"] == pytest.approx(run["hours"])
     assert "estimated total" in capsys.readouterr().out
+
+
+def test_a_refused_rerun_names_the_flag_that_sets_each_field():
+    # steps is a flag of its own and a field the tiny scale sets.
+    assert runner._flag_of("steps") == "--steps or --scale"
+    assert runner._flag_of("latent_dim") == "--scale"
+    assert runner._flag_of("likelihood.factor") == "--likelihood"
+    assert runner._flag_of("seed") == "--seed"

@@ -110,7 +110,9 @@ def test_incompatible_flag_on_resume_is_a_clear_error(tmp_path):
     # it was, the file is left alone.
     path = tmp_path / "config.json"
     fields = json.loads(path.read_text())
-    fields.update(fields.pop("likelihood"), covariance_init="random")
+    likelihood = fields.pop("likelihood")  # Fields added since: left out.
+    old = {name: likelihood[name] for name in config_lib._LIKELIHOOD_FIELDS}
+    fields.update(old, covariance_init="random")
     path.write_text(json.dumps(fields))
     before = path.read_bytes()
     assert training.train(config)["step"] == 2
@@ -451,3 +453,128 @@ def test_cli_reports_a_bad_flag_combination_and_exits_1(tmp_path):
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 1
     assert "svae: error: beta other than 1 is for --model=beta_vae_diag" in output
+
+
+def _snapshot(model_dir):
+    """`{relative path: (size, mtime)}` of every file in a run directory."""
+    return {
+        str(p.relative_to(model_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(pathlib.Path(model_dir).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_a_finished_run_run_again_is_left_alone_and_exported_once(tmp_path, capsys):
+    # Issue 25: every rerun of a finished run exported it again (export/2,
+    # 3, ...). Now a finished run is exported only if its newest export is
+    # missing or of an older checkpoint; nothing else is written.
+    def run(steps, export):
+        config = _config(tmp_path, model="vae_sph", latent_dim=4, filters=4)
+        config = dataclasses.replace(config, steps=steps, export=export)
+        return training.train(config)
+
+    def exports():
+        return sorted(p.name for p in (tmp_path / "export").glob("*"))
+
+    run(2, export=False)
+    result = run(2, export=True)  # Finished, never exported: exported.
+    assert result["step"] == 2 and exports() == ["1"]
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    result = run(2, export=True)  # Finished, exported: left alone.
+    assert result == {"model_dir": str(tmp_path), "step": 2}
+    assert _snapshot(tmp_path) == before
+    out = capsys.readouterr().out
+    assert f"{tmp_path} is finished at step 2: nothing to train" in out
+    assert f"{tmp_path / 'export' / '1'} is an export of step 2 already" in out
+    # Longer --steps continue the run, as before; its export is then older
+    # than its last checkpoint, and the next run exports it.
+    assert run(3, export=False)["step"] == 3 and exports() == ["1"]
+    assert run(3, export=True)["export"] == str(tmp_path / "export" / "2")
+    before = _snapshot(tmp_path)
+    assert "export" not in run(3, export=True)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_fewer_steps_than_reached_are_refused_before_anything_is_written(tmp_path):
+    # A shorter --steps once rewrote config.json, after which evaluate.py and
+    # export.py skipped the run as "stopped at step 5 of 2".
+    training.train(_config(tmp_path, model="vae_sph", steps=2, export=False))
+    before = _snapshot(tmp_path)
+    process = _train_cli(
+        ["--model=vae_sph", "--steps=1", f"--model_dir={tmp_path}", "--noexport"]
+    )
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("svae: error:")]
+    assert errors == [
+        f"svae: error: {tmp_path} holds a run at step 2, and this command asks it "
+        "to end at step 1: training does not go back. Pass --steps >= 2 (the "
+        "same flags leave the run as it is), or use another --model_dir. Nothing "
+        "was written."
+    ]
+    assert "Traceback" not in output
+    assert _snapshot(tmp_path) == before
+
+
+# train.py whose save of step 4 fills the disk: TensorFlow leaves the save's
+# temporary folder and a partial index, then raises.
+_FULL_DISK = """
+import os, sys
+import tensorflow as tf
+
+save = tf.train.CheckpointManager.save
+
+def full(self, checkpoint_number=None, **kwargs):
+    if checkpoint_number < 4:
+        return save(self, checkpoint_number=checkpoint_number, **kwargs)
+    prefix = os.path.join(self.directory, f"ckpt-{checkpoint_number}")
+    os.makedirs(prefix + "_temp")
+    part = os.path.join(prefix + "_temp", "part-00000-of-00001.data-00000-of-00001")
+    with open(part, "wb") as file:
+        file.write(bytes(1000))
+    with open(prefix + ".index", "wb") as file:
+        file.write(bytes(10))
+    raise tf.errors.ResourceExhaustedError(
+        None, None, part + ".tempstate1; No space left on device"
+    )
+
+tf.train.CheckpointManager.save = full
+from svae.cli import train
+sys.argv[0] = "train.py"
+train.run()
+"""
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_error_line_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    flags = [*TINY, "--model=vae_sph", "--steps=4", "--checkpoint_every=2"]
+    flags += ["--noexport", f"--model_dir={run}"]
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, *flags],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "svae: error:" in line]
+    checkpoints = run / "checkpoints"
+    assert errors == [
+        f"svae: error: No space left on device writing checkpoint 4 in "
+        f"{checkpoints}. It was not kept. Free space and run the same command "
+        f"again: the run resumes from its last checkpoint, step 2 in {checkpoints}."
+    ]
+    # Nothing half-written: the failed save's files are gone, ckpt-2 is whole.
+    left = sorted(p.name for p in checkpoints.iterdir())
+    assert [name for name in left if "ckpt-4" in name] == [], left
+    assert runs.good_checkpoint(checkpoints) == str(checkpoints / "ckpt-2")
+    assert not (run / runs.LOCK_FILE).exists()
+    resumed = _train_cli(flags[len(TINY) :])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from step 2" in output
+    assert runs.checkpoint_steps(checkpoints) == [4, 2]

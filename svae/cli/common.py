@@ -9,7 +9,8 @@ script's entry point: absl parses the flags, and a value outside its range
 (`bound_flags`: the `svae.fields.ranged` fields of the dataclass) or a
 positional argument is a usage error before `main` runs: `FATAL Flags
 parsing error: ...` on stderr, exit status 1, nothing done. An exception of
-`errors` raised by `main` is one `svae: error: ...` line, exit status 1.
+`errors` raised by `main` is one `svae: error: ...` line, exit status 1, and
+so is a full disk (`svae.files.is_no_space`) in any script.
 """
 
 import dataclasses
@@ -20,10 +21,11 @@ import textwrap
 import types
 import typing
 
+import tensorflow as tf
 from absl import app, flags
 
 from svae import fields as fields_lib
-from svae import runs
+from svae import files, runs
 
 __all__ = [
     "bound_flags",
@@ -222,6 +224,17 @@ def run(main, define, errors=()) -> None:
             return main()
         except errors as e:
             print(f"svae: error: {e}", file=sys.stderr)
+            return 1
+        except (OSError, tf.errors.OpError) as e:
+            # A full disk anywhere: every write of svae is atomic, so what
+            # is on disk is whole; one line says so.
+            if not files.is_no_space(e):
+                raise
+            print(
+                f"svae: error: {e}. What was written before is whole; free "
+                "space and run the same command again.",
+                file=sys.stderr,
+            )
             return 1
 
     app.run(guarded, flags_parser=parse_flags)

@@ -8,7 +8,7 @@ holds a run is resumed.
 from absl import flags, logging
 
 from svae import config as config_lib
-from svae import data, recipes, training
+from svae import data, files, recipes, training
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -36,6 +36,10 @@ HELPS = {
     "flip": "Random left-right flips.",
     "shuffle_buffer": "Shuffle buffer (0: keep the order).",
     "strategy": "tf.distribute strategy.",
+    "precision": (
+        "Keras dtype policy: mixed_bfloat16 / mixed_float16 (loss-scaled) run the "
+        "trunks in 16 bits, the likelihood in float32 (docs/training.md)."
+    ),
     "filters": "Width of the first conv layer.",
     "kernel_size": "Neighbourhood of L.",
     "dilation": "Dilation of L's pattern.",
@@ -61,6 +65,7 @@ ENUMS = {
     "model": config_lib.MODELS,
     "color": ("ycbcr", "gray"),
     "strategy": config_lib.STRATEGIES,
+    "precision": config_lib.PRECISIONS,
     "likelihood": recipes.RECIPES,
 }
 
@@ -93,7 +98,8 @@ def main() -> int:
 
 def run() -> None:
     """The entry point of `svae-train` and `python train.py`."""
-    common.run(main, define_flags, errors=(ValueError, training.NonFiniteLossError))
+    errors = (ValueError, training.NonFiniteLossError, files.NoSpaceError)
+    common.run(main, define_flags, errors=errors)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Before anything is written, every run folder that exists must be one its run
 can resume (`check_out`); a refused start leaves `OUT` as it was.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -37,7 +38,11 @@ def _flag_of(field: str) -> str:
     """The reproduce flag that sets a run's config field."""
     if field.startswith("likelihood."):
         return "--likelihood"
-    if any(field in scale["config"] for scale in SCALES.values()):
+    in_scale = any(field in scale["config"] for scale in SCALES.values())
+    # A field that is a flag of its own and a scale's (steps): either.
+    if in_scale and field in {f.name for f in dataclasses.fields(ReproduceConfig)}:
+        return f"--{field} or --scale"
+    if in_scale:
         return "--scale"
     return _FLAG_FIELDS.get(field, field)
 

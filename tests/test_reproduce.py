@@ -432,3 +432,5 @@ def test_a_refused_rerun_names_the_flag_that_sets_each_field():
     assert runner._flag_of("latent_dim") == "--scale"
     assert runner._flag_of("likelihood.factor") == "--likelihood"
     assert runner._flag_of("seed") == "--seed"
+    assert runner._flag_of("precision") == "--precision"
+    assert runner._flag_of("init_from") == "--out"

@@ -10,6 +10,7 @@ import sys
 import time
 
 import data_fixtures as fx
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -578,3 +579,27 @@ def test_full_disk_is_one_error_line_and_the_run_resumes(tmp_path):
     assert resumed.returncode == 0, output
     assert "resuming from step 2" in output
     assert runs.checkpoint_steps(checkpoints) == [4, 2]
+
+
+def test_a_mixed_precision_run_trains_in_16_bits_and_serves_float32(tmp_path):
+    # float16, the policy that needs loss scaling (bfloat16 runs through the
+    # same code without it; svae.selfcheck checks its likelihood).
+    precision = "mixed_float16"
+    config = _config(tmp_path, steps=3, precision=precision, export=True)
+    result = training.train(config)
+    assert np.isfinite(result["loss"])
+    model = models.build_model(config)
+    assert model.trunk.dense.compute_dtype == precision.removeprefix("mixed_")
+    assert model.precision_head.compute_dtype == "float32"
+    optimizer = training.make_optimizer(config)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))
+    decode = loaded.signatures["decode"]
+    assert {spec.dtype for spec in decode.structured_input_signature[1].values()} == {
+        tf.float32
+    }
+    outputs = decode(z=tf.zeros([2, config.latent_dim]))
+    for name, value in outputs.items():
+        assert value.dtype == tf.float32, name
+        assert np.all(np.isfinite(value.numpy())), name

@@ -61,7 +61,7 @@ class SkipLog:
     def _first(self) -> str:
         """Lists the first few skipped files with their reasons."""
         items = list(self._skipped.items())[:_REPORT_PATHS]
-        return "; ".join(f"{path} ({reason})" for path, reason in items)
+        return "; ".join(f"{_printable(path)} ({reason})" for path, reason in items)
 
     def require_image(self) -> None:
         """Raises DatasetError now, in Python, if no file decodes at all.
@@ -91,6 +91,12 @@ class SkipLog:
                     self._first(),
                 )
                 self._reported = len(self._skipped)
+
+
+def _printable(path) -> str:
+    """A file name as text every stream can write: bytes that are not UTF-8
+    (`os.fsdecode`'s surrogates) as `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _describe(error: Exception) -> str:

@@ -41,6 +41,7 @@ HELPS = {
     ),
     "colors": "The table's colours to run (default all).",
     "strategy": "tf.distribute strategy of every run.",
+    "precision": "Keras dtype policy of every run (train.py's --precision).",
     "likelihood": (
         "Every run's likelihood, a recipe of svae.recipes: default, or paper "
         "(the paper's, taken literally)."
@@ -55,6 +56,7 @@ ENUMS = {
     "dataset": list(DATASET_TABLE),
     "scale": list(SCALES),
     "strategy": config_lib.STRATEGIES,
+    "precision": config_lib.PRECISIONS,
     "likelihood": list(recipes.RECIPES),
 }
 

@@ -82,6 +82,7 @@ class ReproduceConfig:
       steps: steps per run instead of the table's epochs.
       models, colors: a part of the table's (None: all of them).
       strategy: the `tf.distribute` strategy of every run.
+      precision: the Keras dtype policy of every run (`Config.precision`).
       likelihood: the name of a recipe of `svae.recipes.RECIPES`, every
         run's likelihood.
       num_samples, max_images: K and the test images of the evaluation
@@ -100,6 +101,7 @@ class ReproduceConfig:
     models: tuple | None = None
     colors: tuple | None = None
     strategy: str = "default"
+    precision: str = "float32"
     likelihood: str = "default"
     num_samples: int | None = ranged(None, ge=1, le=config_lib.MAX_NUM_SAMPLES)
     max_images: int | None = ranged(None, ge=1)
@@ -118,6 +120,7 @@ class ReproduceConfig:
             ("dataset", DATASET_TABLE),
             ("scale", SCALES),
             ("strategy", config_lib.STRATEGIES),
+            ("precision", config_lib.PRECISIONS),
             ("likelihood", recipes.RECIPES),
         ):
             if getattr(self, name) not in valid:
@@ -190,6 +193,7 @@ def run_config(run: Run, options: ReproduceConfig, out) -> config_lib.Config:
         "epochs": table.epochs,
         "init_from": run.init_from and str(runs_dir / run.init_from),
         "strategy": options.strategy,
+        "precision": options.precision,
         "likelihood": options.likelihood,
         "seed": options.seed,
         "progress": options.progress,

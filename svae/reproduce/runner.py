@@ -31,19 +31,22 @@ __all__ = ["MARKER", "check_out", "evaluate_run", "reproduce", "train_run"]
 MARKER = "reproduce.json"
 
 # The config fields that a flag of reproduce sets (the rest follow --scale).
-_FLAG_FIELDS = {"dataset": "--dataset", "seed": "--seed", "init_from": "--out"}
+_FLAG_FIELDS = {"init_from": "--out"}
 
 
 def _flag_of(field: str) -> str:
     """The reproduce flag that sets a run's config field."""
     if field.startswith("likelihood."):
         return "--likelihood"
+    flags = {f.name for f in dataclasses.fields(ReproduceConfig)}
     in_scale = any(field in scale["config"] for scale in SCALES.values())
     # A field that is a flag of its own and a scale's (steps): either.
-    if in_scale and field in {f.name for f in dataclasses.fields(ReproduceConfig)}:
+    if in_scale and field in flags:
         return f"--{field} or --scale"
     if in_scale:
         return "--scale"
+    if field in flags:
+        return f"--{field}"
     return _FLAG_FIELDS.get(field, field)
 
 

@@ -101,6 +101,19 @@ VARIANTS = {
     "vae_diag_paper": ("vae_diag", PAPER, {}, False),
     "beta_vae_diag": ("beta_vae_diag", PLAIN, {}, False),
 }
+# The default recipe's models under the mixed policies (`--precision`); the
+# structured runs start from the vae_sph run of the same precision.
+for _precision in ("mixed_bfloat16", "mixed_float16"):
+    _mixed = {"precision": _precision}
+    _short = _precision.removeprefix("mixed_")
+    VARIANTS[f"vae_sph_{_short}"] = ("vae_sph", PLAIN, _mixed, False)
+    VARIANTS[f"vae_diag_cs_{_short}"] = (
+        "vae_diag",
+        _plain(contrast_scale=True),
+        _mixed,
+        False,
+    )
+    VARIANTS[f"default_{_short}"] = ("structured", recipes.DEFAULT, _mixed, True)
 for _width in (6, 16, 32, 64):
     _wide = {"filters": _width}
     VARIANTS[f"product_w{_width}"] = ("structured", PLAIN, _wide, True)
@@ -144,8 +157,12 @@ def _run(name, seed):
         # The paper's structured model starts from its own (learned-scale)
         # vae_sph; every other variant from the calibrated one.
         sph_name = "vae_sph_paper" if likelihood.scales == "learned" else "vae_sph"
-        sph = {k: v for k, v in overrides.items() if k == "filters"}
-        init_from = root / f"{sph_name}-w{sph.get('filters', FLAGS.filters)}-s{seed}"
+        sph = {k: v for k, v in overrides.items() if k in ("filters", "precision")}
+        precision = sph.get("precision", "float32").removeprefix("mixed_")
+        suffix = "" if precision == "float32" else f"_{precision}"
+        init_from = (
+            root / f"{sph_name}{suffix}-w{sph.get('filters', FLAGS.filters)}-s{seed}"
+        )
         sph_likelihood = VARIANTS[sph_name][1]
         _train("vae_sph", sph_likelihood, sph, seed, FLAGS.sph_steps, init_from)
     width = overrides.get("filters", FLAGS.filters)

@@ -341,6 +341,11 @@ HEALTH_PRIOR = 64
 # takes (svae.export.MAX_SERVED_SAMPLES), so evaluate.py and a served model
 # accept the same K; it bounds evaluate's `[K, batch, latent]` noise.
 MAX_NUM_SAMPLES = 5000
+# evaluate.py's batch (its images times sample_chunk latents are decoded at
+# once) and the sample health's sets (each decoded, and for the prior
+# sampled, in one batch).
+MAX_EVAL_BATCH = 256
+MAX_HEALTH_IMAGES = 4096
 # Most images in a row of sample.py's figures, and their largest
 # magnification. The largest figure, inpainting.png, is 5 rows of `num`
 # images of `scale * image_size` pixels a side, held by Pillow at 4 bytes a
@@ -377,7 +382,10 @@ class EvalConfig:
     )
     # A chunk larger than K decodes K samples at once.
     sample_chunk: int = ranged(100, ge=1, le=MAX_NUM_SAMPLES)
-    batch_size: int = ranged(8, ge=1)
+    # Images at once; each decodes `sample_chunk` latents at once.
+    batch_size: int = ranged(
+        8, ge=1, le=MAX_EVAL_BATCH, note="times sample_chunk decodes at once"
+    )
     max_images: int | None = ranged(None, ge=1)
     dataset: str | None = None
     data_dir: str | None = None
@@ -385,8 +393,9 @@ class EvalConfig:
     seed: int = ranged(0, ge=0, le=MAX_INT32)
     output_dir: str | None = None
     progress: bool = True
-    health_images: int = ranged(HEALTH_IMAGES, ge=1)
-    num_prior: int = ranged(HEALTH_PRIOR, ge=1)
+    # The sample health decodes each set in one batch.
+    health_images: int = ranged(HEALTH_IMAGES, ge=1, le=MAX_HEALTH_IMAGES)
+    num_prior: int = ranged(HEALTH_PRIOR, ge=1, le=MAX_HEALTH_IMAGES)
 
     def __post_init__(self):
         """Checks the values that can be checked without the run."""

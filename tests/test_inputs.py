@@ -249,11 +249,17 @@ def test_resource_flags_have_upper_bounds():
             "scale need over 24 GiB",
         ),
         (sample_cli, "--num=65", r"must be in \[1, 64\], got 65"),
+        (evaluate_cli, "--batch_size=257", r"must be in \[1, 256\], got 257"),
+        (evaluate_cli, "--num_prior=4097", r"must be in \[1, 4096\], got 4097"),
+        (evaluate_cli, "--health_images=4097", r"must be in \[1, 4096\], got 4097"),
     ]:
         with pytest.raises(flags.IllegalFlagValueError, match=f"{argv}: {says}"):
             _flag_values(script)(["prog", argv])
     # The bounds themselves are allowed.
     _flag_values(evaluate_cli)(["prog", "--num_samples=5000", "--sample_chunk=5000"])
+    _flag_values(evaluate_cli)(
+        ["prog", "--batch_size=256", "--num_prior=4096", "--health_images=4096"]
+    )
     _flag_values(sample_cli)(["prog", "--num=64", "--scale=64"])
     with pytest.raises(ValueError, match="scale must be in"):
         figures.SampleConfig(model_dir="run", scale=65)

@@ -330,19 +330,45 @@ class VAE(keras.Model):
         return outputs
 
     def _chroma_factors(self, features):
-        """Returns the structured chroma's outputs (see `decode`)."""
-        heads = (self.cb_precision_head, self.cr_precision_head)
-        parts = [
-            head(features, log_scale=self.cbcr_log_scale, with_factors=True)
-            for head in heads
-        ]
-        outputs = {
-            "cbcr_log_diag": tf.stack([part[0] for part in parts], axis=1),
-            "cbcr_off_diag": tf.stack([part[1] for part in parts], axis=1),
-        }
-        if parts[0][2] is not None:
-            for i, name in enumerate(("cbcr_factor_a", "cbcr_factor_b")):
-                outputs[name] = tf.stack([part[2][i] for part in parts], axis=1)
+        """Returns the structured chroma's outputs (see `decode`).
+
+        Without a basis the two heads' maps from their convolution to `L`
+        have no variables: one convolution for both, then one map over Cb's
+        and Cr's parts stacked along the batch (a step pays for the map's
+        ops once, which at the chroma size is most of their cost).
+        """
+        cb, cr = self.cb_precision_head, self.cr_precision_head
+        log_scale = self.cbcr_log_scale
+        if cb.num_basis:
+            parts = [
+                head(features, log_scale=log_scale, with_factors=True)
+                for head in (cb, cr)
+            ]
+            log_diag, off_diag = (tf.stack([p[i] for p in parts], 1) for i in (0, 1))
+            factors = parts[0][2] and [
+                tf.stack([p[2][i] for p in parts], 1) for i in (0, 1)
+            ]
+        else:
+            split = pointwise(
+                features,
+                [cb.weights_conv, cr.weights_conv],
+                cb.splits + cr.splits,
+                cb.shift(log_scale) + cr.shift(log_scale),
+            )
+            stacked = [tf.concat([split[i], split[i + 2]], axis=0) for i in (0, 1)]
+            log_diag, off_diag, factors = cb(
+                features, stacked, log_scale=log_scale, with_factors=True
+            )
+
+            def by_channel(values):
+                """`[2 batch, ...]` (Cb's, then Cr's) -> `[batch, 2, ...]`."""
+                return tf.stack(tf.split(values, 2, axis=0), axis=1)
+
+            log_diag, off_diag = by_channel(log_diag), by_channel(off_diag)
+            factors = factors and [by_channel(f) for f in factors]
+        outputs = {"cbcr_log_diag": log_diag, "cbcr_off_diag": off_diag}
+        if factors:
+            outputs["cbcr_factor_a"], outputs["cbcr_factor_b"] = factors
         return outputs
 
     def call(self, inputs, z=None, spherical=False):

@@ -297,3 +297,29 @@ def test_supn_freezes_the_mean_vae_and_trains_its_covariance_decoder(tmp_path):
     assert all(
         not np.array_equal(a, b) for a, b in zip(branch_6, branch_12, strict=True)
     )
+
+
+@pytest.mark.parametrize("num_basis", [0, 3])
+def test_the_chroma_factors_are_each_heads_own(num_basis):
+    # Without a basis the two heads run as one convolution and one map over
+    # Cb's and Cr's parts stacked: the same numbers as each head on its own.
+    vae = models.build_model(_config(model="structured", num_basis=num_basis))
+    heads = (vae.cb_precision_head, vae.cr_precision_head)
+    for variable in heads[0].weights + heads[1].weights:
+        variable.assign(variable + tf.random.normal(variable.shape, stddev=0.1))
+    z = tf.random.normal([3, 8], seed=2)
+    outputs = vae.decode(z)
+    features = vae.trunk(z)[vae.chroma_size]
+    for channel, head in enumerate(heads):
+        log_diag, off_diag, factors = head(
+            features, log_scale=vae.cbcr_log_scale, with_factors=True
+        )
+        np.testing.assert_allclose(outputs["cbcr_log_diag"][:, channel], log_diag)
+        np.testing.assert_allclose(outputs["cbcr_off_diag"][:, channel], off_diag)
+        for name, factor in zip(
+            ("cbcr_factor_a", "cbcr_factor_b"), factors, strict=True
+        ):
+            np.testing.assert_allclose(outputs[name][:, channel], factor)
+    assert not np.allclose(
+        outputs["cbcr_log_diag"][:, 0], outputs["cbcr_log_diag"][:, 1]
+    )

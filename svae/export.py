@@ -61,17 +61,19 @@ README_PATH = "assets.extra/README.md"
 EXPORT_INFO = "assets.extra/svae.json"
 
 
+def _versions(export_dir) -> list[pathlib.Path]:
+    """The numeric version folders in `export_dir`."""
+    return [p for p in pathlib.Path(export_dir).glob("*") if p.name.isdigit()]
+
+
 def next_version(export_dir):
     """Returns 1 + the largest numeric version folder in `export_dir` (or 1)."""
-    path = pathlib.Path(export_dir)
-    versions = [int(p.name) for p in path.glob("*") if p.name.isdigit()]
-    return max(versions, default=0) + 1
+    return max((int(p.name) for p in _versions(export_dir)), default=0) + 1
 
 
 def newest_version(export_dir) -> pathlib.Path | None:
     """The highest numeric version folder holding a SavedModel, or None."""
-    found = [p for p in pathlib.Path(export_dir).glob("*") if p.name.isdigit()]
-    found = [p for p in found if (p / "saved_model.pb").exists()]
+    found = [p for p in _versions(export_dir) if (p / "saved_model.pb").exists()]
     return max(found, key=lambda p: int(p.name), default=None)
 
 

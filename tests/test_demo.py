@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -37,13 +35,8 @@ def test_a_value_no_run_accepts_is_an_error_before_anything_is_written(tmp_path)
 
 def _demo(*args, cwd):
     """Runs `python -m svae.demo args` in `cwd`; returns the finished process."""
-    return subprocess.run(
-        [sys.executable, "-m", "svae.demo", "--noprogress", *args],
-        cwd=cwd,
-        env=tiny.script_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return tiny.run_python(
+        "-m", "svae.demo", "--noprogress", *args, cwd=cwd, timeout=300
     )
 
 

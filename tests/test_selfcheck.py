@@ -1,8 +1,6 @@
 """Tests of svae.selfcheck: it passes here, and each kind of check can fail."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,14 +14,7 @@ from svae.selfcheck import command, devices, model_checks, numerics, report
 def _selfcheck(*args, cwd, code=None):
     """Runs `python -m svae.selfcheck args` (or `python -c code args`)."""
     program = ["-m", "svae.selfcheck"] if code is None else ["-c", code]
-    return subprocess.run(
-        [sys.executable, *program, *args],
-        cwd=cwd,
-        env=tiny.script_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return tiny.run_python(*program, *args, cwd=cwd, timeout=600)
 
 
 def _rows(stdout):

@@ -7,6 +7,8 @@ done = subprocess.run([...], env=tiny.script_env(), ...)
 
 import os
 import pathlib
+import subprocess
+import sys
 
 from svae import config as config_lib
 
@@ -32,3 +34,16 @@ def script_env(**extra) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     env.pop("TF_CONFIG", None)
     return env | extra
+
+
+def run_python(*args, cwd, timeout) -> subprocess.CompletedProcess:
+    """Runs `python args` in `cwd` with `script_env()`; returns it finished
+    (text output captured, any exit status)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -68,24 +68,6 @@ def mixed_support(policy, gpus) -> str:
     return ""
 
 
-def _with_policy(policy, function):
-    """Runs `function()` under the global Keras dtype `policy`, then restores."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        return function()
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def _policy_config(config, policy) -> config_lib.Config:
-    """`config` built under `policy` as `train.py --precision` builds it, where
-    `Config` has that field (the global Keras policy is set as well)."""
-    if "precision" in {f.name for f in dataclasses.fields(config)}:
-        return dataclasses.replace(config, precision=policy)
-    return config
-
-
 def mixed_precision(policy) -> Outcome:
     """A structured model's log-likelihood under `policy` against float32's."""
     skipped = mixed_support(policy, tf.config.list_physical_devices("GPU"))
@@ -103,15 +85,12 @@ def mixed_precision(policy) -> Outcome:
         parts = likelihoods.likelihood(outputs, config.structure)
         return parts, likelihoods.log_likelihood(outputs, batch, config.structure)
 
-    reference = _with_policy("float32", lambda: build(config))
-    _, expected = _with_policy("float32", lambda: log_likelihood(reference))
-
-    def mixed():
-        model = build(_policy_config(config, policy))
-        model.set_weights(reference.get_weights())
-        return model, *log_likelihood(model)
-
-    model, parts, value = _with_policy(policy, mixed)
+    # `train.py --precision` builds the model so (`Config.precision`).
+    reference = build(config)
+    _, expected = log_likelihood(reference)
+    model = build(dataclasses.replace(config, precision=policy))
+    model.set_weights(reference.get_weights())
+    parts, value = log_likelihood(model)
     compute = keras.DTypePolicy(policy).compute_dtype
     if model.trunk.compute_dtype != compute:
         raise TypeError(

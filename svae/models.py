@@ -40,11 +40,30 @@ def _widths(image_size, filters):
     return [filters * 2**i for i in range(num_layers)]
 
 
+def _chain(layers, shape, build=False):
+    """Returns the output shapes of `layers` applied in turn to `shape`.
+
+    With `build`, builds each on its input's shape first: Keras builds a
+    layer (and loads a `.keras` file) from shapes alone, without a call.
+    """
+    shapes = []
+    for layer in layers:
+        if build:
+            layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+        shapes.append(shape)
+    return shapes
+
+
+@keras.saving.register_keras_serializable(package="svae")
 class Encoder(keras.layers.Layer):
     """`q(z|x)`: a diagonal Gaussian over the latents (eq. 3)."""
 
     def __init__(self, latent_dim, image_size, filters, chroma_factor, **kwargs):
         super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.image_size = image_size
+        self.filters = filters
         self.chroma_factor = chroma_factor
         widths = _widths(image_size, filters)
         policy = self.dtype_policy
@@ -66,6 +85,25 @@ class Encoder(keras.layers.Layer):
         # the importance weights are sums over latents (`svae.heads`).
         self.dense = keras.layers.Dense(2 * latent_dim, dtype=likelihood_dtype(policy))
 
+    def _in_order(self):
+        """The sub-layers `call` applies, in order."""
+        convs = [getattr(self, f"conv{i}") for i in range(self.num_convs)]
+        return [*convs, self.flatten, self.dense]
+
+    def build(self, y_shape, cbcr_shape=None):
+        """Builds the layers for `call`'s inputs' shapes (colour if `cbcr_shape`)."""
+        channels = 1 if cbcr_shape is None else 3
+        _chain(self._in_order(), (*y_shape, channels), build=True)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "image_size": self.image_size,
+            "filters": self.filters,
+            "chroma_factor": self.chroma_factor,
+        }
+
     def call(self, y, cbcr=None):
         """Returns the posterior's mean and log scale.
 
@@ -80,17 +118,20 @@ class Encoder(keras.layers.Layer):
         if cbcr is not None:
             chroma = color.upsample_chroma(cbcr, self.chroma_factor, "nearest")
             h = tf.concat([h, tf.cast(chroma, h.dtype) - 0.5], axis=-1)
-        for i in range(self.num_convs):
-            h = getattr(self, f"conv{i}")(h)
-        mean, log_scale = tf.split(self.dense(self.flatten(h)), 2, axis=-1)
+        for layer in self._in_order():
+            h = layer(h)
+        mean, log_scale = tf.split(h, 2, axis=-1)
         return mean, log_scale
 
 
+@keras.saving.register_keras_serializable(package="svae")
 class Trunk(keras.layers.Layer):
     """The decoder's shared trunk: `z` to feature maps at each resolution."""
 
     def __init__(self, image_size, filters, **kwargs):
         super().__init__(**kwargs)
+        self.image_size = image_size
+        self.filters = filters
         widths = _widths(image_size, filters)
         policy = self.dtype_policy
         self.dense = keras.layers.Dense(
@@ -103,6 +144,26 @@ class Trunk(keras.layers.Layer):
             )
             setattr(self, f"deconv{i}", deconv)
         self.num_deconvs = len(widths)
+
+    def _in_order(self):
+        """The sub-layers `call` applies, in order."""
+        deconvs = [getattr(self, f"deconv{i}") for i in range(self.num_deconvs)]
+        return [self.dense, self.reshape, *deconvs]
+
+    def build(self, z_shape):
+        _chain(self._in_order(), z_shape, build=True)
+
+    def compute_output_shape(self, z_shape):
+        """Returns `call`'s output shapes: a dict from side to shape."""
+        shapes = _chain(self._in_order(), z_shape)[1:]
+        return {shape[1]: shape for shape in shapes}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "filters": self.filters,
+        }
 
     def call(self, z):
         """Returns the feature maps after the dense layer and each upsampling.
@@ -121,6 +182,7 @@ class Trunk(keras.layers.Layer):
         return features
 
 
+@keras.saving.register_keras_serializable(package="svae")
 class VAE(keras.Model):
     """Every model of the paper: the encoder, the decoder trunk and its heads.
 
@@ -136,6 +198,10 @@ class VAE(keras.Model):
     The likelihood's options (`likelihood`, an `svae.recipes.Likelihood` or
     a recipe's name) decide the factor of `L` and whether Y's scales get a
     per-image `contrast_scale`; the default recipe's by default.
+
+    `build` creates every variable from the batch's shapes, without a call;
+    `get_config` holds the arguments (the likelihood as its fields), so
+    `keras.saving` round-trips the model.
     """
 
     def __init__(
@@ -162,6 +228,13 @@ class VAE(keras.Model):
         self.model_name = model
         likelihood = Likelihood.of(likelihood)
         self.likelihood = likelihood
+        self.latent_dim = latent_dim
+        self.filters = filters
+        self.color = color
+        self.chroma_factor = chroma_factor
+        self.kernel_size = kernel_size
+        self.num_basis = num_basis
+        self.dilation = dilation
         self.variant = VARIANTS[model]
         self.structure = Structure(
             structure_kernel(likelihood.factor, kernel_size), dilation
@@ -227,6 +300,44 @@ class VAE(keras.Model):
             self.contrast_scale = ContrastScale(name="contrast_scale", dtype=exact)
             if self.variant.structured:
                 self.uncertainty_layers.append(self.contrast_scale)
+
+    def build(self, input_shape):
+        """Builds every sub-layer for batches of `input_shape`.
+
+        Args:
+          input_shape: the batch dict's shapes: `y`'s and, with colour,
+            `cbcr`'s (see `call`).
+        """
+        self.encoder.build(input_shape["y"], input_shape.get("cbcr"))
+        z_shape = (input_shape["y"][0], self.latent_dim)
+        features = self.trunk.compute_output_shape(z_shape)
+        self.trunk.build(z_shape)
+        if self.variant.covariance_trunk:
+            self.covariance_trunk.build(z_shape)
+        # The heads this model has, on the features of Y's or the chroma's size.
+        for side, names in (
+            (self.image_size, ("y_mean_head", "y_scale_head", "precision_head")),
+            (self.chroma_size, ("cbcr_mean_head", "cbcr_scale_head")),
+            (self.chroma_size, ("cb_precision_head", "cr_precision_head")),
+        ):
+            for name in names:
+                if hasattr(self, name):
+                    getattr(self, name).build(features[side])
+        if self.contrast_scale is not None:
+            self.contrast_scale.build(input_shape["y"])
+
+    def get_config(self):
+        arguments = {
+            name: getattr(self, name)
+            for name in _VAE_FIELDS
+            if name not in ("model", "likelihood")
+        }
+        return {
+            **super().get_config(),
+            **arguments,
+            "model": self.model_name,
+            "likelihood": self.likelihood.to_dict(),
+        }
 
     def encode(self, y, cbcr=None):
         """Returns `(mean, log_scale)` of `q(z|x)`, each `[batch, latent_dim]`."""

@@ -248,8 +248,8 @@ class KerasLayerHarnessTest(keras_testing.TestCase):
     its mixed-precision check builds the layer with `dtype="mixed_float16"`,
     calls it on float16 features, and asserts that each output has the dtype
     `compute_output_spec` declares and that every float variable is float32.
-    `svae.models`' `Encoder` and `Trunk` (sub-layers built in `call` only,
-    not registered) and `VAE` (one dict input, a dict output) do not fit it.
+    `svae.models`' `Encoder`, `Trunk` and `VAE` run it in
+    `tests/test_models.py::KerasLayerHarnessTest`.
     """
 
     @parameterized.named_parameters(

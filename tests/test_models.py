@@ -1,14 +1,17 @@
 """Tests of svae.models: shapes, the basis, and that every variant learns."""
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tiny
+from absl.testing import parameterized
+from keras.src import testing as keras_testing
 
-from svae import data, heads, likelihoods, models, training
+from svae import data, heads, likelihoods, models, recipes, training
 from svae.distributions import Structure
 
 SIZE = 16
@@ -323,3 +326,291 @@ def test_the_chroma_factors_are_each_heads_own(num_basis):
     assert not np.allclose(
         outputs["cbcr_log_diag"][:, 0], outputs["cbcr_log_diag"][:, 1]
     )
+
+
+# The harness's models: 16x16 images, 2 filters, 4 latents (two stride-2
+# convolutions each way); `Encoder` and `Trunk` have 6 variables each.
+TINY = dict(latent_dim=4, image_size=16, filters=2)
+BATCH = 2
+
+
+@keras.saving.register_keras_serializable(package="svae_tests")
+class _VAEOnTensors(models.VAE):
+    """`VAE` taking `y` and `cbcr` as two arguments, for Keras' layer harness.
+
+    The harness calls a layer on a dict input as `layer(**inputs)`, so it
+    cannot pass `VAE` its one batch dict; this class only re-spells the
+    input, every other method is `VAE`'s.
+    """
+
+    def build(self, y_shape, cbcr_shape=None):
+        super().build({"y": y_shape, "cbcr": cbcr_shape})
+
+    def call(self, y, cbcr=None):
+        return super().call({"y": y, "cbcr": cbcr})
+
+
+def _keyword_inputs(count=4):
+    """Random `y` and `cbcr` of `count` images."""
+    return {
+        "y": tf.random.uniform([count, SIZE, SIZE], seed=1),
+        "cbcr": tf.random.uniform([count, 4, 4, 2], seed=2),
+    }
+
+
+def _input_shape(color):
+    """The harness's `input_shape`: Y's alone, or Y's and CbCr's by argument."""
+    y = (BATCH, SIZE, SIZE)
+    return y if color == "gray" else {"y_shape": y, "cbcr_shape": (BATCH, 4, 4, 2)}
+
+
+def _vae_output_shapes(model, color, paper=False):
+    """`VAE.decode`'s docstring's shapes for `TINY` (the 3x3 neighbourhood).
+
+    The default recipe's structured models have the "full_product" factor
+    (L's neighbourhood 5x5, its two factors' 3x3) and structured chroma; the
+    paper's the free factor (3x3) and factorised chroma.
+    """
+    image, low = (BATCH, SIZE, SIZE), (BATCH, 4, 4)
+    shapes = {"y_mean": image, "z_mean": (BATCH, 4), "z_log_scale": (BATCH, 4)}
+    structured = model in ("structured", "supn")
+    if structured:
+        shapes.update(log_diag=image, off_diag=(*image, 4 if paper else 12))
+        if not paper:
+            shapes.update(factor_a=(*image, 4), factor_b=(*image, 4))
+    else:
+        shapes["y_log_scale"] = image
+    if color == "ycbcr":
+        shapes["cbcr_mean"] = (*low, 2)
+        if structured and not paper:
+            shapes.update(cbcr_log_diag=(BATCH, 2, 4, 4))
+            shapes.update(cbcr_off_diag=(BATCH, 2, 4, 4, 12))
+            shapes.update(cbcr_factor_a=(BATCH, 2, 4, 4, 4))
+            shapes.update(cbcr_factor_b=(BATCH, 2, 4, 4, 4))
+        else:
+            shapes["cbcr_log_scale"] = (*low, 2)
+    return shapes
+
+
+class _SumLoss(keras.losses.Loss):
+    """The harness's training loss: the sum of the outputs."""
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return keras.ops.sum(y_pred)
+
+
+def _fit_a_step_on_keyword_inputs(layer, inputs, outputs):
+    """The harness's training check, calling `layer(**inputs)` as its others do.
+
+    The harness's own step calls `layer(inputs)` with a dict input, which no
+    layer of keyword inputs takes (Keras' `MultiHeadAttention` test turns it
+    off too).
+    """
+
+    class Model(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def call(self, x):
+            return self.layer(**x)
+
+    model = Model()
+    model.compile(optimizer="sgd", loss=_SumLoss(), jit_compile="auto")
+    before = [w.numpy() for w in layer.trainable_weights]
+    model.fit(inputs, outputs, batch_size=BATCH, verbose=0)
+    changed = [
+        not np.array_equal(w.numpy(), b)
+        for w, b in zip(layer.trainable_weights, before, strict=True)
+    ]
+    assert any(changed)
+
+
+class KerasLayerHarnessTest(keras_testing.TestCase):
+    """Keras' own layer tests (`run_layer_test`) on `Encoder`, `Trunk`, `VAE`.
+
+    Serialization, `build` from shapes alone (the variables' count checked),
+    symbolic and eager calls, a `fit` step, and the mixed-precision check:
+    built with `dtype="mixed_float16"`, each output has the dtype
+    `compute_output_spec` declares and every float variable is float32.
+    With colour the inputs are two arguments: the harness's own `fit` step
+    passes them as one dict, so `_fit_a_step_on_keyword_inputs` runs it.
+    `VAE` runs as `_VAEOnTensors`, which only re-spells its input.
+    """
+
+    @parameterized.named_parameters(("gray", "gray"), ("ycbcr", "ycbcr"))
+    def test_encoder(self, color):
+        arguments = dict(TINY, chroma_factor=4)
+        self.run_layer_test(
+            models.Encoder,
+            arguments,
+            input_shape=_input_shape(color),
+            expected_output_shape=((BATCH, 4), (BATCH, 4)),
+            expected_output_dtype=("float32", "float32"),
+            expected_num_trainable_weights=6,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=0,
+            run_training_check=color == "gray",
+        )
+        if color == "ycbcr":
+            inputs = _keyword_inputs()
+            encoder = models.Encoder(**arguments)
+            _fit_a_step_on_keyword_inputs(encoder, inputs, encoder(**inputs))
+
+    def test_trunk(self):
+        self.run_layer_test(
+            models.Trunk,
+            {"image_size": SIZE, "filters": 2},
+            input_shape=(BATCH, 4),
+            # Side 4 after the dense layer, then each transposed convolution.
+            expected_output_shape={
+                4: (BATCH, 4, 4, 4),
+                8: (BATCH, 8, 8, 2),
+                16: (BATCH, 16, 16, 2),
+            },
+            expected_output_dtype={4: "float32", 8: "float32", 16: "float32"},
+            expected_num_trainable_weights=6,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=0,
+        )
+
+    @parameterized.named_parameters(
+        # Encoder and trunk 12, y_mean 2, y_log_scale 1, with colour cbcr_mean
+        # 2 and cbcr_log_scale 1; vae_diag's y_scale 2; the structured heads
+        # 2 each; contrast_scale 1; supn's covariance trunk 6; a basis 1 more.
+        ("vae_sph_gray", "vae_sph", "gray", {}, 15),
+        ("vae_sph_ycbcr", "vae_sph", "ycbcr", {}, 18),
+        ("vae_diag_gray", "vae_diag", "gray", {}, 18),
+        ("vae_diag_ycbcr", "vae_diag", "ycbcr", {}, 21),
+        ("structured_gray", "structured", "gray", {}, 18),
+        ("structured_ycbcr", "structured", "ycbcr", {}, 25),
+        ("structured_basis", "structured", "gray", {"num_basis": 3}, 19),
+        ("structured_paper", "structured", "ycbcr", {"likelihood": "paper"}, 22),
+        ("supn_gray", "supn", "gray", {}, 24),
+        ("supn_ycbcr", "supn", "ycbcr", {}, 31),
+    )
+    def test_vae(self, model, color, extra, variables):
+        arguments = dict(TINY, model=model, color=color, **extra)
+        shapes = _vae_output_shapes(model, color, extra.get("likelihood") == "paper")
+        self.run_layer_test(
+            _VAEOnTensors,
+            arguments,
+            input_shape=_input_shape(color),
+            expected_output_shape=shapes,
+            expected_output_dtype={name: "float32" for name in shapes},
+            expected_num_trainable_weights=variables,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=0,
+            run_training_check=color == "gray",
+        )
+        if color == "ycbcr":
+            inputs = _keyword_inputs()
+            vae = _VAEOnTensors(**arguments)
+            _fit_a_step_on_keyword_inputs(vae, inputs, vae(**inputs))
+
+
+def _shapes(inputs):
+    """The shapes of a batch dict, as `VAE.build` takes them."""
+    return {name: tuple(value.shape) for name, value in inputs.items()}
+
+
+def test_build_model_builds_every_layer_without_a_warning():
+    config = _config(model="supn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vae = models.build_model(config)
+    assert not [w for w in caught if "build()" in str(w.message)]
+    assert all(layer.built for layer in vae._flatten_layers())
+    # `build` alone creates the same variables as a call.
+    built = models.VAE(**{name: getattr(config, name) for name in models._VAE_FIELDS})
+    built.build(_shapes(_batch(n=1)))
+    assert [w.shape for w in built.weights] == [w.shape for w in vae.weights]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_under_a_mixed_policy_the_trunks_compute_in_16_bits(policy):
+    vae = models.build_model(_config(model="supn", precision=policy))
+    batch = _batch(n=2)
+    z = tf.zeros([2, 8])
+
+    def dtypes(tensors):
+        return {keras.backend.standardize_dtype(t.dtype) for t in tensors}
+
+    for trunk in (vae.trunk, vae.covariance_trunk):
+        assert dtypes(trunk(z).values()) == {policy.removeprefix("mixed_")}
+    assert dtypes(vae.encode(batch["y"], batch["cbcr"])) == {"float32"}
+    assert dtypes(vae(batch).values()) == {"float32"}
+    assert dtypes(vae.weights) == {"float32"}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        dict(model="vae_sph", color="gray"),
+        dict(
+            model="structured",
+            num_basis=3,
+            dilation=2,
+            likelihood=recipes.Likelihood(factor="bounded", dominance=0.9),
+            dtype="mixed_bfloat16",
+        ),
+        dict(model="supn", likelihood="paper", chroma_factor=2, dtype="float64"),
+    ],
+    ids=["vae_sph_gray", "structured_bounded_bfloat16", "supn_paper_float64"],
+)
+def test_config_round_trips(arguments):
+    vae = models.VAE(**TINY, **arguments)
+    config = vae.get_config()
+    likelihood = recipes.Likelihood.of(arguments.get("likelihood", recipes.DEFAULT))
+    assert config["likelihood"] == likelihood.to_dict()
+    for name in ("model", "color", "num_basis", "dilation", "chroma_factor"):
+        assert config[name] == arguments.get(name, config[name]), name
+    assert {name: config[name] for name in TINY} == TINY
+    revived = [
+        models.VAE.from_config(config),
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(vae)),
+        keras.models.model_from_json(vae.to_json()),
+    ]
+    size, low = SIZE, SIZE // vae.chroma_factor
+    shapes = {"y": (1, size, size)}
+    if vae.use_chroma:
+        shapes["cbcr"] = (1, low, low, 2)
+    vae.build(shapes)
+    for again in revived:
+        assert type(again) is models.VAE
+        assert again.get_config() == config
+        assert again.likelihood == likelihood
+        assert again.dtype_policy.name == arguments.get("dtype", "float32")
+        again.build(shapes)
+        assert [(w.name, w.shape) for w in again.weights] == [
+            (w.name, w.shape) for w in vae.weights
+        ]
+    for layer in (vae.encoder, vae.trunk):
+        again = type(layer).from_config(layer.get_config())
+        assert again.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(model="structured"),
+        dict(model="supn", color="gray", precision="mixed_bfloat16"),
+    ],
+    ids=["structured", "supn_gray_bfloat16"],
+)
+def test_a_keras_file_loads_to_the_same_outputs(overrides, tmp_path):
+    config = _config(**overrides)
+    vae = models.build_model(config)
+    for variable in vae.weights:  # Some heads start at zero.
+        variable.assign(variable + tf.random.normal(variable.shape, stddev=0.1))
+    path = tmp_path / "vae.keras"
+    keras.saving.save_model(vae, path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is models.VAE and loaded.built
+    assert loaded.get_config() == vae.get_config()
+    batch = _batch(config.color, 2)
+    batch = {name: batch[name] for name in ("y", "cbcr") if name in batch}
+    outputs, again = vae(batch), loaded(batch)
+    assert again.keys() == outputs.keys()
+    for name, value in outputs.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)

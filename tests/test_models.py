@@ -540,9 +540,9 @@ def test_under_a_mixed_policy_the_trunks_compute_in_16_bits(policy):
         features = trunk(z)
         full_size = max(features)
         # All but the full-size features, which Y's heads read, in 16 bits.
-        assert dtypes(
-            f for side, f in features.items() if side != full_size
-        ) == {policy.removeprefix("mixed_")}
+        assert dtypes(f for side, f in features.items() if side != full_size) == {
+            policy.removeprefix("mixed_")
+        }
         assert dtypes([features[full_size]]) == {"float32"}
     assert dtypes(vae.encode(batch["y"], batch["cbcr"])) == {"float32"}
     assert dtypes(vae(batch).values()) == {"float32"}

@@ -128,12 +128,13 @@ class Encoder(keras.layers.Layer):
 class Trunk(keras.layers.Layer):
     """The decoder's shared trunk: `z` to feature maps at each resolution.
 
-    Under a mixed policy every layer computes in 16 bits but the last
-    upsampling, whose full-size features Y's heads read: it computes in
-    `likelihood_dtype` (float32). From bfloat16 features (8 significant
-    bits) a per-pixel mean and scale of Y cannot resolve the small
-    residuals of smooth regions: `vae_diag` lost 0.06-0.42 bits/dim against
-    float32 at the demo's length, 0.00-0.18 with this layer in float32
+    Under a mixed policy every layer computes in 16 bits, but under
+    `mixed_bfloat16` the last upsampling, whose full-size features Y's
+    heads read, computes in `likelihood_dtype` (float32): from bfloat16
+    features (8 significant bits) a per-pixel mean and scale of Y cannot
+    resolve the small residuals of smooth regions (`vae_diag` lost
+    0.06-0.42 bits/dim against float32 at the demo's length, 0.00-0.18
+    with this layer in float32); float16's 11 bits lost nothing measurable
     (benchmarks/log/likelihood.md).
     """
 
@@ -148,6 +149,7 @@ class Trunk(keras.layers.Layer):
         )
         self.reshape = keras.layers.Reshape((4, 4, widths[-1]), dtype=policy)
         self.num_deconvs = len(widths)
+        bfloat16 = policy.compute_dtype == "bfloat16"
         for i, width in enumerate(reversed([filters] + widths[:-1])):
             last = i == self.num_deconvs - 1
             deconv = keras.layers.Conv2DTranspose(
@@ -156,7 +158,7 @@ class Trunk(keras.layers.Layer):
                 strides=2,
                 padding="same",
                 activation="relu",
-                dtype=likelihood_dtype(policy) if last else policy,
+                dtype=likelihood_dtype(policy) if last and bfloat16 else policy,
             )
             setattr(self, f"deconv{i}", deconv)
 

@@ -2,7 +2,12 @@
 
 Prints, for each image size and batch, the time and peak memory of
 `log_prob` and `sample` of `svae.distributions.SparsePrecisionGaussian`
-(kernel_size=3, float32) beside, in the same run:
+(kernel_size=3, float32), each three ways: "svae", a `tf.function` as the
+training, evaluation and sampling code calls them (with svae's XLA kernels,
+`svae.xla`, as by default); "svae (XLA)", the whole call under
+`jit_compile=True`; "svae (portable)", a `tf.function` traced inside
+`svae.xla.portable()`, as exported for TF Serving. Beside them, in the same
+run:
 
 - `log_prob` of TFP's `MultivariateNormalPrecisionFactorLinearOperator` with the
   dense factor `L` (where it fits in memory);
@@ -29,6 +34,10 @@ import time
 
 KERNEL_SIZE = 3
 DENSE_CHUNK_BYTES = 2 * 1024**3
+# svae's cases, each as a tf.function, under jit_compile and portable.
+SVAE_OPS = tuple(
+    op + mode for op in ("log_prob", "sample") for mode in ("", "_xla", "_portable")
+)
 
 
 def _rss_kib(field):
@@ -78,7 +87,7 @@ def run_case(op, size, batch):
     import tensorflow as tf
     import tensorflow_probability as tfp
 
-    from svae import linalg
+    from svae import linalg, xla
     from svae.distributions import SparsePrecisionGaussian
 
     rss_before = _rss_kib("VmRSS")
@@ -95,13 +104,16 @@ def run_case(op, size, batch):
     if op.startswith("dense"):
         chunk = max(1, min(batch, DENSE_CHUNK_BYTES // (n * n * 4)))
 
-    if op in ("log_prob", "log_prob_xla", "sample", "sample_xla"):
+    if op.startswith(("log_prob", "sample")):
         dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
         jit = op.endswith("_xla")
         if op.startswith("log_prob"):
             fn = tf.function(lambda: dist.log_prob(x), jit_compile=jit)
         else:
             fn = tf.function(lambda: dist.sample(seed=[1, 2]), jit_compile=jit)
+        if op.endswith("_portable"):
+            with xla.portable():
+                fn.get_concrete_function()  # Traced without the kernels.
         seconds = _median_time(lambda: fn().numpy())
     elif op == "banded_solve":
         bands = _band_matrix(linalg, tf, log_diag, off_diag, size)
@@ -180,11 +192,9 @@ def main():
         return
     sizes = [32, 64] if args.quick else [32, 64, 128, 256]
     ops = [
-        "log_prob",
-        "log_prob_xla",
+        *SVAE_OPS[:3],
         "dense_log_prob",
-        "sample",
-        "sample_xla",
+        *SVAE_OPS[3:],
         "dense_solve",
         "banded_solve",
     ]
@@ -229,8 +239,11 @@ def _fastest(results, ops, size, batch):
 def _print_tables(results, sizes):
     """Prints the Markdown tables of the log_prob and sample comparisons."""
     print("\n### log_prob (time / peak memory; kernel_size=3, float32)\n")
-    print("| size | batch | svae | svae (XLA) | dense TFP | dense / svae best |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| size | batch | svae | svae (XLA) | svae (portable) | dense TFP "
+        "| dense / svae best |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for size in sizes:
         for batch in (16, 64):
             best = _fastest(results, ("log_prob", "log_prob_xla"), size, batch)
@@ -240,15 +253,16 @@ def _print_tables(results, sizes):
                 f"| {size}x{size} | {batch}"
                 f" | {_cell(results.get(('log_prob', size, batch)))}"
                 f" | {_cell(results.get(('log_prob_xla', size, batch)))}"
+                f" | {_cell(results.get(('log_prob_portable', size, batch)))}"
                 f" | {_cell(dense)}{note}"
                 f" | {_ratio(results, 'dense_log_prob', best, size, batch)} |"
             )
     print("\n### sample (time / peak memory; one sample per batch element)\n")
     print(
-        "| size | batch | svae | svae (XLA) | dense solve | banded solve "
-        "| dense / svae best | banded / svae best |"
+        "| size | batch | svae | svae (XLA) | svae (portable) | dense solve "
+        "| banded solve | dense / svae best | banded / svae best |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for batch in (16, 64):
             best = _fastest(results, ("sample", "sample_xla"), size, batch)
@@ -258,6 +272,7 @@ def _print_tables(results, sizes):
                 f"| {size}x{size} | {batch}"
                 f" | {_cell(results.get(('sample', size, batch)))}"
                 f" | {_cell(results.get(('sample_xla', size, batch)))}"
+                f" | {_cell(results.get(('sample_portable', size, batch)))}"
                 f" | {_cell(dense)}{note}"
                 f" | {_cell(results.get(('banded_solve', size, batch)))}"
                 f" | {_ratio(results, 'dense_solve', best, size, batch)}"
@@ -267,7 +282,7 @@ def _print_tables(results, sizes):
     print("| op | " + " | ".join(f"{s}x{s}" for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     base = sizes[0]
-    for op in ("log_prob", "log_prob_xla", "sample", "sample_xla"):
+    for op in SVAE_OPS:
         cells = []
         ref = results.get((op, base, 64))
         for size in sizes:

@@ -19,14 +19,18 @@ The triangular solves are level-scheduled ("wavefront") substitutions: pixel
 `(i, j)` only depends on pixels with a larger (for `L^T`) or smaller (for `L`)
 level `t = (r + 1) * (i // d) + (j // d)`, `r = (kernel_size - 1) // 2`,
 `d = dilation`, so all pixels of one level are solved at once. The image is
-rearranged (pads, reshapes and transposes; no gathers) into a skewed
-`[levels, lanes]` layout (`svae.wavefront`) with about `W / (d * (r + 1))`
-lane blocks, in which every neighbour sits at a level and lane shift that
-depend only on the level modulo `r + 1`, and one `tf.while_loop` of ordinary
-TF ops walks the `~(r + 1) * H / d + W / d` levels: it runs on CPU, GPU and
-TPU, under XLA, with gradients.
+rearranged into a skewed `[levels, lanes]` layout (`svae.wavefront`) with
+about `W / (d * (r + 1))` lane blocks, in which every neighbour sits at a
+level and lane shift that depend only on the level modulo `r + 1`, and one
+`tf.while_loop` of ordinary TF ops walks the `~(r + 1) * H / d + W / d`
+levels: it runs on CPU, GPU and TPU, under XLA, with gradients. By default a
+solve is one XLA kernel (`svae.xla`) that moves the image in and out of the
+layout by gathers; inside `svae.xla.portable()` it is portable ops that move
+it by transposes. Either way its gradient is the other solve and `K`
+products, not autodiff through the loop.
 """
 
+import contextlib
 import functools
 import math
 
@@ -368,21 +372,92 @@ def _row_entries(off_diag, kernel_size, dilation):
 
 def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
     """Shared body of `factor_solve` and `factor_transpose_solve`."""
+    compiled = xla.enabled()
+    # Stopped, so that no tape asks the loop for its intermediates (an XLA
+    # kernel cannot even hand them over): `_attach` gives the gradient.
+    inputs = [tf.stop_gradient(v) for v in (log_diag, off_diag, rhs)]
+    solution = _solution(*inputs, kernel_size, dilation, transpose, compiled)
+    structure = (kernel_size, dilation, transpose, compiled)
+    return _attach(solution, log_diag, off_diag, rhs, structure)
+
+
+def _attach(solution, log_diag, off_diag, rhs, structure):
+    """`solution`, the solve of the arguments, made differentiable in them.
+
+    The gradient is another solve: for `v = L^{-T} b` (`transpose`) with
+    upstream `g`, `u = L^{-1} g` is the gradient of `b`, and `-u v^T` that of
+    `L^T`, read at `L`'s entries (for `v = L^{-1} b`, the same with `L^{-T}`
+    and the roles of `u` and `v` swapped): a second pass instead of autodiff
+    keeping every level's values. `v` is attached again inside, so that the
+    gradient has gradients too.
+    """
+    kernel_size, dilation, transpose, compiled = structure
+
+    @tf.custom_gradient
+    def attach(log_diag, off_diag, rhs):
+        def grad(upstream):
+            with contextlib.nullcontext() if compiled else xla.portable():
+                adjoint = _solve(
+                    log_diag, off_diag, upstream, kernel_size, dilation, not transpose
+                )
+            value = _attach(solution, log_diag, off_diag, rhs, structure)
+            before, after = (adjoint, value) if transpose else (value, adjoint)
+            d_log_diag = -adjoint * value * tf.exp(log_diag)
+            # L[p + o_m, p] = off_diag[p, m] meets before[p] and after[p + o_m].
+            d_off_diag = -before[..., None] * _neighbours(after, kernel_size, dilation)
+            return _sums_to_shapes(
+                (d_log_diag, d_off_diag, adjoint), (log_diag, off_diag, rhs)
+            )
+
+        return tf.identity(solution), grad
+
+    return attach(log_diag, off_diag, rhs)
+
+
+def _solution(log_diag, off_diag, rhs, kernel_size, dilation, transpose, compiled):
+    """The values of `_solve`, by XLA (`compiled`) or in portable ops."""
     height, width = _static_hw(log_diag)
     offsets = tuple(neighbour_offsets(kernel_size, dilation))
-    plan = wavefront.skew_plan(height, width, offsets, dilation)
     batch_shape = tf.broadcast_dynamic_shape(
         tf.broadcast_dynamic_shape(tf.shape(rhs)[:-2], tf.shape(log_diag)[:-2]),
         tf.shape(off_diag)[:-3],
-    )
-    batch_rank = max(
-        len(rhs.shape) - 2, len(log_diag.shape) - 2, len(off_diag.shape) - 3
     )
     rhs = tf.broadcast_to(rhs, tf.concat([batch_shape, [height, width]], 0))
     if transpose:
         coeffs = off_diag
     else:
         coeffs = _row_entries(off_diag, kernel_size, dilation)
+    structure = (height, width, offsets, dilation)
+    if compiled:
+        return _gathered_solve(log_diag, coeffs, rhs, structure, not transpose)
+    return _skewed_solve(log_diag, coeffs, rhs, structure, not transpose)
+
+
+@xla.kernel
+def _gathered_solve(log_diag, coeffs, rhs, structure, forward):
+    """The solve in `svae.wavefront`'s gathered layout, as one XLA kernel.
+
+    `coeffs` are the rows of `L` (or `L^T`) without the diagonal, `[...,
+    H, W, K]`; `rhs` has the full batch shape.
+    """
+    plan = wavefront.skew_plan(*structure)
+    batch_rank = len(rhs.shape) - 2
+    # Empty cells get a zero inverse diagonal, so their values are zero.
+    inv_diag = tf.exp(-wavefront.gather_levels(log_diag, plan, batch_rank))
+    solution = wavefront.walk_levels(
+        wavefront.gather_levels(coeffs, plan, batch_rank, inner_rank=1),
+        wavefront.gather_levels(rhs, plan, batch_rank),
+        inv_diag * wavefront.cell_mask(plan, inv_diag.dtype),
+        plan,
+        forward,
+    )
+    return wavefront.scatter_levels(solution, plan)
+
+
+def _skewed_solve(log_diag, coeffs, rhs, structure, forward):
+    """The solve in `svae.wavefront`'s skewed layout, of portable TF ops."""
+    plan = wavefront.skew_plan(*structure)
+    batch_rank = len(rhs.shape) - 2
     # Divide the diagonal out once, before the sequential part.
     inv_diag = tf.exp(-log_diag)
     # K leads in the skewed layout, so that the loop sums K whole slices.
@@ -390,7 +465,7 @@ def _solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
         coeffs * inv_diag[..., None], plan, batch_rank, inner_rank=1
     )
     rhs = wavefront.to_skewed(rhs * inv_diag, plan, batch_rank)
-    solution = wavefront.substitute(coeffs, rhs, plan, forward=not transpose)
+    solution = wavefront.substitute(coeffs, rhs, plan, forward)
     return wavefront.from_skewed(solution, plan)
 
 

@@ -1,11 +1,13 @@
 """Tests of svae.linalg against dense numpy / TF linear algebra."""
 
+import contextlib
+
 import dense_reference
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from svae import linalg, xla
+from svae import linalg, wavefront, xla
 
 STRUCTURES = [(3, 1), (5, 1), (3, 2), (5, 2), (7, 1)]
 
@@ -221,3 +223,134 @@ def test_kernels_compile_with_xla_unless_portable_or_turned_off(monkeypatch):
     monkeypatch.setenv(xla.ENV_VAR, "0")
     assert _xla_function_count(matvec, x) == 0
     np.testing.assert_allclose(matvec(x), np.exp(0.0) * np.ones([2, 4, 5]))
+
+
+def _kernels(compiled):
+    """The XLA kernels (the default) or the portable ones."""
+    return contextlib.nullcontext() if compiled else xla.portable()
+
+
+def _dense_solve(log_diag, off_diag, rhs, kernel_size, dilation, transpose):
+    """`L^{-T} rhs` (or `L^{-1} rhs`) by a dense triangular solve."""
+    dense = dense_reference.dense_factor(log_diag, off_diag, kernel_size, dilation)
+    batch = tf.broadcast_static_shape(dense.shape[:-2], rhs.shape[:-2])
+    n = dense.shape[-1]
+    solved = tf.linalg.triangular_solve(
+        tf.broadcast_to(dense, batch + [n, n]),
+        tf.broadcast_to(tf.reshape(rhs, rhs.shape[:-2] + [n, 1]), batch + [n, 1]),
+        lower=True,
+        adjoint=transpose,
+    )
+    return tf.reshape(solved, batch + rhs.shape[-2:])
+
+
+# (kernel_size, dilation, height, width, rhs batch, log_diag batch, off batch):
+# widths that are no multiple of the lane blocks, one-pixel images, and batch
+# shapes that broadcast against each other.
+SOLVE_CASES = [
+    (3, 1, 9, 11, (2,), (2,), (2,)),
+    (5, 1, 7, 13, (3, 2), (2,), (1, 2)),
+    (3, 2, 10, 7, (2, 1), (3,), ()),
+    (5, 2, 9, 9, (), (), ()),
+    (7, 1, 5, 6, (2,), (), (2,)),
+    (3, 3, 8, 1, (2,), (2,), (2,)),
+    (3, 1, 1, 6, (), (), ()),
+]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
+@pytest.mark.parametrize("transpose", [True, False], ids=["transpose", "forward"])
+@pytest.mark.parametrize("case", SOLVE_CASES)
+def test_both_forms_of_the_solve_match_dense_solves_and_gradients(
+    case, transpose, compiled
+):
+    kernel_size, dilation, height, width, rhs_batch, diag_batch, off_batch = case
+    rng = np.random.default_rng(6)
+    k = linalg.num_off_diagonals(kernel_size)
+    log_diag = tf.constant(0.3 * rng.standard_normal(diag_batch + (height, width)))
+    off_diag = tf.constant(
+        0.3 * rng.standard_normal(off_batch + (height, width, k)) / kernel_size
+    )
+    rhs = tf.constant(rng.standard_normal(rhs_batch + (height, width)))
+    solve = linalg.factor_transpose_solve if transpose else linalg.factor_solve
+    structure = dict(kernel_size=kernel_size, dilation=dilation)
+    with _kernels(compiled), tf.GradientTape(persistent=True) as tape:
+        tape.watch([log_diag, off_diag, rhs])
+        ours = solve(log_diag, off_diag, rhs, **structure)
+        theirs = _dense_solve(log_diag, off_diag, rhs, **structure, transpose=transpose)
+        weights = tf.constant(rng.standard_normal(theirs.shape))
+        ours_loss = tf.reduce_sum(weights * ours)
+        theirs_loss = tf.reduce_sum(weights * theirs)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+    for param in (log_diag, off_diag, rhs):
+        ours_grad = tape.gradient(ours_loss, param)
+        assert ours_grad.shape == param.shape
+        np.testing.assert_allclose(
+            ours_grad, tape.gradient(theirs_loss, param), rtol=1e-8, atol=1e-9
+        )
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "portable"])
+def test_solve_in_float32_and_its_second_derivative(compiled):
+    rng = np.random.default_rng(7)
+    log_diag, off_diag = _random_factor(rng, (2,), 6, 9, 5, np.float32)
+    off_diag = off_diag / 5.0
+    rhs = tf.constant(rng.standard_normal((2, 6, 9)), tf.float32)
+    with _kernels(compiled):
+        ours = linalg.factor_transpose_solve(log_diag, off_diag, rhs, 5, 2)
+    assert ours.dtype == tf.float32
+    np.testing.assert_allclose(
+        ours,
+        _dense_solve(log_diag, off_diag, rhs, 5, 2, transpose=True),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    # The gradient is itself a solve: it has a gradient, as the dense one.
+    log_diag, off_diag, rhs = (
+        tf.cast(v, tf.float64) for v in (log_diag, off_diag, rhs)
+    )
+    results = []
+    for solve in (linalg.factor_transpose_solve, _dense_solve):
+        extra = {} if solve is linalg.factor_transpose_solve else {"transpose": True}
+        with _kernels(compiled), tf.GradientTape() as outer:
+            outer.watch(off_diag)
+            with tf.GradientTape() as inner:
+                inner.watch(log_diag)
+                v = solve(log_diag, off_diag, rhs, 5, 2, **extra)
+                loss = tf.reduce_sum(v**2)
+            inner_grad = tf.reduce_sum(inner.gradient(loss, log_diag) ** 2)
+        results.append(outer.gradient(inner_grad, off_diag))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", STRUCTURES)
+def test_gathered_layout_is_the_skewed_layout(kernel_size, dilation):
+    rng = np.random.default_rng(8)
+    height, width = 7, 10
+    offsets = tuple(linalg.neighbour_offsets(kernel_size, dilation))
+    plan = wavefront.skew_plan(height, width, offsets, dilation)
+    x = tf.constant(rng.standard_normal((3, height, width, 2)))
+    skewed = wavefront.to_skewed(x, plan, 1, inner_rank=1)  # [levels, 2, 3, lanes]
+    gathered = wavefront.gather_levels(
+        x, plan, 1, inner_rank=1
+    )  # [3, levels, lanes, 2]
+    mask = wavefront.cell_mask(plan, x.dtype)[..., None]
+    np.testing.assert_array_equal(gathered * mask, tf.transpose(skewed, [2, 0, 3, 1]))
+    # Every pixel has one cell, and scatter_levels reads it back.
+    assert sorted(plan.cells[plan.cells >= 0]) == list(range(height * width))
+    np.testing.assert_array_equal(
+        wavefront.scatter_levels(gathered[..., 0], plan), x[..., 0]
+    )
+
+
+def test_solves_are_xla_kernels_unless_portable():
+    log_diag, off_diag = tf.zeros([2, 4, 5]), tf.zeros([2, 4, 5, 4])
+
+    def solve(x):
+        return linalg.factor_transpose_solve(log_diag, off_diag, x)
+
+    x = tf.ones([2, 4, 5])
+    assert _xla_function_count(solve, x) >= 1
+    with xla.portable():
+        assert _xla_function_count(solve, x) == 0
+        np.testing.assert_allclose(solve(x), x)

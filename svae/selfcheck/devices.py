@@ -5,8 +5,9 @@ XLA compiles on the default device. `placement(checks)` runs the
 distribution's `log_prob` and `sample` in a `tf.function` with TensorFlow's
 run metadata on, and reads the graphs TensorFlow partitioned and placed for
 that call (`RunMetadata.function_graphs[].partition_graphs`): each node
-there carries the device it ran on, including the nodes of the lowered
-while loop of the wavefront solve and the XLA kernels' launches. Placement
+there carries the device it ran on: the XLA kernels' launches (by default
+the wavefront solve is one) and, with `SVAE_XLA=0`, the nodes of the
+solve's lowered while loop. Placement
 logging (`tf.debugging.set_log_device_placement`) says the same in C++ log
 lines, harder to read back.
 

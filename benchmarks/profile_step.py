@@ -37,7 +37,6 @@ FLAGS = flags.FLAGS
 
 # The executor's event of an XLA launch; its `name` stat is the launching op.
 XLA_LAUNCH = "ExecutorState::ProcessAsync::Start"
-PHASES = {"structured": "joint", "supn": "joint"}
 
 
 def _profile(model, batch, directory):
@@ -50,9 +49,9 @@ def _profile(model, batch, directory):
         structured_warmup_epochs=0,
         **bench_train._overrides(),
     )
-    run = step_timer.step_runner(
-        config, batch, directory / model, PHASES.get(model, "train")
-    )
+    # The model's main phase (`joint`, `train`, ...), after its pretraining.
+    phase = config.variant.phases[-1]
+    run = step_timer.step_runner(config, batch, directory / model, phase)
     run(FLAGS.warmup_steps)
     steps = FLAGS.profiled_steps
     trace = directory / f"trace-{model}"

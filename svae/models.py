@@ -178,7 +178,7 @@ class Trunk(keras.layers.Layer):
     def compute_output_spec(self, z):
         """`call`'s outputs as `KerasTensor`s: the full-size features float32."""
         shapes = self.compute_output_shape(z.shape)
-        last = getattr(self, f"deconv{self.num_deconvs - 1}").compute_dtype
+        last = self._in_order()[-1].compute_dtype
         return {
             side: keras.KerasTensor(
                 shape, dtype=last if side == self.image_size else self.compute_dtype
@@ -345,8 +345,15 @@ class VAE(keras.Model):
         # The heads this model has, on the features of Y's or the chroma's size.
         for side, names in (
             (self.image_size, ("y_mean_head", "y_scale_head", "precision_head")),
-            (self.chroma_size, ("cbcr_mean_head", "cbcr_scale_head")),
-            (self.chroma_size, ("cb_precision_head", "cr_precision_head")),
+            (
+                self.chroma_size,
+                (
+                    "cbcr_mean_head",
+                    "cbcr_scale_head",
+                    "cb_precision_head",
+                    "cr_precision_head",
+                ),
+            ),
         ):
             for name in names:
                 if hasattr(self, name):

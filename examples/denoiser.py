@@ -51,6 +51,8 @@ class IndependentGaussianNLL(keras.losses.Loss):
     """
 
     def __init__(self, per_pixel=False, name="independent_gaussian_nll", **kwargs):
+        if not isinstance(per_pixel, bool | np.bool_):
+            raise ValueError(f"per_pixel must be True or False, got {per_pixel!r}.")
         super().__init__(name=name, **kwargs)
         self.per_pixel = bool(per_pixel)
 

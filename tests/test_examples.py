@@ -83,6 +83,15 @@ def test_the_independent_nll_is_the_normal_log_prob(denoiser):
     )
 
 
+@pytest.mark.parametrize("per_pixel", ["no", 1, None])
+def test_the_independent_nll_refuses_a_per_pixel_that_is_not_a_bool(
+    denoiser, per_pixel
+):
+    # As svae.losses.SparsePrecisionNLL: "no" would be truthy.
+    with pytest.raises(ValueError, match="per_pixel must be True or False"):
+        denoiser.IndependentGaussianNLL(per_pixel=per_pixel)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

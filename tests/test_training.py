@@ -164,7 +164,7 @@ def test_init_from_a_vae_sph_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
-    flags = ["--model=structured", "--steps=240", "--checkpoint_every=20"]
+    flags = ["--model=structured", "--steps=120", "--checkpoint_every=20"]
     flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2"]
     killed_dir = tmp_path / "killed"
     process = _train_cli([*flags, f"--model_dir={killed_dir}"])
@@ -177,7 +177,7 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = tf.train.latest_checkpoint(killed_dir / "checkpoints")
-    assert killed_at is not None and int(killed_at.rsplit("-", 1)[1]) < 240
+    assert killed_at is not None and int(killed_at.rsplit("-", 1)[1]) < 120
     resumed = _train_cli([*flags, f"--model_dir={killed_dir}"])
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
@@ -186,8 +186,8 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     output = whole.communicate(timeout=300)[0]
     assert whole.returncode == 0, output
     _assert_same_weights(
-        _model_weights(killed_dir, 240),
-        _model_weights(tmp_path / "whole", 240),
+        _model_weights(killed_dir, 120),
+        _model_weights(tmp_path / "whole", 120),
         rtol=1e-4,
         atol=1e-5,
     )

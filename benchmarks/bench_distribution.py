@@ -14,6 +14,12 @@ run:
 - the sampling solve `L^{-T} eps` by a dense `tf.linalg.triangular_solve` and by
   `tf.linalg.banded_triangular_solve`.
 
+Then, for each size at batch 64, `sample` over `log_prob` (svae's default
+path) in paired rounds: one process alternates the two (a few calls of each
+per round, the order swapped every round) and prints the median and
+quartiles of the per-round ratios, which a slow spell of the machine moves
+less than the ratio of two separate cases' medians.
+
 Each case runs in a fresh subprocess so that its peak memory (growth of the
 resident set from before the inputs are built to the end of the timed calls,
 read from /proc/self/status VmHWM) is its own. Dense references that do not fit
@@ -34,6 +40,9 @@ import time
 
 KERNEL_SIZE = 3
 DENSE_CHUNK_BYTES = 2 * 1024**3
+# Rounds of the paired sample / log_prob comparison, and calls of each a round.
+PAIRED_ROUNDS = 21
+PAIRED_CALLS = 5
 # svae's cases, each as a tf.function, under jit_compile and portable.
 SVAE_OPS = tuple(
     op + mode for op in ("log_prob", "sample") for mode in ("", "_xla", "_portable")
@@ -62,6 +71,22 @@ def _median_time(fn, min_seconds=1.0, max_reps=20):
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def _paired_ratios(first, second, rounds=PAIRED_ROUNDS, calls=PAIRED_CALLS):
+    """Per-round `time(first) / time(second)`, alternating which runs first."""
+    first(), second()
+    ratios = []
+    for round_ in range(rounds):
+        times = {}
+        order = (first, second) if round_ % 2 == 0 else (second, first)
+        for fn in order:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[fn] = time.perf_counter() - t0
+        ratios.append(times[first] / times[second])
+    return sorted(ratios)
 
 
 def _band_matrix(linalg, tf, log_diag, off_diag, width):
@@ -104,7 +129,14 @@ def run_case(op, size, batch):
     if op.startswith("dense"):
         chunk = max(1, min(batch, DENSE_CHUNK_BYTES // (n * n * 4)))
 
-    if op.startswith(("log_prob", "sample")):
+    ratios = None
+    if op == "paired":
+        dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
+        sample = tf.function(lambda: dist.sample(seed=[1, 2]))
+        log_prob = tf.function(lambda: dist.log_prob(x))
+        ratios = _paired_ratios(lambda: sample().numpy(), lambda: log_prob().numpy())
+        seconds = 0.0
+    elif op.startswith(("log_prob", "sample")):
         dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
         jit = op.endswith("_xla")
         if op.startswith("log_prob"):
@@ -160,6 +192,7 @@ def run_case(op, size, batch):
         "chunk": chunk,
         "seconds": seconds,
         "peak_mib": (_rss_kib("VmHWM") - rss_before) / 1024,
+        "ratios": ratios,
     }
 
 
@@ -208,6 +241,9 @@ def main():
                     continue  # Minutes per case: batch 16 shows the trend.
                 print(f"measuring {op} {size}x{size} batch {batch}", file=sys.stderr)
                 results[op, size, batch] = _subprocess_case(op, size, batch)
+    for size in sizes:
+        print(f"measuring sample / log_prob paired {size}x{size}", file=sys.stderr)
+        results["paired", size, 64] = _subprocess_case("paired", size, 64)
     _print_tables(results, sizes)
 
 
@@ -278,6 +314,23 @@ def _print_tables(results, sizes):
                 f" | {_ratio(results, 'dense_solve', best, size, batch)}"
                 f" | {_ratio(results, 'banded_solve', best, size, batch)} |"
             )
+    print(
+        f"\n### sample / log_prob, paired rounds (batch 64, {PAIRED_ROUNDS} rounds "
+        f"of {PAIRED_CALLS} calls each)\n"
+    )
+    print("| size | median | quartiles |")
+    print("|---|---|---|")
+    for size in sizes:
+        result = results.get(("paired", size, 64))
+        if result is None:
+            print(f"| {size}x{size} | - | - |")
+            continue
+        ratios = result["ratios"]
+        quartile = len(ratios) // 4
+        print(
+            f"| {size}x{size} | {ratios[len(ratios) // 2]:.2f}x"
+            f" | {ratios[quartile]:.2f}-{ratios[-1 - quartile]:.2f}x |"
+        )
     print("\n### scaling of svae with the number of pixels (batch 64)\n")
     print("| op | " + " | ".join(f"{s}x{s}" for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))

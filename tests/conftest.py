@@ -7,24 +7,6 @@ import tiny
 
 from svae import training
 
-# The modules with the longest tests run first, each module's tests together
-# and in order: two xdist workers then end the suite on short tests instead
-# of one of them alone on a minute-long one (test_training.py, the longest,
-# would otherwise come last but one).
-FIRST = ("test_training.py", "test_export.py", "test_cli.py")
-
-
-def _rank(item):
-    """Where a test's module goes: its place in `FIRST`, else after them."""
-    name = item.path.name
-    return FIRST.index(name) if name in FIRST else len(FIRST)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Moves the modules of `FIRST` to the front (a stable sort)."""
-    del config
-    items.sort(key=_rank)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def scratch_data_cache(tmp_path_factory):

@@ -165,7 +165,8 @@ def test_init_from_a_vae_sph_run(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     flags = ["--model=structured", "--steps=120", "--checkpoint_every=20"]
-    flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2"]
+    # Without the export at the end (a third of each run's time).
+    flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2", "--noexport"]
     killed_dir = tmp_path / "killed"
     process = _train_cli([*flags, f"--model_dir={killed_dir}"])
     index = killed_dir / "checkpoints" / "checkpoint"
@@ -307,6 +308,7 @@ def test_multi_worker_with_two_local_workers_matches_one_device(tmp_path):
     # Distinct images: a wrong gradient scale or a wrong shard would show.
     single_data, workers_data = _sharded_image_folders(tmp_path / "images")
     flags = ["--model=vae_diag", "--steps=6", "--noflip", "--shuffle_buffer=0"]
+    flags += ["--noexport"]
     single = _train_cli(
         [*flags, f"--dataset={single_data}", f"--model_dir={tmp_path / 'single'}"]
     )

@@ -130,19 +130,19 @@ def run_case(op, size, batch):
         chunk = max(1, min(batch, DENSE_CHUNK_BYTES // (n * n * 4)))
 
     ratios = None
-    if op == "paired":
+    if op == "paired" or op.startswith(("log_prob", "sample")):
         dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
-        sample = tf.function(lambda: dist.sample(seed=[1, 2]))
-        log_prob = tf.function(lambda: dist.log_prob(x))
+        jit = op.endswith("_xla")
+        calls = {
+            "log_prob": tf.function(lambda: dist.log_prob(x), jit_compile=jit),
+            "sample": tf.function(lambda: dist.sample(seed=[1, 2]), jit_compile=jit),
+        }
+    if op == "paired":
+        sample, log_prob = calls["sample"], calls["log_prob"]
         ratios = _paired_ratios(lambda: sample().numpy(), lambda: log_prob().numpy())
         seconds = 0.0
     elif op.startswith(("log_prob", "sample")):
-        dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
-        jit = op.endswith("_xla")
-        if op.startswith("log_prob"):
-            fn = tf.function(lambda: dist.log_prob(x), jit_compile=jit)
-        else:
-            fn = tf.function(lambda: dist.sample(seed=[1, 2]), jit_compile=jit)
+        fn = calls["log_prob" if op.startswith("log_prob") else "sample"]
         if op.endswith("_portable"):
             with xla.portable():
                 fn.get_concrete_function()  # Traced without the kernels.

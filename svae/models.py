@@ -132,10 +132,9 @@ class Trunk(keras.layers.Layer):
     `mixed_bfloat16` the last upsampling, whose full-size features Y's
     heads read, computes in `likelihood_dtype` (float32): from bfloat16
     features (8 significant bits) a per-pixel mean and scale of Y cannot
-    resolve the small residuals of smooth regions (`vae_diag` lost
-    0.06-0.42 bits/dim against float32 at the demo's length, 0.00-0.18
-    with this layer in float32); float16's 11 bits lost nothing measurable
-    (benchmarks/log/likelihood.md).
+    resolve the small residuals of smooth regions; this layer in float32
+    takes most of `vae_diag`'s loss against float32 back, while float16's
+    11 bits never needed it (measurements: benchmarks/log/likelihood.md).
     """
 
     def __init__(self, image_size, filters, **kwargs):

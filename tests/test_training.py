@@ -164,7 +164,8 @@ def test_init_from_a_vae_sph_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
-    flags = ["--model=structured", "--steps=120", "--checkpoint_every=20"]
+    steps = 120
+    flags = ["--model=structured", f"--steps={steps}", "--checkpoint_every=20"]
     # Without the export at the end (a third of each run's time).
     flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2", "--noexport"]
     killed_dir = tmp_path / "killed"
@@ -178,7 +179,7 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = tf.train.latest_checkpoint(killed_dir / "checkpoints")
-    assert killed_at is not None and int(killed_at.rsplit("-", 1)[1]) < 120
+    assert killed_at is not None and int(killed_at.rsplit("-", 1)[1]) < steps
     resumed = _train_cli([*flags, f"--model_dir={killed_dir}"])
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
@@ -187,8 +188,8 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     output = whole.communicate(timeout=300)[0]
     assert whole.returncode == 0, output
     _assert_same_weights(
-        _model_weights(killed_dir, 120),
-        _model_weights(tmp_path / "whole", 120),
+        _model_weights(killed_dir, steps),
+        _model_weights(tmp_path / "whole", steps),
         rtol=1e-4,
         atol=1e-5,
     )

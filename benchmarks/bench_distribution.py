@@ -130,7 +130,9 @@ def run_case(op, size, batch):
         chunk = max(1, min(batch, DENSE_CHUNK_BYTES // (n * n * 4)))
 
     ratios = None
-    if op == "paired" or op.startswith(("log_prob", "sample")):
+    # svae's own ops, "paired" alternating two of them.
+    svae_op = op.startswith(("log_prob", "sample", "paired"))
+    if svae_op:
         dist = SparsePrecisionGaussian(loc, log_diag, off_diag, KERNEL_SIZE)
         jit = op.endswith("_xla")
         calls = {
@@ -141,7 +143,7 @@ def run_case(op, size, batch):
         sample, log_prob = calls["sample"], calls["log_prob"]
         ratios = _paired_ratios(lambda: sample().numpy(), lambda: log_prob().numpy())
         seconds = 0.0
-    elif op.startswith(("log_prob", "sample")):
+    elif svae_op:
         fn = calls["log_prob" if op.startswith("log_prob") else "sample"]
         if op.endswith("_portable"):
             with xla.portable():

@@ -18,9 +18,9 @@ from svae.recipes import DEFAULT, Likelihood
 from svae.variants import MODELS, VARIANTS, Variant
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-# Keras dtype policies a run trains under: the trunks compute in 16 bits under
-# the mixed ones (under bfloat16 but their last upsampling), the variables and
-# the likelihood stay float32 (svae.heads, svae.models.Trunk).
+# Keras dtype policies a run trains under: the encoder computes in 16 bits
+# under the mixed ones, the trunks too under float16 (svae.models.trunk_policy),
+# the variables and the likelihood stay float32 (svae.heads).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
 # Largest --seed of train.py: its per-epoch, per-input-pipeline seeds

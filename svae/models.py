@@ -31,6 +31,7 @@ __all__ = [
     "Trunk",
     "VAE",
     "build_model",
+    "trunk_policy",
 ]
 
 
@@ -124,17 +125,36 @@ class Encoder(keras.layers.Layer):
         return mean, log_scale
 
 
+def trunk_policy(policy):
+    """The dtype policy of the decoder's trunks in a `VAE` of `policy`.
+
+    The model's own, but float32 (`likelihood_dtype`) under
+    `mixed_bfloat16`: trained with a bfloat16 trunk (8 significant bits),
+    `vae_diag` fit its training images less well and its held-out NLL was
+    worse than float32's in each of five seeds (by 0.004-0.18 bits/dim,
+    0.045 in the median), also with the trunk's first or last two layers
+    alone in float32; with the whole trunk in float32 it is within the
+    spread of float32's own runs. The encoder in bfloat16 costs nothing
+    measurable, and float16's 11 bits need no exception (measurements:
+    benchmarks/log/likelihood.md).
+
+    Args:
+      policy: a `keras.DTypePolicy`.
+
+    Returns:
+      A `keras.DTypePolicy` or `policy` itself.
+    """
+    if policy.compute_dtype == "bfloat16":
+        return keras.DTypePolicy(likelihood_dtype(policy))
+    return policy
+
+
 @keras.saving.register_keras_serializable(package="svae")
 class Trunk(keras.layers.Layer):
     """The decoder's shared trunk: `z` to feature maps at each resolution.
 
-    Under a mixed policy every layer computes in 16 bits, but under
-    `mixed_bfloat16` the last upsampling, whose full-size features Y's
-    heads read, computes in `likelihood_dtype` (float32): from bfloat16
-    features (8 significant bits) a per-pixel mean and scale of Y cannot
-    resolve the small residuals of smooth regions; this layer in float32
-    takes most of `vae_diag`'s loss against float32 back, while float16's
-    11 bits never needed it (measurements: benchmarks/log/likelihood.md).
+    Every layer computes in the layer's compute dtype; the `VAE` chooses it
+    (`trunk_policy`).
     """
 
     def __init__(self, image_size, filters, **kwargs):
@@ -148,16 +168,9 @@ class Trunk(keras.layers.Layer):
         )
         self.reshape = keras.layers.Reshape((4, 4, widths[-1]), dtype=policy)
         self.num_deconvs = len(widths)
-        bfloat16 = policy.compute_dtype == "bfloat16"
         for i, width in enumerate(reversed([filters] + widths[:-1])):
-            last = i == self.num_deconvs - 1
             deconv = keras.layers.Conv2DTranspose(
-                width,
-                4,
-                strides=2,
-                padding="same",
-                activation="relu",
-                dtype=likelihood_dtype(policy) if last and bfloat16 else policy,
+                width, 4, strides=2, padding="same", activation="relu", dtype=policy
             )
             setattr(self, f"deconv{i}", deconv)
 
@@ -175,13 +188,10 @@ class Trunk(keras.layers.Layer):
         return {shape[1]: shape for shape in shapes}
 
     def compute_output_spec(self, z):
-        """`call`'s outputs as `KerasTensor`s: the full-size features float32."""
+        """`call`'s outputs as `KerasTensor`s, in the compute dtype."""
         shapes = self.compute_output_shape(z.shape)
-        last = self._in_order()[-1].compute_dtype
         return {
-            side: keras.KerasTensor(
-                shape, dtype=last if side == self.image_size else self.compute_dtype
-            )
+            side: keras.KerasTensor(shape, dtype=self.compute_dtype)
             for side, shape in shapes.items()
         }
 
@@ -247,9 +257,10 @@ class VAE(keras.Model):
     ):
         super().__init__(**kwargs)
         check_policy(self, kwargs.get("dtype"))
-        # The trunks run in the policy's compute dtype (16 bits under the
-        # mixed policies); the heads, whose outputs parameterise the
-        # likelihood, in float32 (float64 under float64), see `svae.heads`.
+        # The encoder runs in the policy's compute dtype (16 bits under the
+        # mixed policies), the trunks in `trunk_policy`'s; the heads, whose
+        # outputs parameterise the likelihood, in float32 (float64 under
+        # float64), see `svae.heads`.
         policy = self.dtype_policy
         exact = likelihood_dtype(policy)
         self.model_name = model
@@ -272,7 +283,7 @@ class VAE(keras.Model):
         self.encoder = Encoder(
             latent_dim, image_size, filters, chroma_factor, dtype=policy
         )
-        self.trunk = Trunk(image_size, filters, dtype=policy)
+        self.trunk = Trunk(image_size, filters, dtype=trunk_policy(policy))
         self.y_mean_head = conv(1, "y_mean", dtype=exact)
         self.y_log_scale = self.add_weight(
             shape=(), initializer="zeros", name="y_log_scale", autocast=False
@@ -287,7 +298,9 @@ class VAE(keras.Model):
             # Zeros, offset by y_log_scale: starts as the spherical likelihood.
             self.y_scale_head = conv(1, "y_scale", "zeros", dtype=exact)
         if self.variant.covariance_trunk:
-            self.covariance_trunk = Trunk(image_size, filters, dtype=policy)
+            self.covariance_trunk = Trunk(
+                image_size, filters, dtype=trunk_policy(policy)
+            )
             self.uncertainty_layers.append(self.covariance_trunk)
         if self.variant.structured:
             self.precision_head = PrecisionHead(

@@ -1,5 +1,6 @@
 """Tests of svae.selfcheck: it passes here, and each kind of check can fail."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from svae import likelihoods, linalg
+from svae import likelihoods, linalg, models
 from svae.selfcheck import command, devices, model_checks, numerics, report
 
 
@@ -202,6 +203,18 @@ def test_a_likelihood_in_16_bits_fails_the_mixed_precision_check(monkeypatch):
         lambda *a, **k: tf.cast(exact(*a, **k), tf.bfloat16),
     )
     with pytest.raises(TypeError, match="likelihood is not float32: log_likelihood"):
+        model_checks.mixed_precision("mixed_bfloat16")
+
+
+def test_a_policy_that_does_not_reach_the_model_fails_the_check(monkeypatch):
+    build = models.build_model
+    monkeypatch.setattr(
+        models,
+        "build_model",
+        lambda config: build(dataclasses.replace(config, precision="float32")),
+    )
+    wrong = r"the encoder\w* computes in float32, not bfloat16"
+    with pytest.raises(TypeError, match=wrong):
         model_checks.mixed_precision("mixed_bfloat16")
 
 

@@ -38,7 +38,8 @@ HELPS = {
     "strategy": "tf.distribute strategy.",
     "precision": (
         "Keras dtype policy: mixed_bfloat16 / mixed_float16 (loss-scaled) run the "
-        "trunks in 16 bits, the likelihood in float32 (docs/training.md)."
+        "convolutions in 16 bits (bfloat16: the encoder's only), the likelihood "
+        "in float32 (docs/training.md)."
     ),
     "filters": "Width of the first conv layer.",
     "kernel_size": "Neighbourhood of L.",

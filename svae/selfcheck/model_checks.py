@@ -7,11 +7,15 @@ the default device and feed them random data: no data set is read.
   policy, given the weights of the same model built under float32, decodes
   the same latents; its log-likelihood (`svae.likelihoods.log_likelihood`)
   must be float32 and within `MIXED_TOLERANCE` nats per modelled value of
-  the float32 model's. The trunk computes in 16 bits (bfloat16 keeps 8
-  significant bits, a relative rounding of 2^-9), so the likelihood's
-  parameters, and each value's term `log L_pp - w_p^2 / 2` (order 1), move
-  by a few 2^-9: 1e-2 nats a value allows for several roundings in a row,
-  and is far below what a likelihood computed in 16 bits loses.
+  the float32 model's. Under `mixed_float16` the trunk computes in 16 bits
+  (a relative rounding of 2^-11), under `mixed_bfloat16` it computes in
+  float32 (`svae.models.trunk_policy`) and only the encoder, which the
+  check does not run, in bfloat16; so the likelihood's parameters, and each
+  value's term `log L_pp - w_p^2 / 2` (order 1), move by a few roundings at
+  most: 1e-2 nats a value allows for several in a row, and is far below
+  what a likelihood computed in 16 bits loses. The check also fails when
+  the encoder or the trunk does not compute in the dtype the policy gives
+  it (the policy did not reach the model).
 - `train_step(model)`: one step of the trainer's own
   `svae.training.train_step`, traced as the trainer traces it, in the last
   phase of the variant's schedule, the one that trains the variant's own
@@ -92,12 +96,14 @@ def mixed_precision(policy) -> Outcome:
     model.set_weights(reference.get_weights())
     parts, value = log_likelihood(model)
     compute = keras.DTypePolicy(policy).compute_dtype
-    if model.trunk.compute_dtype != compute:
-        raise TypeError(
-            f"under {policy} the decoder's trunk computes in "
-            f"{model.trunk.compute_dtype}, not {compute}: the policy does not "
-            "reach the model"
-        )
+    trunk = models.trunk_policy(keras.DTypePolicy(policy)).compute_dtype
+    for part, dtype in ((model.encoder, compute), (model.trunk, trunk)):
+        if part.compute_dtype != dtype:
+            raise TypeError(
+                f"under {policy} the {part.name} computes in "
+                f"{part.compute_dtype}, not {dtype}: the policy does not "
+                "reach the model"
+            )
     wrong = {name: d.dtype.name for name, d in parts.items() if d.dtype != tf.float32}
     if value.dtype != tf.float32:
         wrong["log_likelihood"] = value.dtype.name
@@ -112,7 +118,7 @@ def mixed_precision(policy) -> Outcome:
         float(error),
         MIXED_TOLERANCE,
         device_name(value.device),
-        f"|log p - float32 policy's| / {dims} values (nats); trunk in {compute}",
+        f"|log p - float32 policy's| / {dims} values (nats); trunk in {trunk}",
     )
 
 

@@ -187,14 +187,6 @@ class Trunk(keras.layers.Layer):
         shapes = _chain(self._in_order(), z_shape)[1:]
         return {shape[1]: shape for shape in shapes}
 
-    def compute_output_spec(self, z):
-        """`call`'s outputs as `KerasTensor`s, in the compute dtype."""
-        shapes = self.compute_output_shape(z.shape)
-        return {
-            side: keras.KerasTensor(shape, dtype=self.compute_dtype)
-            for side, shape in shapes.items()
-        }
-
     def get_config(self):
         return {
             **super().get_config(),

@@ -95,8 +95,9 @@ def mixed_precision(policy) -> Outcome:
     model = build(dataclasses.replace(config, precision=policy))
     model.set_weights(reference.get_weights())
     parts, value = log_likelihood(model)
-    compute = keras.DTypePolicy(policy).compute_dtype
-    trunk = models.trunk_policy(keras.DTypePolicy(policy)).compute_dtype
+    given = keras.DTypePolicy(policy)
+    compute = given.compute_dtype
+    trunk = models.trunk_policy(given).compute_dtype
     for part, dtype in ((model.encoder, compute), (model.trunk, trunk)):
         if part.compute_dtype != dtype:
             raise TypeError(

@@ -4,8 +4,8 @@ Reference implementation of Dorta, Vicente, Agapito, Campbell and Simpson,
 "Training VAEs Under Structured Residuals" (2018).
 
 The names below are imported on first use, so that `import svae.cli.train`
-(a console script) can quiet TensorFlow's C++ logging before TensorFlow is
-imported (`svae.cli`).
+(a console script) does not import TensorFlow: the command lines parse their
+flags first, then import it with its C++ logging quieted (`svae.cli`).
 """
 
 import importlib

@@ -10,6 +10,7 @@ held whole in `Config.likelihood`; the model variants are
 import dataclasses
 import difflib
 import json
+import os
 import pathlib
 import warnings
 
@@ -23,12 +24,22 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # the variables and the likelihood stay float32 (svae.heads).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
+# The environment variable naming the prepared cache's folder (svae.data).
+CACHE_DIR_ENV = "SVAE_CACHE_DIR"
 # Largest --seed of train.py: its per-epoch, per-input-pipeline seeds
 # ((seed * 100_003 + epoch) * 1_000_003 + pipeline, svae.training and
 # svae.data.training_pipeline) must fit in int64.
 MAX_SEED = 2**26 - 1
 # Largest seed of evaluation and sampling: stateless int32 seeds.
 MAX_INT32 = 2**31 - 1
+
+
+def default_cache_dir() -> str:
+    """Returns `$SVAE_CACHE_DIR`, else `~/.cache/svae`: the command lines' default."""
+    return os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "svae"
+    )
+
 
 # Fields that only the structured likelihood (structured, supn) reads.
 STRUCTURE_FIELDS = frozenset({"kernel_size", "dilation", "num_basis", "gamma"})

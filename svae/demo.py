@@ -19,8 +19,8 @@ import time
 
 from absl import flags, logging
 
-# cli comes first: importing it quiets TensorFlow's start-up lines.
-from svae import cli, evaluation, figures, runs, training  # noqa: F401
+# The modules that import TensorFlow are imported where they are used, after
+# the flags are parsed (svae.cli): --help and bad flags answer without it.
 from svae import config as config_lib
 from svae.cli import common
 from svae.fields import check_fields, ranged
@@ -91,6 +91,8 @@ def check_output_dir(output_dir, configs) -> None:
         under one or cannot be written; or a run's folder holds files of a
         run that its config cannot resume.
     """
+    from svae import runs
+
     runs.check_model_dir(output_dir, flag="--output_dir")
     for model, (_, changed) in runs.unresumable(configs, "--output_dir").items():
         raise runs.RunError(
@@ -111,6 +113,11 @@ def run(demo=None):
       `svae.evaluation.evaluate`), `figures` (name to path), `table_path`
       and `seconds` (per stage and total).
     """
+    from svae import cli
+
+    cli.quiet_tensorflow()
+    from svae import evaluation, figures, training
+
     demo = demo or DemoConfig()
     start = time.perf_counter()
     # Every run's config first: a value no run accepts is an error before
@@ -148,7 +155,7 @@ def run(demo=None):
             f"K={demo.num_samples} importance samples each"
         )
         reports[model] = evaluation.evaluate(
-            evaluation.EvalConfig(
+            config_lib.EvalConfig(
                 model_dir=str(run_dir),
                 num_samples=demo.num_samples,
                 max_images=demo.num_images,
@@ -169,7 +176,7 @@ def run(demo=None):
     )
     for model, run_dir in run_dirs.items():
         written = figures.write_figures(
-            figures.SampleConfig(
+            config_lib.SampleConfig(
                 model_dir=str(run_dir),
                 num=demo.num_figure_images,
                 seed=demo.seed,
@@ -247,7 +254,12 @@ def main() -> int:
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import training
+
+    return (ValueError, OSError, training.NonFiniteLossError)
+
+
 if __name__ == "__main__":
-    common.run(
-        main, define_flags, errors=(ValueError, OSError, training.NonFiniteLossError)
-    )
+    common.run(main, define_flags, errors=errors)

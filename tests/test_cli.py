@@ -247,6 +247,34 @@ def test_scripts_start_without_tensorflow_banners(tmp_path):
     )
 
 
+def test_flags_are_defined_and_parsed_without_tensorflow():
+    # --help and a bad flag answer in a fraction of a second: every command
+    # imports TensorFlow only after its flags are parsed (svae.cli).
+    code = """
+import sys
+from absl import flags
+from svae.cli import evaluate, export, sample, train
+from svae import demo
+from svae.reproduce import command as reproduce
+from svae.selfcheck import command as selfcheck
+for module in (train, evaluate, sample, export, demo, reproduce, selfcheck):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    flag_values(["prog"])
+loaded = [name for name in sys.modules if name.startswith(("tensorflow", "keras"))]
+print(sorted(loaded)[:5])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 @pytest.mark.parametrize(
     "line, level, shown",
     [

@@ -6,9 +6,11 @@ and what `python train.py` (a two-line wrapper) calls. `svae.cli.common`
 holds what they share (flags from the config dataclasses, their ranges, the
 error handler, `app.run`).
 
-Importing this package quiets TensorFlow's C++ logging first (`quiet_tensorflow`),
-so it must run before TensorFlow is imported: `svae` imports its submodules
-lazily for that.
+A script imports TensorFlow only once its flags are parsed: `--help` and a
+bad flag answer without it, in a fraction of a second. `run` then calls
+`quiet_tensorflow`, which imports TensorFlow with its C++ start-up lines
+filtered; `svae` imports its submodules lazily for that, and the script
+modules import the TensorFlow parts of svae inside `main`.
 """
 
 import os
@@ -99,9 +101,7 @@ def quiet_tensorflow() -> None:
                     os.write(2, line)
 
 
-quiet_tensorflow()
-
-# After quiet_tensorflow(): these import TensorFlow.
+# Defined above: `common.run` calls it before `main`.
 from svae.cli.common import (  # noqa: E402
     bound_flags,
     define_flags,

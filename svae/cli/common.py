@@ -21,11 +21,9 @@ import textwrap
 import types
 import typing
 
-import tensorflow as tf
 from absl import app, flags
 
 from svae import fields as fields_lib
-from svae import files, runs
 
 __all__ = [
     "bound_flags",
@@ -138,6 +136,8 @@ def model_dir_or_newest(model_dir) -> str:
     """
     if model_dir:
         return model_dir
+    from svae import runs
+
     path = runs.newest_run()
     print(f"svae: using the newest finished run {path}", flush=True)
     return str(path)
@@ -195,20 +195,23 @@ def parse_flags(argv, flag_values=flags.FLAGS) -> list[str]:
     return rest
 
 
-def run(main, define, errors=()) -> None:
+def run(main, define, errors=tuple) -> None:
     """A script's entry point: defines its flags, parses them, runs `main`.
 
     `--help` lists the script's flags and starts with its module's docstring
     (unless the program run, `__main__`, has a docstring of its own): absl
     shows the flags and docstring of the program run, which is a wrapper
     (`train.py`) or a console script (`svae-train`), not the script module.
+    TensorFlow is imported after the flags are parsed
+    (`svae.cli.quiet_tensorflow`), so `define` must not need it.
 
     Args:
       main: `main()` of the script: reads `flags.FLAGS`, returns the exit
         status (None: 0).
       define: `define(flag_values)`, which defines the script's flags.
-      errors: exception types that `main` raises for bad input; each is one
-        `svae: error: <message>` line on stderr and exit status 1.
+      errors: `errors()` returns the exception types that `main` raises for
+        bad input (a function: their modules may import TensorFlow); each is
+        one `svae: error: <message>` line on stderr and exit status 1.
     """
     define(flags.FLAGS)
     module = define.__module__
@@ -220,9 +223,16 @@ def run(main, define, errors=()) -> None:
 
     def guarded(argv):
         del argv  # parse_flags leaves only the program name.
+        from svae.cli import quiet_tensorflow
+
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        from svae import files
+
         try:
             return main()
-        except errors as e:
+        except errors() as e:
             print(f"svae: error: {e}", file=sys.stderr)
             return 1
         except (OSError, tf.errors.OpError) as e:

@@ -7,12 +7,12 @@
 
 from absl import flags, logging
 
-from svae import data, evaluation
+from svae import config as config_lib
 from svae.cli import common
 
 FLAGS = flags.FLAGS
 
-# One flag per field of svae.evaluation.EvalConfig, with its default and range.
+# One flag per field of svae.config.EvalConfig, with its default and range.
 HELPS = {
     "model_dir": (
         "Run directory written by train.py (default: the newest finished run "
@@ -36,7 +36,7 @@ HELPS = {
 
 def define_flags(flag_values=FLAGS) -> None:
     """Defines the flags: one per `EvalConfig` field, and --compare."""
-    common.define_flags(evaluation.EvalConfig, HELPS, flag_values=flag_values)
+    common.define_flags(config_lib.EvalConfig, HELPS, flag_values=flag_values)
     flags.DEFINE_list(
         "compare",
         None,
@@ -49,6 +49,8 @@ def main() -> int:
     """Builds the evaluation config from the flags and evaluates (or compares)."""
     # TF logs deprecations of its own profiler (FLOPs) at WARNING.
     logging.set_verbosity(logging.ERROR)
+    from svae import evaluation
+
     if FLAGS.compare:
         print(evaluation.compare(FLAGS.compare, FLAGS.split))
         return 0
@@ -58,9 +60,16 @@ def main() -> int:
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import data
+
+    return (ValueError, data.DatasetError)
+
+
 def run() -> None:
     """The entry point of `svae-evaluate` and `python evaluate.py`."""
-    common.run(main, define_flags, errors=(ValueError, data.DatasetError))
+    common.run(main, define_flags, errors=errors)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ runs/.
 
 from absl import flags, logging
 
-from svae import evaluation, export, fields, files
+from svae import fields
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -41,15 +41,23 @@ def define_flags(flag_values=FLAGS) -> None:
 def main() -> int:
     """Exports the run's latest checkpoint and prints where."""
     logging.set_verbosity(logging.ERROR)
+    from svae import export
+
     model_dir = common.model_dir_or_newest(FLAGS.model_dir)
     path = export.export(model_dir, FLAGS.export_dir, FLAGS.version)
     print(f"svae: exported {model_dir} to {path}")
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import evaluation, files
+
+    return (ValueError, evaluation.EvaluationError, files.NoSpaceError)
+
+
 def run() -> None:
     """The entry point of `svae-export` and `python export.py`."""
-    errors = (ValueError, evaluation.EvaluationError, files.NoSpaceError)
     common.run(main, define_flags, errors=errors)
 
 

@@ -10,12 +10,11 @@ import pathlib
 from absl import flags, logging
 
 from svae import config as config_lib
-from svae import data, evaluation, figures
 from svae.cli import common
 
 FLAGS = flags.FLAGS
 
-# One flag per field of svae.figures.SampleConfig, with its default and range.
+# One flag per field of svae.config.SampleConfig, with its default and range.
 HELPS = {
     "model_dir": (
         "Run directory written by train.py (default: the newest finished run "
@@ -42,7 +41,7 @@ ENUMS = {"std_method": ("exact", "sample")}
 def define_flags(flag_values=FLAGS) -> None:
     """Defines the flags: one per `SampleConfig` field."""
     common.define_flags(
-        figures.SampleConfig, HELPS, enums=ENUMS, flag_values=flag_values
+        config_lib.SampleConfig, HELPS, enums=ENUMS, flag_values=flag_values
     )
 
 
@@ -66,6 +65,8 @@ def check_inpainting_images(sample_config) -> None:
         unknown data set or split.
       ValueError: an invalid `config.json`.
     """
+    from svae import data
+
     sc = sample_config
     if not (pathlib.Path(sc.model_dir) / config_lib.CONFIG_FILE).is_file():
         return
@@ -88,9 +89,11 @@ def check_inpainting_images(sample_config) -> None:
 def main() -> int:
     """Builds the sampling config from the flags and writes the figures."""
     logging.set_verbosity(logging.ERROR)
+    from svae import figures
+
     values = {name: FLAGS[name].value for name in HELPS}
     values["model_dir"] = common.model_dir_or_newest(FLAGS.model_dir)
-    sample_config = figures.SampleConfig(**values)
+    sample_config = config_lib.SampleConfig(**values)
     if sample_config.inpaint:
         check_inpainting_images(sample_config)
     paths = figures.write_figures(sample_config)
@@ -99,13 +102,16 @@ def main() -> int:
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import data, evaluation
+
+    return (ValueError, evaluation.EvaluationError, data.DatasetError)
+
+
 def run() -> None:
     """The entry point of `svae-sample` and `python sample.py`."""
-    common.run(
-        main,
-        define_flags,
-        errors=(ValueError, evaluation.EvaluationError, data.DatasetError),
-    )
+    common.run(main, define_flags, errors=errors)
 
 
 if __name__ == "__main__":

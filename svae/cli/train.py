@@ -8,7 +8,7 @@ holds a run is resumed.
 from absl import flags, logging
 
 from svae import config as config_lib
-from svae import data, files, recipes, training
+from svae import recipes
 from svae.cli import common
 
 FLAGS = flags.FLAGS
@@ -80,7 +80,7 @@ def define_flags(flag_values=FLAGS) -> None:
         # The command line uses the prepared cache and exports; library
         # callers of svae.training.train opt in.
         defaults={
-            "cache_dir": data.default_cache_dir(),
+            "cache_dir": config_lib.default_cache_dir(),
             "export": True,
             "likelihood": "default",
         },
@@ -92,14 +92,22 @@ def main() -> int:
     """Builds the config from the flags and trains."""
     # TF logs every checkpoint save at INFO, which would break the progress bar.
     logging.set_verbosity(logging.WARNING)
+    from svae import training
+
     values = {name: FLAGS[name].value for name in HELPS}
     training.train(config_lib.Config(**values))
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import files, training
+
+    return (ValueError, training.NonFiniteLossError, files.NoSpaceError)
+
+
 def run() -> None:
     """The entry point of `svae-train` and `python train.py`."""
-    errors = (ValueError, training.NonFiniteLossError, files.NoSpaceError)
     common.run(main, define_flags, errors=errors)
 
 

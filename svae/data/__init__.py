@@ -40,9 +40,10 @@ The modules:
 
 import tensorflow as tf
 
+from svae.config import CACHE_DIR_ENV, default_cache_dir
 from svae.data import cache, info, registry
 from svae.data import source as source_lib
-from svae.data.cache import CACHE_DIR_ENV, CACHE_FORMAT_VERSION, default_cache_dir
+from svae.data.cache import CACHE_FORMAT_VERSION
 from svae.data.celeb_a import (
     CELEB_A_BLUR_SIGMA,
     CELEB_A_CROP_COLS,

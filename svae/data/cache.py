@@ -27,6 +27,7 @@ import PIL
 import tensorflow as tf
 from absl import logging
 
+from svae.config import CACHE_DIR_ENV
 from svae.data import decode
 from svae.data import source as source_lib
 from svae.progress import Progress
@@ -34,16 +35,8 @@ from svae.progress import Progress
 # Bump CACHE_FORMAT_VERSION when decoding changes what a file becomes: every
 # cache is then prepared again.
 CACHE_FORMAT_VERSION = 1
-CACHE_DIR_ENV = "SVAE_CACHE_DIR"
 _PREPARE_BATCH = 256
 _READ_CHUNK = 256
-
-
-def default_cache_dir() -> str:
-    """Returns `$SVAE_CACHE_DIR`, else `~/.cache/svae`: the command lines' default."""
-    return os.environ.get(CACHE_DIR_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "svae"
-    )
 
 
 def _fingerprint(source: source_lib.Source) -> str:

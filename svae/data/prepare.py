@@ -166,4 +166,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    common.run(main, define_flags, errors=(ValueError,))
+    common.run(main, define_flags, errors=lambda: (ValueError,))

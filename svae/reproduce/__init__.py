@@ -20,16 +20,8 @@ The modules:
     command    the flags and `main` of `python -m svae.reproduce`
 """
 
-# svae.cli first: importing it quiets TensorFlow's start-up lines.
-from svae import cli  # noqa: F401
-from svae.reproduce.estimate import (
-    SAMPLE_PHOTOS,
-    SPLIT_IMAGES,
-    dry_run,
-    run_steps,
-    split_images,
-    totals,
-)
+import importlib
+
 from svae.reproduce.paper import (
     DATASET_TABLE,
     LABELS,
@@ -48,12 +40,25 @@ from svae.reproduce.planning import (
     plan,
     run_config,
 )
-from svae.reproduce.runner import MARKER, evaluate_run, reproduce, train_run
-from svae.reproduce.tables import (
-    table_markdown,
-    write_comparison_figures,
-    write_table,
-)
+
+# The modules that import TensorFlow: their names of `__all__` are imported on
+# first use, so `python -m svae.reproduce --help` answers without TensorFlow
+# (svae.cli).
+_LAZY_MODULES = ("estimate", "runner", "tables")
+
+
+def __getattr__(name):
+    """Imports a name of `estimate`, `runner` or `tables` when first used."""
+    if name in __all__:
+        from svae import cli
+
+        cli.quiet_tensorflow()
+        for module_name in _LAZY_MODULES:
+            module = importlib.import_module(f"svae.reproduce.{module_name}")
+            if name in module.__all__:
+                return getattr(module, name)
+    raise AttributeError(f"module 'svae.reproduce' has no attribute {name!r}")
+
 
 __all__ = [
     "DATASET_TABLE",

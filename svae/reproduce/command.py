@@ -13,9 +13,8 @@ See docs/reproduce.md.
 from absl import flags, logging
 
 from svae import config as config_lib
-from svae import data, recipes, training
+from svae import recipes
 from svae.cli import common
-from svae.reproduce import estimate, runner
 from svae.reproduce.paper import DATASET_TABLE
 from svae.reproduce.planning import SCALES, ReproduceConfig
 
@@ -68,7 +67,7 @@ def define_flags(flag_values=FLAGS) -> None:
         HELPS,
         enums=ENUMS,
         # The command line uses the prepared cache, as train.py does.
-        defaults={"cache_dir": data.default_cache_dir()},
+        defaults={"cache_dir": config_lib.default_cache_dir()},
         flag_values=flag_values,
     )
     flags.DEFINE_bool(
@@ -87,6 +86,8 @@ def main() -> int:
     """Builds the options from the flags; reproduces the table (or estimates it)."""
     # TF logs every checkpoint save at INFO, which would break the progress bars.
     logging.set_verbosity(logging.WARNING)
+    from svae.reproduce import estimate, runner
+
     values = {name: FLAGS[name].value for name in HELPS}
     values["progress"] = FLAGS.progress and not FLAGS.no_progress
     options = ReproduceConfig(**values)
@@ -97,8 +98,13 @@ def main() -> int:
     return 0
 
 
+def errors() -> tuple:
+    """What `main` raises for bad input: one `svae: error:` line each."""
+    from svae import training
+
+    return (ValueError, OSError, training.NonFiniteLossError)
+
+
 def run() -> None:
     """The entry point of `python -m svae.reproduce`."""
-    common.run(
-        main, define_flags, errors=(ValueError, OSError, training.NonFiniteLossError)
-    )
+    common.run(main, define_flags, errors=errors)

@@ -9,7 +9,7 @@ import dataclasses
 import pathlib
 
 from svae import config as config_lib
-from svae import evaluation, recipes
+from svae import recipes
 from svae.fields import check_fields, ranged
 from svae.reproduce.paper import DATASET_TABLE, table_of
 
@@ -206,14 +206,14 @@ def run_config(run: Run, options: ReproduceConfig, out) -> config_lib.Config:
     return config_lib.Config(**values)
 
 
-def eval_config(run_dir, options: ReproduceConfig) -> evaluation.EvalConfig:
+def eval_config(run_dir, options: ReproduceConfig) -> config_lib.EvalConfig:
     """Returns the `EvalConfig` of a run: K = 500 on the whole test split."""
     values = dict(SCALES[options.scale]["eval"])
     if options.num_samples:
         values["num_samples"] = options.num_samples
     if options.max_images:
         values["max_images"] = options.max_images
-    return evaluation.EvalConfig(
+    return config_lib.EvalConfig(
         model_dir=str(run_dir),
         split="test",
         seed=options.seed,

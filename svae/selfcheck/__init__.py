@@ -14,8 +14,6 @@ The modules:
     report         a check's outcome and result, the table, the JSON
 """
 
-# svae.cli first: importing it quiets TensorFlow's start-up lines.
-from svae import cli  # noqa: F401
 from svae.selfcheck.command import (
     GROUPS,
     SelfCheckConfig,

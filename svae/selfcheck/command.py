@@ -29,8 +29,7 @@ import warnings
 
 from absl import flags
 
-# cli comes first: importing it quiets TensorFlow's start-up lines.
-from svae import cli  # noqa: F401
+from svae import cli
 from svae.cli import common
 from svae.selfcheck import report
 from svae.variants import MODELS
@@ -97,8 +96,9 @@ def registry(state):
       state: the `svae.selfcheck.numerics.Checks` that the distribution's
         checks and the placement share (inputs, reference, eager results).
     """
-    # Here, not at the top: `--help` and bad flags need neither TFP nor the
-    # models.
+    # Here, not at the top: `--help` and bad flags need neither TensorFlow
+    # nor the models.
+    cli.quiet_tensorflow()
     from svae.selfcheck import devices, model_checks
 
     functions = {name: functools.partial(state.check, name) for name in DISTRIBUTION}
@@ -213,4 +213,4 @@ def main() -> int:
 
 def run() -> None:
     """The entry point of `python -m svae.selfcheck`."""
-    common.run(main, define_flags, errors=(ValueError, OSError))
+    common.run(main, define_flags, errors=lambda: (ValueError, OSError))

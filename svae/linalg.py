@@ -433,12 +433,13 @@ def _solution(log_diag, off_diag, rhs, kernel_size, dilation, transpose, compile
     return _skewed_solve(log_diag, coeffs, rhs, structure, not transpose)
 
 
-@xla.kernel
+@xla.kernel(batch_axes=(-3, -4, -3), output_axis=-3)
 def _gathered_solve(log_diag, coeffs, rhs, structure, forward):
     """The solve in `svae.wavefront`'s gathered layout, as one XLA kernel.
 
     `coeffs` are the rows of `L` (or `L^T`) without the diagonal, `[...,
-    H, W, K]`; `rhs` has the full batch shape.
+    H, W, K]`; `rhs` has the full batch shape. On a CPU the images are
+    solved in several launches side by side (`svae.xla.cpu_parts`).
     """
     plan = wavefront.skew_plan(*structure)
     batch_rank = len(rhs.shape) - 2

@@ -20,10 +20,23 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["kernel", "portable", "enabled", "split", "ENV_VAR"]
+__all__ = [
+    "ENV_VAR",
+    "PARTS_ENV_VAR",
+    "cpu_parts",
+    "enabled",
+    "kernel",
+    "portable",
+    "split",
+]
 
 # Set to 0 to trace every kernel as ordinary TF ops.
 ENV_VAR = "SVAE_XLA"
+# The number of parts a batched kernel is cut into on CPU (`cpu_parts`).
+PARTS_ENV_VAR = "SVAE_XLA_PARTS"
+# Parts per CPU core: more than one keeps the cores busy while TensorFlow
+# runs the ops between the launches (benchmarks/bench_distribution.py).
+PARTS_PER_CORE = 4
 
 _PORTABLE_DEPTH = [0]
 
@@ -43,19 +56,89 @@ def enabled():
     return _PORTABLE_DEPTH[0] == 0 and os.environ.get(ENV_VAR, "1") != "0"
 
 
-def kernel(function):
+def kernel(function=None, *, batch_axes=None, output_axis=None):
     """Decorates a function of tensors as one XLA computation.
 
     Its gradient (autodiff, or a `tf.custom_gradient` inside) is compiled
     too. Inside `portable()`, `function` runs as it is.
+
+    XLA runs a computation on one CPU thread. A kernel whose images are
+    independent along a batch axis can say so (`batch_axes`): on a machine
+    without a GPU or TPU, a call is then cut along that axis into parts
+    (`cpu_parts`), each its own XLA launch, which TensorFlow runs side by
+    side on the cores, and the parts' outputs are joined again. The values
+    are the same as one launch's.
+
+    Args:
+      function: a function of tensors (and static Python values).
+      batch_axes: per positional argument, the axis along which its images
+        lie (negative, counted from the end), or None for an argument that
+        every part receives whole; the named axes must have the same static
+        size. None: never cut.
+      output_axis: that axis in the output (one tensor).
     """
+    if function is None:
+        return functools.partial(kernel, batch_axes=batch_axes, output_axis=output_axis)
     compiled = tf.function(function, jit_compile=True, autograph=False)
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        return (compiled if enabled() else function)(*args, **kwargs)
+        if not enabled():
+            return function(*args, **kwargs)
+        if batch_axes is None:
+            return compiled(*args, **kwargs)
+        return _in_parts(compiled, args, kwargs, batch_axes, output_axis)
 
     return call
+
+
+def cpu_parts(size):
+    """Parts a batch of `size` independent images is cut into for XLA on CPU.
+
+    `PARTS_PER_CORE` per CPU core this process may use, at most `size`; 1
+    where a GPU or TPU is visible (the ops run there, where XLA's kernels
+    are parallel). The environment variable `SVAE_XLA_PARTS` sets the number
+    instead (1: one launch), for a container whose CPU quota is smaller than
+    the cores it sees.
+    """
+    setting = os.environ.get(PARTS_ENV_VAR)
+    if setting:
+        return max(1, min(int(setting), size))
+    if _accelerated():
+        return 1
+    return max(1, min(PARTS_PER_CORE * len(os.sched_getaffinity(0)), size))
+
+
+@functools.cache
+def _accelerated():
+    """Whether a GPU or TPU is visible to TensorFlow (without starting it)."""
+    return bool(
+        tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+    )
+
+
+def _in_parts(compiled, args, kwargs, batch_axes, output_axis):
+    """`compiled(*args, **kwargs)` as `cpu_parts` launches along `batch_axes`."""
+    named = [i for i, axis in enumerate(batch_axes) if axis is not None]
+    # An argument without the axis (it broadcasts along it), or sizes that
+    # differ or are unknown when traced: one launch.
+    if any(-batch_axes[i] > len(args[i].shape) for i in named):
+        return compiled(*args, **kwargs)
+    sizes = {args[i].shape[batch_axes[i]] for i in named}
+    size = sizes.pop() if len(sizes) == 1 else None
+    parts = 1 if size is None else cpu_parts(size)
+    if parts == 1:
+        return compiled(*args, **kwargs)
+    lengths = [size // parts + (k < size % parts) for k in range(parts)]
+    pieces = {i: tf.split(args[i], lengths, axis=batch_axes[i]) for i in named}
+    outputs = [
+        compiled(
+            *[pieces[i][k] if i in pieces else arg for i, arg in enumerate(args)],
+            **kwargs,
+        )
+        for k in range(parts)
+    ]
+    return tf.concat(outputs, output_axis)
 
 
 @kernel

@@ -65,3 +65,51 @@ def test_split_is_an_xla_kernel_unless_portable(monkeypatch):
 def test_split_into_one_part_is_the_value():
     value = tf.ones([2, 3])
     assert xla.split(value, [3])[0] is value
+
+
+def test_cpu_parts_follow_the_cores_the_batch_and_the_environment(monkeypatch):
+    monkeypatch.delenv(xla.PARTS_ENV_VAR, raising=False)
+    monkeypatch.setattr(xla.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(xla, "_accelerated", lambda: False)
+    assert xla.cpu_parts(64) == 2 * xla.PARTS_PER_CORE
+    assert xla.cpu_parts(3) == 3
+    monkeypatch.setenv(xla.PARTS_ENV_VAR, "5")
+    assert xla.cpu_parts(64) == 5 and xla.cpu_parts(2) == 2
+    monkeypatch.setenv(xla.PARTS_ENV_VAR, "1")
+    assert xla.cpu_parts(64) == 1
+    monkeypatch.delenv(xla.PARTS_ENV_VAR)
+    monkeypatch.setattr(xla, "_accelerated", lambda: True)
+    assert xla.cpu_parts(64) == 1
+
+
+def _solve_and_grads(log_diag, off_diag, rhs):
+    """`L^{-T} rhs` (a batched kernel, as `sample` runs it) and its gradients."""
+    from svae import linalg
+
+    with tf.GradientTape() as tape:
+        tape.watch([log_diag, off_diag, rhs])
+        solution = linalg.factor_transpose_solve(log_diag, off_diag, rhs)
+        loss = tf.reduce_sum(tf.sin(solution))
+    return (solution, *tape.gradient(loss, [log_diag, off_diag, rhs]))
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch", "broadcast"])
+def test_a_kernel_in_parts_gives_one_launchs_values(monkeypatch, batched):
+    rng = np.random.default_rng(1)
+    batch = 5  # Three parts of 2, 2 and 1 images.
+    shape = (batch,) if batched else ()
+    log_diag = tf.constant(0.2 * rng.normal(size=(*shape, 6, 7)), tf.float32)
+    off_diag = tf.constant(0.2 * rng.normal(size=(*shape, 6, 7, 4)), tf.float32)
+    rhs = tf.constant(rng.normal(size=(batch, 6, 7)), tf.float32)
+    results, ops = {}, {}
+    for parts in ("1", "3"):
+        monkeypatch.setenv(xla.PARTS_ENV_VAR, parts)
+        fn = tf.function(_solve_and_grads)
+        graph = fn.get_concrete_function(log_diag, off_diag, rhs).graph
+        ops[parts] = {op.type for op in graph.get_operations()}
+        results[parts] = fn(log_diag, off_diag, rhs)
+    for one, three in zip(results["1"], results["3"], strict=True):
+        np.testing.assert_array_equal(one, three)
+    assert "SplitV" not in ops["1"]
+    # A parameter without the batch axis (broadcast to every image): one launch.
+    assert ("SplitV" in ops["3"]) == batched

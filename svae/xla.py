@@ -6,7 +6,9 @@ chain into one loop, forward and backward. So are `split` of channel-last
 tensors and its gradient, which TF's SplitV and ConcatV2 copy element by
 element, and the gradient of the L1 term (`svae.likelihoods.off_diag_l1`).
 Elsewhere XLA does not pay on CPU: it runs each fusion on one thread and its
-small matrix products slowly, so only such chains are kernels. Functions
+small matrix products slowly, so only such chains are kernels (a kernel
+over a batch of independent images can be cut into parts that run side by
+side on the cores: `kernel(batch_axes=...)`, used by the solves). Functions
 decorated with `kernel` are XLA-compiled unless traced inside `portable()`,
 for graphs that must run where XLA is off, such as TF Serving's model server
 (`svae.export`), or when the environment variable `SVAE_XLA=0` is set, for

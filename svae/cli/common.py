@@ -195,7 +195,7 @@ def parse_flags(argv, flag_values=flags.FLAGS) -> list[str]:
     return rest
 
 
-def run(main, define, errors=tuple) -> None:
+def run(main, define, errors=None) -> None:
     """A script's entry point: defines its flags, parses them, runs `main`.
 
     `--help` lists the script's flags and starts with its module's docstring
@@ -212,6 +212,7 @@ def run(main, define, errors=tuple) -> None:
       errors: `errors()` returns the exception types that `main` raises for
         bad input (a function: their modules may import TensorFlow); each is
         one `svae: error: <message>` line on stderr and exit status 1.
+        None: none.
     """
     define(flags.FLAGS)
     module = define.__module__
@@ -230,9 +231,10 @@ def run(main, define, errors=tuple) -> None:
 
         from svae import files
 
+        bad_input = errors() if errors else ()
         try:
             return main()
-        except errors() as e:
+        except bad_input as e:
             print(f"svae: error: {e}", file=sys.stderr)
             return 1
         except (OSError, tf.errors.OpError) as e:

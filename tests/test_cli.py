@@ -257,10 +257,12 @@ from svae.cli import evaluate, export, sample, train
 from svae import demo
 from svae.reproduce import command as reproduce
 from svae.selfcheck import command as selfcheck
-for module in (train, evaluate, sample, export, demo, reproduce, selfcheck):
+from svae.data import prepare
+modules = (train, evaluate, sample, export, demo, reproduce, selfcheck, prepare)
+for module in modules:
     flag_values = flags.FlagValues()
     module.define_flags(flag_values)
-    flag_values(["prog"])
+    flag_values(["prog", "--dataset=celeb_a"] if module is prepare else ["prog"])
 loaded = [name for name in sys.modules if name.startswith(("tensorflow", "keras"))]
 print(sorted(loaded)[:5])
 """

@@ -74,7 +74,7 @@ def prepare(
     data_dir=None,
     image_size: int = 64,
     progress: bool = True,
-) -> data.SplitInfo:
+) -> "data.SplitInfo":
     """Prepares one split of a data set in `cache_dir` (if not prepared yet).
 
     Args:
@@ -115,7 +115,7 @@ def prepare(
     return found
 
 
-def _report(name: str, split: str, found: data.SplitInfo) -> str:
+def _report(name: str, split: str, found: "data.SplitInfo") -> str:
     """Says what one prepared split holds and where."""
     npy = found.cache_file
     return (

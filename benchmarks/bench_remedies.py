@@ -43,10 +43,12 @@ flags.DEFINE_bool(
 FLAGS = flags.FLAGS
 
 PAPER = recipes.RECIPES["paper"]
-# The default recipe without the contrast scale and with the factorised chroma:
-# the variants' rows in the log
-# were measured so, before it became the default (`_cs`: with it).
-PLAIN = dataclasses.replace(recipes.DEFAULT, contrast_scale=False, chroma="factorised")
+# The default recipe without the contrast scale, with the factorised chroma and
+# without border offsets: the variants' rows in the log were measured so,
+# before each became the default (`_cs`: with the contrast scale).
+PLAIN = dataclasses.replace(
+    recipes.DEFAULT, contrast_scale=False, chroma="factorised", borders=False
+)
 
 
 def _plain(**fields):
@@ -75,6 +77,17 @@ VARIANTS = {
     "full_product_cs_chroma": (
         "structured",
         _plain(factor="full_product", contrast_scale=True, chroma="structured"),
+        {},
+        True,
+    ),
+    "full_product_cs_chroma_borders": (
+        "structured",
+        _plain(
+            factor="full_product",
+            contrast_scale=True,
+            chroma="structured",
+            borders=True,
+        ),
         {},
         True,
     ),

@@ -22,6 +22,7 @@ differences between the models. Policies with float16 or bfloat16
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from svae import xla
@@ -40,6 +41,7 @@ from svae.recipes import DEFAULT, FACTORS
 __all__ = [
     "ContrastScale",
     "PrecisionHead",
+    "border_planes",
     "check_policy",
     "conv",
     "likelihood_dtype",
@@ -121,10 +123,12 @@ def pointwise(features, heads, splits=None, shift=None):
         dtype policy.
       splits: channel counts to split the heads' concatenated outputs into;
         default: one part per head.
-      shift: None, or one scalar per output channel (Python numbers or scalar
-        tensors) added with the bias, where an output channel is offset
-        anyway: free, where adding it to the output is a pass over it and its
-        gradient another.
+      shift: None, or one value per output channel added with the bias,
+        where an output channel is offset anyway: free, where adding it to
+        the output is a pass over it and its gradient another. A value is a
+        scalar (a Python number or a scalar tensor) or a `[height, width]`
+        map (`PrecisionHead`'s border offsets); with a map the bias is one
+        `[height, width, channels]` tensor, added in place of `bias_add`.
 
     Returns:
       A list of `[batch, height, width, n]` tensors, one per split.
@@ -139,8 +143,15 @@ def pointwise(features, heads, splits=None, shift=None):
     kernel = tf.concat([tf.cast(head.kernel, dtype) for head in heads], axis=-1)
     bias = tf.concat([tf.cast(head.bias, dtype) for head in heads], axis=0)
     if shift is not None:
-        bias += tf.stack([tf.cast(value, dtype) for value in shift])
-    outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
+        values = [tf.cast(value, dtype) for value in shift]
+        if any(value.shape.rank for value in values):
+            size = features.shape[1:3]
+            values = [tf.broadcast_to(value, size) for value in values]
+            bias = bias + tf.stack(values, axis=-1)
+        else:
+            bias += tf.stack(values)
+    outputs = tf.nn.conv2d(features, kernel, 1, "VALID")
+    outputs = tf.nn.bias_add(outputs, bias) if bias.shape.rank == 1 else outputs + bias
     splits = splits or [head.filters for head in heads]
     return xla.split(outputs, splits)
 
@@ -159,6 +170,16 @@ class PrecisionHead(keras.layers.Layer):
     solve whatever `z`; "free" is the paper's, unconstrained. The defaults
     are the default recipe's (`svae.recipes.DEFAULT`).
 
+    With `borders`, each output channel has a learned offset on the pixels
+    within `L`'s reach of each of the image's four borders
+    (`border_planes`), added with the convolution's bias. A 1x1 head on
+    convolutional features can hardly tell the first rows and columns from
+    the last ones, but `L` treats them differently: the last lack the
+    raster-later neighbours the first have, so a likelihood fitted without
+    the offsets widens every border alike, too wide on the first and too
+    narrow on the last, and a sample's first row and column come out as
+    uncorrelated speckle.
+
     The convolution runs in the compute dtype of the layer's policy, the
     basis and the factor's map in `likelihood_dtype` (float32 under the
     mixed policies), which the outputs have.
@@ -171,6 +192,7 @@ class PrecisionHead(keras.layers.Layer):
         factor=DEFAULT.factor,
         dominance=DEFAULT.dominance,
         dilation=1,
+        borders=DEFAULT.borders,
         **kwargs,
     ):
         """Creates the head.
@@ -182,6 +204,8 @@ class PrecisionHead(keras.layers.Layer):
           dominance: bound of the off-diagonal mass relative to the
             diagonal, in (0, 1).
           dilation: spacing of the neighbourhood, >= 1.
+          borders: learn offsets of the outputs at the image's borders (see
+            the class).
           **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...); `dtype`
             (None: the global policy) float32, float64, mixed_float16 or
             mixed_bfloat16.
@@ -203,11 +227,14 @@ class PrecisionHead(keras.layers.Layer):
             or num_basis < 0
         ):
             raise ValueError(f"num_basis must be an integer >= 0, got {num_basis!r}.")
+        if not isinstance(borders, bool):
+            raise ValueError(f"borders must be True or False, got {borders!r}.")
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
         self.num_basis = int(num_basis)
         self.factor = factor
         self.dominance = float(dominance)
+        self.borders = borders
         # Unconstrained parameters per pixel that the factor maps to L's.
         self.num_raw = raw_size(factor, self.kernel_size)
         # Zeros: the branch starts as the spherical likelihood it is offset by.
@@ -224,6 +251,15 @@ class PrecisionHead(keras.layers.Layer):
                 shape=(self.num_raw + 1, self.num_basis),
                 initializer=keras.initializers.RandomNormal(stddev=0.3),
                 name="basis",
+                autocast=False,
+            )
+        self.border = None
+        if self.borders:
+            # Zeros: the head starts as it would without the offsets.
+            self.border = self.add_weight(
+                shape=(4 * self.reach, self.weights_conv.filters),
+                initializer="zeros",
+                name="border",
                 autocast=False,
             )
 
@@ -243,7 +279,21 @@ class PrecisionHead(keras.layers.Layer):
             "factor": self.factor,
             "dominance": self.dominance,
             "dilation": self.dilation,
+            "borders": self.borders,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds the head from `get_config`'s output, or an older build's.
+
+        Older builds had no border offsets (`borders` missing: False).
+        """
+        return cls(**{"borders": False, **config})
+
+    @property
+    def reach(self):
+        """How many rows (columns) from each border `L` links past it."""
+        return structure_kernel(self.factor, self.kernel_size) // 2 * self.dilation
 
     @property
     def structure(self):
@@ -258,17 +308,29 @@ class PrecisionHead(keras.layers.Layer):
         """Channel counts of `weights_conv`'s output parts, see `call`."""
         return [self.num_basis] if self.num_basis else [1, self.num_raw]
 
-    def shift(self, log_scale):
+    def shift(self, log_scale, size):
         """Offsets of `weights_conv`'s output channels, for `pointwise`.
 
         `-log_scale` on `log_diag`: the convolution starts at zero, so the
         branch starts as the spherical likelihood of scale `exp(log_scale)`
         (log L_pp = -log sigma) and the warm-up from the pretrained one. With
-        a basis `log_diag` is a product, offset in `call` instead.
+        a basis `log_diag` is a product, offset in `call` instead. With
+        `borders`, each channel's value is a `[height, width]` map: plus the
+        learned offsets of the pixels near each border.
+
+        Args:
+          log_scale: log of the spherical scale `L` starts from.
+          size: `(height, width)` of the features, static.
         """
         if self.num_basis:
-            return [0.0] * self.num_basis
-        return [-log_scale] + [0.0] * self.num_raw
+            values = [0.0] * self.num_basis
+        else:
+            values = [-log_scale] + [0.0] * self.num_raw
+        if not self.borders:
+            return values
+        planes = tf.cast(border_planes(*size, self.reach), self.border.dtype)
+        maps = tf.tensordot(planes, self.border, 1)
+        return [value + maps[..., c] for c, value in enumerate(values)]
 
     def call(
         self, features, parts=None, log_scale=0.0, offset=None, with_factors=False
@@ -278,8 +340,8 @@ class PrecisionHead(keras.layers.Layer):
         Args:
           features: `[batch, height, width, C]` trunk features.
           parts: `pointwise` output for `weights_conv` with `self.splits`
-            and `self.shift(log_scale)` when the caller has computed it (with
-            other heads), else None.
+            and `self.shift(log_scale, size)` when the caller has computed it
+            (with other heads), else None.
           log_scale: log of the spherical scale `L` starts from.
           offset: None, or a per-image log scale `[batch]` taken off
             `log_diag` before the factor is formed (with the bounded and
@@ -296,7 +358,10 @@ class PrecisionHead(keras.layers.Layer):
         """
         if parts is None:
             parts = pointwise(
-                features, [self.weights_conv], self.splits, self.shift(log_scale)
+                features,
+                [self.weights_conv],
+                self.splits,
+                self.shift(log_scale, features.shape[1:3]),
             )
         dtype = likelihood_dtype(self.dtype_policy)
         parts = [tf.cast(part, dtype) for part in parts]
@@ -390,6 +455,31 @@ class ContrastScale(keras.layers.Layer):
         floor = tf.cast(CONTRAST_FLOOR, y.dtype)
         contrast = tf.math.log(gradient + floor) - CONTRAST_CENTRE
         return tf.cast(self.slope, y.dtype) * contrast
+
+
+def border_planes(height, width, reach):
+    """Indicators of the pixels within `reach` of each border of an image.
+
+    Args:
+      height, width: the image's size.
+      reach: rows (columns) from each border, >= 1.
+
+    Returns:
+      A float32 `[height, width, 4 reach]` constant: for each depth `d <
+      reach`, the planes of the `d`-th row from the top and from the
+      bottom, the `d`-th column from the left and from the right.
+    """
+    rows = np.arange(height)[:, None] + np.zeros((1, width), int)
+    cols = np.arange(width)[None, :] + np.zeros((height, 1), int)
+    planes = []
+    for depth in range(reach):
+        planes += [
+            rows == depth,
+            rows == height - 1 - depth,
+            cols == depth,
+            cols == width - 1 - depth,
+        ]
+    return tf.constant(np.stack(planes, axis=-1), tf.float32)
 
 
 def _is_real(value):

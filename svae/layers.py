@@ -233,6 +233,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
         factor=DEFAULT.factor,
         dominance=DEFAULT.dominance,
         log_scale=0.0,
+        borders=DEFAULT.borders,
         **kwargs,
     ):
         """Creates the head.
@@ -249,6 +250,9 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             diagonal for all but "free", in (0, 1).
           log_scale: log of the standard deviation the head starts from
             (`log_diag` starts at `-log_scale`), a finite number.
+          borders: learn offsets of `L`'s entries on the rows and columns
+            at the image's borders (`svae.heads.PrecisionHead`); needs H
+            and W known when the head is called.
           **kwargs: `keras.layers.Layer`'s (`name`, `dtype`, ...); `dtype`
             (None: the global policy) "float32", "float64", "mixed_float16"
             or "mixed_bfloat16" (or a `keras.DTypePolicy`), passed on to the
@@ -279,6 +283,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             factor,
             dominance,
             dilation,
+            borders,
             name="precision",
             dtype=self.dtype_policy,
         )
@@ -288,9 +293,10 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
         """Builds the head from `get_config`'s output, or an older build's.
 
         Older builds had a `max_scale` option, always None unless set; a
-        head saved with one set cannot be rebuilt by this build.
+        head saved with one set cannot be rebuilt by this build. Older
+        builds had no border offsets (`borders` missing: False).
         """
-        config = dict(config)
+        config = {"borders": False, **config}
         max_scale = config.pop("max_scale", None)
         if max_scale is not None:
             raise ValueError(
@@ -341,7 +347,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             features,
             [self.loc_conv, head.weights_conv],
             [1, *head.splits],
-            [0.0, *head.shift(self.log_scale)],
+            [0.0, *head.shift(self.log_scale, features.shape[1:3])],
         )
         log_diag, off_diag = head(features, parts, log_scale=self.log_scale)
         loc = tf.cast(loc, log_diag.dtype)

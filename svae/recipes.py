@@ -9,9 +9,9 @@ head, training, the reproduction and the export all read; `RECIPES` names
 the two a user chooses between (`train.py --likelihood=NAME`):
 
 ```none
-recipe    factor        dominance  contrast_scale  scales      chroma
-default   full_product  0.99       true            calibrated  structured
-paper     free          0.99       false           learned     factorised
+recipe    factor        dominance  contrast_scale  scales      chroma      borders
+default   full_product  0.99       true            calibrated  structured  true
+paper     free          0.99       false           learned     factorised  false
 ```
 
 A run's `config.json` holds the value's fields, not the recipe's name, so a
@@ -68,6 +68,11 @@ class Likelihood:
         `factor` and neighbourhood as Y's, so a sample's colour varies as
         smoothly as the actual residuals' does. The baselines' chroma is
         factorised whatever this says.
+      borders: the precision heads learn offsets of their outputs on the
+        rows and columns at each border of the image
+        (`svae.heads.PrecisionHead`), which `L` treats differently at the
+        first and the last; without them a sample's first row and column
+        are speckle.
     """
 
     factor: str = "full_product"
@@ -77,6 +82,7 @@ class Likelihood:
     contrast_scale: bool = True
     scales: str = "calibrated"
     chroma: str = "structured"
+    borders: bool = True
 
     def __post_init__(self):
         """Checks each field; raises ValueError naming the field."""
@@ -182,6 +188,7 @@ class Likelihood:
                 factor=DEFAULT.factor,
                 dominance=DEFAULT.dominance,
                 chroma=DEFAULT.chroma,
+                borders=DEFAULT.borders,
             )
         elif self.factor == "free":
             unread.update(dominance=DEFAULT.dominance)
@@ -193,7 +200,11 @@ class Likelihood:
 RECIPES = {
     "default": Likelihood(),
     "paper": Likelihood(
-        factor="free", contrast_scale=False, scales="learned", chroma="factorised"
+        factor="free",
+        contrast_scale=False,
+        scales="learned",
+        chroma="factorised",
+        borders=False,
     ),
 }
 DEFAULT = RECIPES["default"]

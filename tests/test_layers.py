@@ -136,6 +136,10 @@ def test_a_head_saved_by_an_older_build_loads_unless_it_used_max_scale():
     assert again.get_config() == saved
     with pytest.raises(ValueError, match="max_scale=0.2.*no longer has"):
         layers.SparsePrecisionGaussianHead.from_config(saved | {"max_scale": 0.2})
+    # Older builds had no border offsets: a config without `borders` has none.
+    del saved["borders"]
+    older = layers.SparsePrecisionGaussianHead.from_config(saved)
+    assert not older.precision.borders and older.get_config()["borders"] is False
 
 
 def test_loss_is_minus_log_prob_and_matches_tfps_dense_gaussian():
@@ -254,16 +258,19 @@ class KerasLayerHarnessTest(keras_testing.TestCase):
 
     @parameterized.named_parameters(
         # The default factor, "full_product": L of two 3x3 factors is 5x5.
-        ("kernel_size_3", {"kernel_size": 3}, 14, 4),
-        ("free", {"factor": "free"}, 6, 4),
+        # Variables: the two convolutions' kernels and biases, the border
+        # offsets (the default), a basis.
+        ("kernel_size_3", {"kernel_size": 3}, 14, 5),
+        ("no_borders", {"borders": False}, 14, 4),
+        ("free", {"factor": "free"}, 6, 5),
         (
             "bounded_kernel_size_5_num_basis_3",
             {"kernel_size": 5, "num_basis": 3, "factor": "bounded"},
             14,
-            5,
+            6,
         ),
-        ("dilation_2", {"dilation": 2}, 14, 4),
-        ("float64", {"dtype": "float64"}, 14, 4),
+        ("dilation_2", {"dilation": 2}, 14, 5),
+        ("float64", {"dtype": "float64"}, 14, 5),
     )
     def test_sparse_precision_gaussian_head(self, config, channels, variables):
         self.run_layer_test(
@@ -287,13 +294,14 @@ class KerasLayerHarnessTest(keras_testing.TestCase):
             input_shape=FEATURES,
             expected_output_shape=(*FEATURES[:-1], 42),
             expected_output_dtype="float32",
-            expected_num_trainable_weights=5,
+            expected_num_trainable_weights=6,
             run_training_check=False,
         )
 
     @parameterized.named_parameters(
-        ("full_product", {"kernel_size": 3, "num_basis": 0}, 12, 2),
-        ("free_basis", {"kernel_size": 5, "num_basis": 3, "factor": "free"}, 12, 3),
+        ("full_product", {"kernel_size": 3, "num_basis": 0}, 12, 3),
+        ("no_borders", {"kernel_size": 3, "num_basis": 0, "borders": False}, 12, 2),
+        ("free_basis", {"kernel_size": 5, "num_basis": 3, "factor": "free"}, 12, 4),
     )
     def test_precision_head(self, config, off_diagonals, variables):
         self.run_layer_test(

@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from keras.src import testing as keras_testing
 
 from svae import data, heads, likelihoods, models, recipes, training
-from svae.distributions import Structure
+from svae.distributions import SparsePrecisionGaussian, Structure
 
 SIZE = 16
 
@@ -92,6 +92,115 @@ def test_basis_maps_weights_to_the_columns_of_l():
     assert head.basis.shape == (13, 3)
     np.testing.assert_allclose(log_diag, entries[..., 0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(off_diag, entries[..., 1:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_border_offsets_move_only_the_pixels_within_reach_of_each_border(dilation):
+    size, reach = 7, dilation  # kernel_size 3: one neighbour, `dilation` away.
+    planes = heads.border_planes(size, size, reach).numpy()
+    assert planes.shape == (size, size, 4 * reach)
+    rows, cols = np.mgrid[:size, :size]
+    for depth in range(reach):
+        top, bottom, left, right = np.moveaxis(planes[..., 4 * depth :][..., :4], -1, 0)
+        np.testing.assert_array_equal(top, rows == depth)
+        np.testing.assert_array_equal(bottom, rows == size - 1 - depth)
+        np.testing.assert_array_equal(left, cols == depth)
+        np.testing.assert_array_equal(right, cols == size - 1 - depth)
+    # The free factor passes the head's output through: the offsets show as
+    # they are, one per plane and output channel, summed at the corners.
+    head = heads.PrecisionHead(3, 0, factor="free", dilation=dilation)
+    features = tf.random.stateless_normal([2, size, size, 6], seed=[1, 2])
+    head(features)
+    head.weights_conv.kernel.assign(tf.random.stateless_normal([1, 1, 6, 5], [3, 4]))
+
+    def entries():
+        """`[log_diag, off_diag]` along the last axis, as the head outputs them."""
+        log_diag, off_diag = head(features)
+        return np.concatenate([np.asarray(log_diag)[..., None], off_diag], -1)
+
+    before = entries()
+    border = tf.random.stateless_normal(head.border.shape, seed=[5, 6])
+    head.border.assign(border)
+    after = entries()
+    np.testing.assert_allclose(
+        after - before, np.broadcast_to(planes @ border.numpy(), after.shape), atol=1e-5
+    )
+    inside = planes.sum(-1) == 0
+    np.testing.assert_array_equal(after[:, inside], before[:, inside])
+
+
+def _stationary_fields(num, size, seed=0):
+    """Crops of a smooth stationary field: white noise blurred, cut from its middle."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((num, size + 24, size + 24))
+    taps = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    taps /= np.sqrt(np.sum(taps**2))
+    for axis in (1, 2):
+        noise = np.apply_along_axis(np.convolve, axis, noise, taps, "same")
+    return tf.constant(0.1 * noise[:, 12 : 12 + size, 12 : 12 + size], tf.float32)
+
+
+def _fit_constant_head(fields, borders, steps=300):
+    """A head on constant features fitted to `fields`: `(nats/pixel, w^2)`."""
+    size = fields.shape[-1]
+    head = heads.PrecisionHead(3, 0, borders=borders)
+    features = tf.ones([1, size, size, 1])
+    head(features)
+    optimizer = keras.optimizers.Adam(0.05)
+
+    def distribution():
+        log_diag, off_diag, (a, b) = head(features, with_factors=True)
+        return SparsePrecisionGaussian(
+            tf.zeros_like(log_diag), log_diag, off_diag, 5, factor_a=a, factor_b=b
+        )
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(distribution().log_prob(fields)) / size**2
+        variables = head.trainable_variables
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables, strict=True)
+        )
+        return loss
+
+    for _ in range(steps):
+        loss = step()
+    return float(loss), distribution().whiten(fields).numpy() ** 2
+
+
+def test_border_offsets_fit_a_stationary_fields_borders():
+    # Without the offsets a head that cannot tell where it is (constant
+    # features; a trunk's features nearly so) fits the interior and the
+    # borders with one factor: L's rows at the last two rows and columns
+    # lack neighbours, so their whitened residual is far from white there.
+    # With them every border row and column is white too.
+    fields = _stationary_fields(256, 16)
+    without, w2_without = _fit_constant_head(fields, borders=False)
+    with_, w2 = _fit_constant_head(fields, borders=True)
+    bottom, right = w2_without[:, -1].mean(), w2_without[:, :, -1].mean()
+    assert bottom > 3 and right > 3, (bottom, right)
+    for depth in (0, 1):
+        for part in (
+            w2[:, depth],
+            w2[:, -1 - depth],
+            w2[:, :, depth],
+            w2[:, :, -1 - depth],
+        ):
+            assert 0.85 < part.mean() < 1.15, (depth, part.mean())
+    assert 0.85 < w2[:, 2:-2, 2:-2].mean() < 1.15
+    assert with_ < without - 0.3, (with_, without)
+
+
+def test_heads_saved_without_border_offsets_load_without_them():
+    saved = heads.PrecisionHead(3, 0, borders=False).get_config()
+    del saved["borders"]  # As an older build wrote it.
+    head = heads.PrecisionHead.from_config(saved)
+    assert not head.borders and head.border is None
+    head(tf.zeros([1, 8, 8, 4]))
+    assert len(head.trainable_weights) == 2
+    with pytest.raises(ValueError, match="borders must be True or False, got 1"):
+        heads.PrecisionHead(3, 0, borders=1)
 
 
 def test_structured_branch_starts_at_the_spherical_likelihood():
@@ -477,17 +586,18 @@ class KerasLayerHarnessTest(keras_testing.TestCase):
     @parameterized.named_parameters(
         # Encoder and trunk 12, y_mean 2, y_log_scale 1, with colour cbcr_mean
         # 2 and cbcr_log_scale 1; vae_diag's y_scale 2; the structured heads
-        # 2 each; contrast_scale 1; supn's covariance trunk 6; a basis 1 more.
+        # 3 each (2 with the paper's recipe: no border offsets);
+        # contrast_scale 1; supn's covariance trunk 6; a basis 1 more.
         ("vae_sph_gray", "vae_sph", "gray", {}, 15),
         ("vae_sph_ycbcr", "vae_sph", "ycbcr", {}, 18),
         ("vae_diag_gray", "vae_diag", "gray", {}, 18),
         ("vae_diag_ycbcr", "vae_diag", "ycbcr", {}, 21),
-        ("structured_gray", "structured", "gray", {}, 18),
-        ("structured_ycbcr", "structured", "ycbcr", {}, 25),
-        ("structured_basis", "structured", "gray", {"num_basis": 3}, 19),
+        ("structured_gray", "structured", "gray", {}, 19),
+        ("structured_ycbcr", "structured", "ycbcr", {}, 28),
+        ("structured_basis", "structured", "gray", {"num_basis": 3}, 20),
         ("structured_paper", "structured", "ycbcr", {"likelihood": "paper"}, 22),
-        ("supn_gray", "supn", "gray", {}, 24),
-        ("supn_ycbcr", "supn", "ycbcr", {}, 31),
+        ("supn_gray", "supn", "gray", {}, 25),
+        ("supn_ycbcr", "supn", "ycbcr", {}, 34),
     )
     def test_vae(self, model, color, extra, variables):
         arguments = dict(TINY, model=model, color=color, **extra)

@@ -20,12 +20,12 @@ from svae import likelihoods, recipes, runs, training
 OLD_RUNS = pathlib.Path(__file__).parent / "fixtures" / "old_runs"
 # The likelihood each run was trained with: that build's default, the
 # paper's, or fields of their own.
-OLD_DEFAULT = recipes.Likelihood(factor="product", chroma="factorised")
+OLD_DEFAULT = recipes.Likelihood(factor="product", chroma="factorised", borders=False)
 RECIPE = {
     "structured_default": OLD_DEFAULT,
     "structured_paper": recipes.RECIPES["paper"],
     "structured_bounded": recipes.Likelihood(
-        factor="bounded", contrast_scale=False, chroma="factorised"
+        factor="bounded", contrast_scale=False, chroma="factorised", borders=False
     ),
     "vae_diag_default": OLD_DEFAULT,
     "vae_sph_default": OLD_DEFAULT,

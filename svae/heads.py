@@ -156,6 +156,12 @@ def pointwise(features, heads, splits=None, shift=None):
     return xla.split(outputs, splits)
 
 
+# The multiplier of the border offsets' variable: Adam moves a variable by
+# about the learning rate a step, too slow for offsets of order 1 in a
+# thousand steps.
+BORDER_GAIN = 10.0
+
+
 @keras.saving.register_keras_serializable(package="svae")
 class PrecisionHead(keras.layers.Layer):
     """The `W(z)` head: the precision factor `L` of Y (sections 4 and 4.3).
@@ -172,7 +178,8 @@ class PrecisionHead(keras.layers.Layer):
 
     With `borders`, each output channel has a learned offset on the pixels
     within `L`'s reach of each of the image's four borders
-    (`border_planes`), added with the convolution's bias. A 1x1 head on
+    (`border_planes`), added with the convolution's bias: `BORDER_GAIN`
+    times its variable `border`. A 1x1 head on
     convolutional features can hardly tell the first rows and columns from
     the last ones, but `L` treats them differently: the last lack the
     raster-later neighbours the first have, so a likelihood fitted without
@@ -329,7 +336,7 @@ class PrecisionHead(keras.layers.Layer):
         if not self.borders:
             return values
         planes = tf.cast(border_planes(*size, self.reach), self.border.dtype)
-        maps = tf.tensordot(planes, self.border, 1)
+        maps = tf.tensordot(planes, BORDER_GAIN * self.border, 1)
         return [value + maps[..., c] for c, value in enumerate(values)]
 
     def call(

@@ -313,7 +313,10 @@ class VAE(keras.Model):
                     likelihood.factor,
                     likelihood.dominance,
                     dilation,
-                    likelihood.borders,
+                    # Y's only: at the chroma size the border rows and
+                    # columns are nearly half the pixels, and the offsets
+                    # cost the chroma means (benchmarks/log/likelihood.md).
+                    borders=False,
                     name="cb_precision",
                     dtype=exact,
                 )

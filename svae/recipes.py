@@ -68,7 +68,7 @@ class Likelihood:
         `factor` and neighbourhood as Y's, so a sample's colour varies as
         smoothly as the actual residuals' does. The baselines' chroma is
         factorised whatever this says.
-      borders: the precision heads learn offsets of their outputs on the
+      borders: Y's precision head learns offsets of its outputs on the
         rows and columns at each border of the image
         (`svae.heads.PrecisionHead`), which `L` treats differently at the
         first and the last; without them a sample's first row and column

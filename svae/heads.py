@@ -335,8 +335,7 @@ class PrecisionHead(keras.layers.Layer):
             values = [-log_scale] + [0.0] * self.num_raw
         if not self.borders:
             return values
-        planes = tf.cast(border_planes(*size, self.reach), self.border.dtype)
-        maps = tf.tensordot(planes, BORDER_GAIN * self.border, 1)
+        maps = _border_maps(BORDER_GAIN * self.border, *size, self.reach)
         return [value + maps[..., c] for c, value in enumerate(values)]
 
     def call(
@@ -487,6 +486,32 @@ def border_planes(height, width, reach):
             cols == width - 1 - depth,
         ]
     return tf.constant(np.stack(planes, axis=-1), tf.float32)
+
+
+def _border_maps(border, height, width, reach):
+    """`border_planes(height, width, reach) @ border`, one row and one column pass.
+
+    A row's planes (top, bottom) and a column's (left, right) are constant
+    along the other axis: `[H, C]` plus `[W, C]`, broadcast, instead of a
+    product over every pixel and plane.
+    """
+    rows, cols = np.arange(height), np.arange(width)
+    row_planes = np.stack(
+        [p for d in range(reach) for p in (rows == d, rows == height - 1 - d)], -1
+    )
+    col_planes = np.stack(
+        [p for d in range(reach) for p in (cols == d, cols == width - 1 - d)], -1
+    )
+    by_depth = tf.reshape(border, [reach, 4, -1])
+    row_part = tf.matmul(
+        tf.constant(row_planes, border.dtype),
+        tf.reshape(by_depth[:, :2], [2 * reach, -1]),
+    )
+    col_part = tf.matmul(
+        tf.constant(col_planes, border.dtype),
+        tf.reshape(by_depth[:, 2:], [2 * reach, -1]),
+    )
+    return row_part[:, None, :] + col_part[None, :, :]
 
 
 def _is_real(value):

@@ -123,12 +123,10 @@ def pointwise(features, heads, splits=None, shift=None):
         dtype policy.
       splits: channel counts to split the heads' concatenated outputs into;
         default: one part per head.
-      shift: None, or one value per output channel added with the bias,
-        where an output channel is offset anyway: free, where adding it to
-        the output is a pass over it and its gradient another. A value is a
-        scalar (a Python number or a scalar tensor) or a `[height, width]`
-        map (`PrecisionHead`'s border offsets); with a map the bias is one
-        `[height, width, channels]` tensor, added in place of `bias_add`.
+      shift: None, or one scalar per output channel (Python numbers or scalar
+        tensors) added with the bias, where an output channel is offset
+        anyway: free, where adding it to the output is a pass over it and its
+        gradient another.
 
     Returns:
       A list of `[batch, height, width, n]` tensors, one per split.
@@ -143,15 +141,8 @@ def pointwise(features, heads, splits=None, shift=None):
     kernel = tf.concat([tf.cast(head.kernel, dtype) for head in heads], axis=-1)
     bias = tf.concat([tf.cast(head.bias, dtype) for head in heads], axis=0)
     if shift is not None:
-        values = [tf.cast(value, dtype) for value in shift]
-        if any(value.shape.rank for value in values):
-            size = features.shape[1:3]
-            values = [tf.broadcast_to(value, size) for value in values]
-            bias = bias + tf.stack(values, axis=-1)
-        else:
-            bias += tf.stack(values)
-    outputs = tf.nn.conv2d(features, kernel, 1, "VALID")
-    outputs = tf.nn.bias_add(outputs, bias) if bias.shape.rank == 1 else outputs + bias
+        bias += tf.stack([tf.cast(value, dtype) for value in shift])
+    outputs = tf.nn.bias_add(tf.nn.conv2d(features, kernel, 1, "VALID"), bias)
     splits = splits or [head.filters for head in heads]
     return xla.split(outputs, splits)
 
@@ -178,7 +169,7 @@ class PrecisionHead(keras.layers.Layer):
 
     With `borders`, each output channel has a learned offset on the pixels
     within `L`'s reach of each of the image's four borders
-    (`border_planes`), added with the convolution's bias: `BORDER_GAIN`
+    (`border_planes`), added to the convolution's output: `BORDER_GAIN`
     times its variable `border`. A 1x1 head on
     convolutional features can hardly tell the first rows and columns from
     the last ones, but `L` treats them differently: the last lack the
@@ -315,28 +306,17 @@ class PrecisionHead(keras.layers.Layer):
         """Channel counts of `weights_conv`'s output parts, see `call`."""
         return [self.num_basis] if self.num_basis else [1, self.num_raw]
 
-    def shift(self, log_scale, size):
+    def shift(self, log_scale):
         """Offsets of `weights_conv`'s output channels, for `pointwise`.
 
         `-log_scale` on `log_diag`: the convolution starts at zero, so the
         branch starts as the spherical likelihood of scale `exp(log_scale)`
         (log L_pp = -log sigma) and the warm-up from the pretrained one. With
-        a basis `log_diag` is a product, offset in `call` instead. With
-        `borders`, each channel's value is a `[height, width]` map: plus the
-        learned offsets of the pixels near each border.
-
-        Args:
-          log_scale: log of the spherical scale `L` starts from.
-          size: `(height, width)` of the features, static.
+        a basis `log_diag` is a product, offset in `call` instead.
         """
         if self.num_basis:
-            values = [0.0] * self.num_basis
-        else:
-            values = [-log_scale] + [0.0] * self.num_raw
-        if not self.borders:
-            return values
-        maps = _border_maps(BORDER_GAIN * self.border, *size, self.reach)
-        return [value + maps[..., c] for c, value in enumerate(values)]
+            return [0.0] * self.num_basis
+        return [-log_scale] + [0.0] * self.num_raw
 
     def call(
         self, features, parts=None, log_scale=0.0, offset=None, with_factors=False
@@ -346,8 +326,9 @@ class PrecisionHead(keras.layers.Layer):
         Args:
           features: `[batch, height, width, C]` trunk features.
           parts: `pointwise` output for `weights_conv` with `self.splits`
-            and `self.shift(log_scale, size)` when the caller has computed it
-            (with other heads), else None.
+            and `self.shift(log_scale)` when the caller has computed it (with
+            other heads), else None; its batch is this head's images (the
+            border offsets are this head's).
           log_scale: log of the spherical scale `L` starts from.
           offset: None, or a per-image log scale `[batch]` taken off
             `log_diag` before the factor is formed (with the bounded and
@@ -364,13 +345,19 @@ class PrecisionHead(keras.layers.Layer):
         """
         if parts is None:
             parts = pointwise(
-                features,
-                [self.weights_conv],
-                self.splits,
-                self.shift(log_scale, features.shape[1:3]),
+                features, [self.weights_conv], self.splits, self.shift(log_scale)
             )
         dtype = likelihood_dtype(self.dtype_policy)
         parts = [tf.cast(part, dtype) for part in parts]
+        if self.borders:
+            # After the convolution, not with its bias: oneDNN fuses a
+            # convolution with a bias vector, not with a map.
+            size = parts[0].shape[1:3]
+            maps = _border_maps(
+                BORDER_GAIN * tf.cast(self.border, dtype), *size, self.reach
+            )
+            maps = tf.split(maps, self.splits, axis=-1)
+            parts = [part + offset for part, offset in zip(parts, maps, strict=True)]
         if self.num_basis:
             basis = tf.cast(self.basis, dtype)
             entries = tf.einsum("...b,kb->...k", parts[0], basis)

@@ -347,7 +347,7 @@ class SparsePrecisionGaussianHead(keras.layers.Layer):
             features,
             [self.loc_conv, head.weights_conv],
             [1, *head.splits],
-            [0.0, *head.shift(self.log_scale, features.shape[1:3])],
+            [0.0, *head.shift(self.log_scale)],
         )
         log_diag, off_diag = head(features, parts, log_scale=self.log_scale)
         loc = tf.cast(loc, log_diag.dtype)

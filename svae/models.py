@@ -429,7 +429,7 @@ class VAE(keras.Model):
             head = self.precision_head
             y_heads.append(head.weights_conv)
             splits = [1] + head.splits
-            y_shift += head.shift(self.y_log_scale, (size, size))
+            y_shift += head.shift(self.y_log_scale)
             if chroma == "scales":
                 cbcr_heads.append(self.cbcr_scale_head)
                 cbcr_shift += [self.cbcr_log_scale] * 2
@@ -508,8 +508,7 @@ class VAE(keras.Model):
                 features,
                 [cb.weights_conv, cr.weights_conv],
                 cb.splits + cr.splits,
-                cb.shift(log_scale, features.shape[1:3])
-                + cr.shift(log_scale, features.shape[1:3]),
+                cb.shift(log_scale) + cr.shift(log_scale),
             )
             stacked = [tf.concat([split[i], split[i + 2]], axis=0) for i in (0, 1)]
             log_diag, off_diag, factors = cb(

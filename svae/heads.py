@@ -462,17 +462,20 @@ def border_planes(height, width, reach):
       reach`, the planes of the `d`-th row from the top and from the
       bottom, the `d`-th column from the left and from the right.
     """
-    rows = np.arange(height)[:, None] + np.zeros((1, width), int)
-    cols = np.arange(width)[None, :] + np.zeros((height, 1), int)
+    rows, cols = _edge_planes(height, reach), _edge_planes(width, reach)
     planes = []
-    for depth in range(reach):
-        planes += [
-            rows == depth,
-            rows == height - 1 - depth,
-            cols == depth,
-            cols == width - 1 - depth,
-        ]
-    return tf.constant(np.stack(planes, axis=-1), tf.float32)
+    for first, last in zip(range(0, 2 * reach, 2), range(1, 2 * reach, 2), strict=True):
+        planes += [rows[:, None, first], rows[:, None, last]]
+        planes += [cols[None, :, first], cols[None, :, last]]
+    return tf.constant(np.stack(np.broadcast_arrays(*planes), axis=-1), tf.float32)
+
+
+def _edge_planes(size, reach):
+    """`[size, 2 reach]`: for each depth `d`, the `d`-th index from each end."""
+    index = np.arange(size)[:, None]
+    depths = np.repeat(np.arange(reach), 2)
+    from_end = np.tile([False, True], reach)
+    return index == np.where(from_end, size - 1 - depths, depths)
 
 
 def _border_maps(border, height, width, reach):
@@ -482,20 +485,13 @@ def _border_maps(border, height, width, reach):
     along the other axis: `[H, C]` plus `[W, C]`, broadcast, instead of a
     product over every pixel and plane.
     """
-    rows, cols = np.arange(height), np.arange(width)
-    row_planes = np.stack(
-        [p for d in range(reach) for p in (rows == d, rows == height - 1 - d)], -1
-    )
-    col_planes = np.stack(
-        [p for d in range(reach) for p in (cols == d, cols == width - 1 - d)], -1
-    )
     by_depth = tf.reshape(border, [reach, 4, -1])
     row_part = tf.matmul(
-        tf.constant(row_planes, border.dtype),
+        tf.constant(_edge_planes(height, reach), border.dtype),
         tf.reshape(by_depth[:, :2], [2 * reach, -1]),
     )
     col_part = tf.matmul(
-        tf.constant(col_planes, border.dtype),
+        tf.constant(_edge_planes(width, reach), border.dtype),
         tf.reshape(by_depth[:, 2:], [2 * reach, -1]),
     )
     return row_part[:, None, :] + col_part[None, :, :]

@@ -8,7 +8,7 @@ The names below are imported on first use, so that `import svae.cli.train`
 flags first, then import it with its C++ logging quieted (`svae.cli`).
 """
 
-import importlib
+from svae import lazy
 
 __version__ = "0.1.0"
 
@@ -23,19 +23,12 @@ __all__ = [
     "neighbour_offsets",
 ]
 
-_SUBMODULES = frozenset(
-    {"color", "data", "distributions", "layers", "linalg", "losses"}
+__getattr__ = lazy.module_getattr(
+    __name__,
+    __all__,
+    ["distributions"],
+    submodules=["color", "data", "distributions", "layers", "linalg", "losses"],
 )
-_FROM_DISTRIBUTIONS = frozenset({"SparsePrecisionGaussian", "neighbour_offsets"})
-
-
-def __getattr__(name):
-    """Imports the submodules and names of `__all__` when first used."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"svae.{name}")
-    if name in _FROM_DISTRIBUTIONS:
-        return getattr(importlib.import_module("svae.distributions"), name)
-    raise AttributeError(f"module 'svae' has no attribute {name!r}")
 
 
 def __dir__():

@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import importlib
 import os
 import pathlib
 import shutil
@@ -535,3 +536,14 @@ def test_other_os_errors_are_not_taken_for_a_full_disk(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["evaluate.py"])
     with pytest.raises(PermissionError):
         common.run(main, lambda flag_values: None)
+
+
+@pytest.mark.parametrize("package", ["svae", "svae.data", "svae.reproduce"])
+def test_every_name_a_package_exports_resolves(package):
+    # The packages import their names on first use (svae.lazy): each name of
+    # `__all__` is found where the package says it is, and no other.
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute"):
+        module.no_such_name  # noqa: B018

@@ -39,8 +39,7 @@ The modules:
     prepare        `python -m svae.data.prepare`
 """
 
-import importlib
-
+from svae import lazy
 from svae.config import CACHE_DIR_ENV, default_cache_dir
 
 __all__ = [
@@ -71,40 +70,22 @@ __all__ = [
     "training_pipeline",
 ]
 
-# Where each name of `__all__` is defined: imported on first use, so that
-# importing `svae.data` (as `python -m svae.data.prepare` does before its
+# The modules that define the names of `__all__`: imported on first use, so
+# that importing `svae.data` (as `python -m svae.data.prepare` does before its
 # flags are parsed) does not import TensorFlow (svae.cli).
-_MODULES = {
-    "cache": ("CACHE_FORMAT_VERSION",),
-    "celeb_a": (
-        "CELEB_A_BLUR_SIGMA",
-        "CELEB_A_CROP_COLS",
-        "CELEB_A_CROP_ROWS",
-        "CELEB_A_URL",
-        "celeb_a_preprocess",
-    ),
-    "folder": ("folder_files",),
-    "info": ("SplitInfo", "prepared_size", "size_hint", "skipped_files", "split_info"),
-    "loading": ("load", "load_batch", "load_split"),
-    "lsun": ("LSUN_URLS",),
-    "pipeline": ("to_model_inputs", "training_pipeline"),
-    "registry": ("DATASET_NAMES",),
-    "sample_photos": ("SAMPLE_CROPS_PER_PHOTO", "SAMPLE_PHOTOS", "random_crops"),
-    "source": ("DatasetError",),
-}
-_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
-_SUBMODULES = frozenset(_MODULES) | {"decode", "prepare"}
+_MODULES = (
+    "loading",
+    "info",
+    "source",
+    "cache",
+    "pipeline",
+    "registry",
+    "sample_photos",
+    "celeb_a",
+    "folder",
+    "lsun",
+)
 
-
-def __getattr__(name):
-    """Imports a name of `__all__`, or a submodule, when first used."""
-    if name in _SUBMODULES:
-        # Not quieted: `from svae.data import prepare` asks for the attribute
-        # first, and prepare imports TensorFlow only after its flags.
-        return importlib.import_module(f"svae.data.{name}")
-    if name in _MODULE_OF:
-        from svae import cli
-
-        cli.quiet_tensorflow()
-        return getattr(importlib.import_module(f"svae.data.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module 'svae.data' has no attribute {name!r}")
+__getattr__ = lazy.module_getattr(
+    __name__, __all__, _MODULES, submodules=(*_MODULES, "decode", "prepare")
+)

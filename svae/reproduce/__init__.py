@@ -20,8 +20,7 @@ The modules:
     command    the flags and `main` of `python -m svae.reproduce`
 """
 
-import importlib
-
+from svae import lazy
 from svae.reproduce.paper import (
     DATASET_TABLE,
     LABELS,
@@ -40,25 +39,6 @@ from svae.reproduce.planning import (
     plan,
     run_config,
 )
-
-# The modules that import TensorFlow: their names of `__all__` are imported on
-# first use, so `python -m svae.reproduce --help` answers without TensorFlow
-# (svae.cli).
-_LAZY_MODULES = ("estimate", "runner", "tables")
-
-
-def __getattr__(name):
-    """Imports a name of `estimate`, `runner` or `tables` when first used."""
-    if name in __all__:
-        from svae import cli
-
-        cli.quiet_tensorflow()
-        for module_name in _LAZY_MODULES:
-            module = importlib.import_module(f"svae.reproduce.{module_name}")
-            if name in module.__all__:
-                return getattr(module, name)
-    raise AttributeError(f"module 'svae.reproduce' has no attribute {name!r}")
-
 
 __all__ = [
     "DATASET_TABLE",
@@ -89,3 +69,8 @@ __all__ = [
     "write_comparison_figures",
     "write_table",
 ]
+
+# The modules that import TensorFlow: their names of `__all__` are imported on
+# first use, so `python -m svae.reproduce --help` answers without TensorFlow
+# (svae.cli).
+__getattr__ = lazy.module_getattr(__name__, __all__, ("estimate", "runner", "tables"))

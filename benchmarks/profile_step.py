@@ -5,8 +5,9 @@ Runs svae.training's compiled step (the one `train()` uses, as
 traced steps, the time the executor's threads spend in each op type and in
 each XLA launch (`svae.xla.kernel`s and their gradients, named by the op
 that launches them). Times are thread time per step: with two threads the
-sum can exceed the step's wall time, and a single-threaded XLA kernel
-counts once where a two-thread convolution counts twice. With `--compare`
+sum can exceed the step's wall time, and an XLA launch counts once (the
+time of the thread that launched it) even where XLA split its loops
+across the cores, where a two-thread convolution counts twice. With `--compare`
 a second config is profiled in the same process and the table shows both
 and their difference, largest first.
 

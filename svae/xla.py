@@ -5,10 +5,11 @@ of K pad, slice and multiply passes over full-size images; XLA fuses each
 chain into one loop, forward and backward. So are `split` of channel-last
 tensors and its gradient, which TF's SplitV and ConcatV2 copy element by
 element, and the gradient of the L1 term (`svae.likelihoods.off_diag_l1`).
-Elsewhere XLA does not pay on CPU: it runs each fusion on one thread and its
-small matrix products slowly, so only such chains are kernels (a kernel
-over a batch of independent images can be cut into parts that run side by
-side on the cores: `kernel(batch_axes=...)`, used by the solves). Functions
+Elsewhere XLA does not pay on CPU (its small matrix products are slow), so
+only such chains are kernels. XLA's CPU compiler cuts a large fusion's loop
+across the cores, but not the small ones of a solve's wavefront levels: a
+kernel over a batch of independent images can instead be cut into parts
+that run side by side (`kernel(batch_axes=...)`, used by the solves). Functions
 decorated with `kernel` are XLA-compiled unless traced inside `portable()`,
 for graphs that must run where XLA is off, such as TF Serving's model server
 (`svae.export`), or when the environment variable `SVAE_XLA=0` is set, for
@@ -64,7 +65,9 @@ def kernel(function=None, *, batch_axes=None, output_axis=None):
     Its gradient (autodiff, or a `tf.custom_gradient` inside) is compiled
     too. Inside `portable()`, `function` runs as it is.
 
-    XLA runs a computation on one CPU thread. A kernel whose images are
+    XLA splits a large fusion's loop across the CPU's cores, not a loop of
+    small steps such as a solve's wavefront levels, which then run on one
+    thread. A kernel whose images are
     independent along a batch axis can say so (`batch_axes`): on a machine
     without a GPU or TPU, a call is then cut along that axis into parts
     (`cpu_parts`), each its own XLA launch, which TensorFlow runs side by

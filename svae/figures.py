@@ -5,11 +5,12 @@ and draws them with `svae.drawing`; both are re-exported here.
 
 Prior samples (Figures 4 and 6): for `z ~ N(0, T^2 I)` the mean `mu(z)` and a
 full sample `mu + T * epsilon`. Reconstructions (Figures 1, 3 and 5): the
-input, the mean at the posterior mean `z`, a residual sample `epsilon` and the
-full sample `mu + T * epsilon`. Everything is shown in RGB with the chroma
+input, the mean at the posterior mean `z`, the actual residual `y - mu` of Y
+beside a residual sample `epsilon` (Figure 1's comparison) and the full
+sample `mu + T * epsilon`. Everything is shown in RGB with the chroma
 upsampled bilinearly (`svae.likelihoods.to_rgb`: smooth colour, no 4x4
 blocks); residuals of Y are shown as gray images with +-3 robust standard
-deviations of the figure's residuals (`residual_spread`) spanning black to
+deviations of the actual residuals (`residual_spread`) spanning black to
 white. The per-pixel standard deviation of Y is a heat map: exact for the
 structured models (`SparsePrecisionGaussian.marginal_variance`),
 `exp(y_log_scale)` for the factorised ones. Beside the figures, the run's
@@ -61,8 +62,9 @@ def write_figures(sample_config):
 
     Files in `output_dir` (default `model_dir/samples`):
     `prior_samples.png` (rows: mean, sample, std of Y), `reconstructions.png`
-    (rows: input, mean, residual sample, full sample) and `std_y.png` (rows:
-    input, mean, per-pixel std of Y as a heat map); with `inpaint`,
+    (rows: input, mean, actual residual of Y, residual sample, full sample)
+    and `std_y.png` (rows: input, mean, per-pixel std of Y as a heat map);
+    with `inpaint`,
     `inpainting.png` (rows: input, observed pixels, unconditional mean,
     conditional mean, conditional sample). Also `health.json`: the sample
     health (`svae.health.run_health`, seeded by `seed`, at temperature 1)
@@ -119,15 +121,10 @@ def write_figures(sample_config):
     paths["health"] = health_path
     batch = load_images(config, sc.split, sc.num)
     recon = reconstructions(model, config, batch, sc.seed, sc.temperature)
-    spread = residual_spread(recon["residual"])
+    residual_rows, residual_labels = _residual_rows(recon)
     paths["reconstructions"] = save_grid(
-        [
-            recon["input"],
-            recon["mean"],
-            residual_image(recon["residual"], spread),
-            recon["sample"],
-        ],
-        ["input", "mean mu", f"eps of Y, +-{spread:.3f}", "sample mu+eps"],
+        [recon["input"], recon["mean"], *residual_rows, recon["sample"]],
+        ["input", "mean mu", *residual_labels, "sample mu+eps"],
         output_dir / "reconstructions.png",
         sc.scale,
         f"reconstructions of {config.dataset}/{sc.split}: {name}",
@@ -167,6 +164,18 @@ def write_figures(sample_config):
     return paths
 
 
+def _residual_rows(recon):
+    """The actual residual of Y and the sampled one, as gray rows and labels.
+
+    Both on the actual residual's scale (`residual_spread`), so a sample as
+    wide as the residual it models looks as strong, and one that diverges
+    saturates.
+    """
+    spread = residual_spread(recon["actual"])
+    rows = [residual_image(recon[key], spread) for key in ("actual", "residual")]
+    return rows, [f"y-mu of Y, +-{spread:.2f}", f"eps of Y, +-{spread:.2f}"]
+
+
 def comparison_figures(run_dirs, output_dir, num=6, seed=0):
     """Writes reconstructions and prior samples of several runs side by side.
 
@@ -187,16 +196,10 @@ def comparison_figures(run_dirs, output_dir, num=6, seed=0):
         if not recon_rows:
             recon_rows.append(recon["input"])
             recon_labels.append("input (held out)")
-        spread = residual_spread(recon["residual"])
-        recon_rows += [
-            recon["mean"],
-            residual_image(recon["residual"], spread),
-            recon["sample"],
-        ]
+        residual_rows, residual_labels = _residual_rows(recon)
+        recon_rows += [recon["mean"], *residual_rows, recon["sample"]]
         recon_labels += [
-            f"{model}: mean mu",
-            f"{model}: eps of Y, +-{spread:.2f}",
-            f"{model}: mu+eps",
+            f"{model}: {label}" for label in ("mean mu", *residual_labels, "mu+eps")
         ]
         prior = prior_samples(net, config, num, seed)
         prior_rows += [prior["mean"], prior["sample"]]

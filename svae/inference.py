@@ -2,11 +2,12 @@
 
 Prior samples (Figures 4 and 6): for `z ~ N(0, T^2 I)` the mean `mu(z)` and a
 full sample `mu + T * epsilon`. Reconstructions (Figures 1, 3 and 5): the
-input, the mean at the posterior mean `z`, a residual sample `epsilon` and the
-full sample `mu + T * epsilon`. Inpainting: the likelihood conditioned on the
-observed pixels. The per-pixel standard deviation of Y: exact for the
-structured models (`SparsePrecisionGaussian.marginal_variance`),
-`exp(y_log_scale)` for the factorised ones. Every random draw uses a
+input, the mean at the posterior mean `z`, the actual residual `y - mu` of Y,
+a residual sample `epsilon` and the full sample `mu + T * epsilon`.
+Inpainting: the likelihood conditioned on the observed pixels. The
+per-pixel standard deviation of Y: exact for the structured models
+(`SparsePrecisionGaussian.marginal_variance`), `exp(y_log_scale)` for the
+factorised ones. Every random draw uses a
 stateless seed. `svae.drawing` turns the arrays into pictures.
 """
 
@@ -110,12 +111,15 @@ def reconstructions(model, config, batch, seed=0, temperature=1.0):
 
     Returns:
       A dict of numpy arrays: `input`, `mean`, `sample` `[n, H, W, 3]` RGB,
-      `residual` `[n, H, W]` (Y, unscaled) and `outputs`.
+      `residual` `[n, H, W]` (the sampled residual of Y, unscaled),
+      `actual` `[n, H, W]` (the actual residual of Y, `y - mu`: what
+      `residual` models) and `outputs`.
     """
     z_mean, _ = model.encode(batch["y"], batch.get("cbcr"))
     outputs, mean, sample, residual = _draw(
         model, config, z_mean, [seed, 2], temperature
     )
+    actual = np.asarray(batch["y"]) - likelihoods.means(outputs)["y"].numpy()
     if config.color == "ycbcr":
         shown = np.clip(np.asarray(batch["rgb"]), 0.0, 1.0)
     else:
@@ -125,6 +129,7 @@ def reconstructions(model, config, batch, seed=0, temperature=1.0):
         "mean": mean,
         "sample": sample,
         "residual": residual,
+        "actual": actual,
         "outputs": outputs,
     }
 

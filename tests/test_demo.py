@@ -132,9 +132,10 @@ def test_demo_trains_evaluates_and_writes_the_table_and_figures(tmp_path):
             f"{saved['nll']['mean']:.0f} ± {saved['nll']['std']:.0f}"
             in (rows[2 + demo.MODELS.index(model)])
         )
-    # Input, then mean, residual and sample of each model; 16x16 shown 3x.
+    # Input, then mean, actual and sampled residual and sample of each
+    # model; 16x16 shown 3x.
     with Image.open(result["figures"]["reconstructions"]) as figure:
-        assert figure.size[1] == 16 + 10 * (48 + 2)
+        assert figure.size[1] == 16 + 13 * (48 + 2)
     with Image.open(result["figures"]["prior_samples"]) as figure:
         assert figure.size[1] == 16 + 6 * (48 + 2)
     # structured starts from the vae_sph run, as the paper pretrains it.

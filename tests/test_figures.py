@@ -55,7 +55,7 @@ def _cells(path, num_rows):
 
 def test_figures_have_the_right_size_range_and_content(tiny_run, tmp_path):
     paths = _write(tiny_run, tmp_path)
-    rows = {"prior_samples": 3, "reconstructions": 4, "std_y": 3}
+    rows = {"prior_samples": 3, "reconstructions": 5, "std_y": 3}
     for name, num_rows in rows.items():
         with Image.open(paths[name]) as image:
             assert image.mode == "RGB"
@@ -70,9 +70,20 @@ def test_figures_have_the_right_size_range_and_content(tiny_run, tmp_path):
     expected = np.round(prior["mean"] * 255.0).astype(np.uint8)
     expected = expected.repeat(SCALE, axis=1).repeat(SCALE, axis=2)
     np.testing.assert_array_equal(cells[0], expected)
-    recon = _cells(paths["reconstructions"], 4)
+    recon = _cells(paths["reconstructions"], 5)
     # The input row is the test images themselves, which are not constant.
     assert recon[0].std() > 5.0
+    # Rows 2 and 3: the actual residual of Y, y - mu(z_mean), and the
+    # sampled one, both on the actual residual's scale.
+    batch = figures.load_images(config, "test", NUM)
+    z_mean, _ = model.encode(batch["y"], batch.get("cbcr"))
+    actual = batch["y"] - model.decode(z_mean)["y_mean"].numpy()
+    spread = figures.residual_spread(actual)
+    drawn = figures.reconstructions(model, config, batch, seed=0)["residual"]
+    for row, residual in ((2, actual), (3, drawn)):
+        gray = np.round(figures.residual_image(residual, spread) * 255.0)
+        gray = gray.astype(np.uint8).repeat(SCALE, axis=1).repeat(SCALE, axis=2)
+        np.testing.assert_array_equal(recon[row], np.stack([gray] * 3, -1))
 
 
 def _chroma_misfit(rgb, method, margin=0.0):

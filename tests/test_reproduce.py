@@ -341,10 +341,11 @@ def test_reproduce_end_to_end_and_resumes_after_an_interruption(
     assert "| Ours | -8297 ± 1455 / -8669 ± 1424 |" in table
     assert "| VAE (Diag) | -4016 ± 813 / -4598 ± 2747 | not run / not run |" in table
     assert "## All measurements, gray" in table
-    # Input, then mean, residual and sample of each of 2 models; 16x16 shown 3x.
+    # Input, then mean, actual and sampled residual and sample of each of 2
+    # models; 16x16 shown 3x.
     figures = result["figures"]
     with Image.open(figures["Figure 3 (gray): reconstructions"]) as figure:
-        assert figure.size[1] == 16 + 7 * (48 + 2)
+        assert figure.size[1] == 16 + 9 * (48 + 2)
         assert np.std(np.asarray(figure.convert("L"), float)) > 1.0
     with Image.open(figures["Figure 4 (gray): prior samples"]) as figure:
         assert figure.size[1] == 16 + 4 * (48 + 2)

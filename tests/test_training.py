@@ -169,7 +169,11 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     # Without the export at the end (a third of each run's time).
     flags += ["--pretrain_epochs=2", "--structured_warmup_epochs=2", "--noexport"]
     killed_dir = tmp_path / "killed"
-    process = _train_cli([*flags, f"--model_dir={killed_dir}"])
+    # A killed process leaves its temporary files (autograph's generated
+    # code): in the test's folder, not in /tmp.
+    process = _train_cli(
+        [*flags, f"--model_dir={killed_dir}"], env=_env(TMPDIR=str(tmp_path))
+    )
     index = killed_dir / "checkpoints" / "checkpoint"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:

@@ -85,6 +85,11 @@ def kernel(function=None, *, batch_axes=None, output_axis=None):
     if function is None:
         return functools.partial(kernel, batch_axes=batch_axes, output_axis=output_axis)
     compiled = tf.function(function, jit_compile=True, autograph=False)
+    # A kernel is traced once for each of its static arguments and shapes
+    # (Y's head and the chroma's, each batch size): called eagerly, as in a
+    # notebook, a few such traces would make TensorFlow warn about "excessive"
+    # retracing. TensorFlow's own SavedModel loader sets this flag likewise.
+    compiled._omit_frequent_tracing_warning = True
 
     @functools.wraps(function)
     def call(*args, **kwargs):

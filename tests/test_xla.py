@@ -1,6 +1,7 @@
 """Tests of svae.xla: its split agrees with tf.split, values and gradients."""
 
 import contextlib
+import logging
 
 import numpy as np
 import pytest
@@ -113,3 +114,31 @@ def test_a_kernel_in_parts_gives_one_launchs_values(monkeypatch, batched):
     assert "SplitV" not in ops["1"]
     # A parameter without the batch axis (broadcast to every image): one launch.
     assert ("SplitV" in ops["3"]) == batched
+
+
+def test_kernels_traced_for_several_shapes_do_not_warn_of_retracing():
+    """Each shape or static argument is a trace of its own, by design."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+
+    def plain_square(value):
+        return value * value
+
+    def kernel_square(value):
+        return value * value
+
+    plain = tf.function(plain_square, jit_compile=True, autograph=False)
+    kernel = xla.kernel(kernel_square)
+    try:
+        for traced in (plain, kernel):
+            for size in range(1, 8):
+                traced(tf.ones([size, 3]))
+    finally:
+        logger.removeHandler(handler)
+    retraced = [r.getMessage() for r in records if "retracing" in r.getMessage()]
+    # The plain tf.function warns, so the check can fail; the kernel does not.
+    assert any("plain_square" in message for message in retraced)
+    assert not any("kernel_square" in message for message in retraced)

@@ -64,12 +64,12 @@ def write_figures(sample_config):
     `prior_samples.png` (rows: mean, sample, std of Y), `reconstructions.png`
     (rows: input, mean, actual residual of Y, residual sample, full sample)
     and `std_y.png` (rows: input, mean, per-pixel std of Y as a heat map);
-    with `inpaint`,
-    `inpainting.png` (rows: input, observed pixels, unconditional mean,
-    conditional mean, conditional sample). Also `health.json`: the sample
-    health (`svae.health.run_health`, seeded by `seed`, at temperature 1)
-    on the split, printed by `svae.health.format_health`, with a warning on
-    stderr when samples diverge.
+    with `inpaint`, `inpainting.png` (rows: input, observed pixels,
+    unconditional mean, conditional mean, conditional sample). Also
+    `health.json`: the sample health (`svae.health.run_health`, seeded by
+    `seed`, at temperature 1) on the split, printed by
+    `svae.health.format_health`, with a warning on stderr when samples
+    diverge.
 
     Args:
       sample_config: a `SampleConfig`.

@@ -7,8 +7,8 @@ a residual sample `epsilon` and the full sample `mu + T * epsilon`.
 Inpainting: the likelihood conditioned on the observed pixels. The
 per-pixel standard deviation of Y: exact for the structured models
 (`SparsePrecisionGaussian.marginal_variance`), `exp(y_log_scale)` for the
-factorised ones. Every random draw uses a
-stateless seed. `svae.drawing` turns the arrays into pictures.
+factorised ones. Every random draw uses a stateless seed. `svae.drawing`
+turns the arrays into pictures.
 """
 
 import numpy as np
